@@ -1,0 +1,14 @@
+//! reprov: appliance servers that re-provision themselves.
+//!
+//! The library is generic over `Read + Write + Seek` wherever it touches a disk, so
+//! everything but [`kernel`] runs on in-memory buffers and sparse files in tests.
+//! See `../shared/design/ARCHITECTURE.md` (and `docs/`) for the shape.
+
+pub mod cli;
+pub mod disk;
+pub mod error;
+pub mod io;
+pub mod store;
+pub mod units;
+
+pub use error::{Error, Result};

@@ -1,0 +1,197 @@
+//! The images store: the FAT file system on the images partition, seen through fatfs.
+//!
+//! It holds the image files, the pending job, the saved identity, the step log and the
+//! MBR backups (see the table in ARCHITECTURE.md). Everything here is generic over
+//! `Read + Write + Seek`, so tests run it on a `Cursor<Vec<u8>>`.
+
+use std::io::{Read, Seek, Write};
+
+/// Directory of reprov's own files on the images partition.
+pub const REPROV_DIR: &str = "reprov";
+/// Directory of the MBR copies taken before every MBR write.
+pub const MBR_BACKUP_DIR: &str = "reprov/mbr";
+/// How many MBR copies are kept; older ones are removed.
+pub const MBR_BACKUPS_KEPT: usize = 64;
+
+/// What went wrong in the images store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mounting the images partition (FAT): {0}")]
+    Mount(#[source] std::io::Error),
+    #[error("unmounting the images partition: {0}")]
+    Unmount(#[source] std::io::Error),
+    #[error("{what} {path} on the images partition: {source}")]
+    File {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn file_error<'a>(what: &'static str, path: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::File {
+        what,
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// The mounted images partition. Call [`Store::unmount`] when done: dropping it only logs.
+pub struct Store<D: Read + Write + Seek> {
+    fs: fatfs::FileSystem<D>,
+}
+
+impl<D: Read + Write + Seek> Store<D> {
+    /// Mounts the FAT file system of the images partition `part`.
+    pub fn open(mut part: D) -> Result<Self, Error> {
+        // fatfs reads the boot sector from wherever the stream stands.
+        part.seek(std::io::SeekFrom::Start(0))
+            .map_err(Error::Mount)?;
+        let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(Error::Mount)?;
+        Ok(Store { fs })
+    }
+
+    /// Flushes and unmounts, reporting any error (unlike drop).
+    pub fn unmount(self) -> Result<(), Error> {
+        self.fs.unmount().map_err(Error::Unmount)
+    }
+
+    /// The volume label, trimmed (`IMAGES` on an appliance).
+    pub fn label(&self) -> String {
+        self.fs.volume_label().trim_end().to_string()
+    }
+
+    /// Reads a whole file; `None` when it does not exist.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let mut file = match self.fs.root_dir().open_file(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(file_error("opening", path)(e)),
+        };
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)
+            .map_err(file_error("reading", path))?;
+        Ok(Some(data))
+    }
+
+    /// Writes a whole file (creating its directories), flushed before it returns.
+    pub fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
+        self.create_dirs_for(path)?;
+        let mut file = self
+            .fs
+            .root_dir()
+            .create_file(path)
+            .map_err(file_error("creating", path))?;
+        file.truncate().map_err(file_error("truncating", path))?;
+        file.write_all(data).map_err(file_error("writing", path))?;
+        file.flush().map_err(file_error("flushing", path))
+    }
+
+    /// Creates every directory above `path`.
+    fn create_dirs_for(&self, path: &str) -> Result<(), Error> {
+        let mut dir = self.fs.root_dir();
+        let parents: Vec<&str> = path.split('/').collect();
+        for name in &parents[..parents.len().saturating_sub(1)] {
+            dir = dir
+                .create_dir(name)
+                .map_err(file_error("creating directory", name))?;
+        }
+        Ok(())
+    }
+
+    /// Names of the files in a directory, sorted; empty when it does not exist.
+    pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, Error> {
+        let dir = match self.fs.root_dir().open_dir(dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(file_error("opening directory", dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(file_error("listing", "directory"))?;
+            if entry.is_file() {
+                names.push((entry.file_name(), entry.len()));
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes a file; removing one that is not there is not an error.
+    pub fn remove(&self, path: &str) -> Result<(), Error> {
+        match self.fs.root_dir().remove(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(file_error("removing", path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps a copy of an MBR sector before it is overwritten, as
+    /// `reprov/mbr/NNNNNN.mbr` (numbered in order), and drops the oldest copies beyond
+    /// [`MBR_BACKUPS_KEPT`]. Returns the path written.
+    pub fn save_mbr_backup(&self, sector: &[u8; 512]) -> Result<String, Error> {
+        let existing = self.list(MBR_BACKUP_DIR)?;
+        let next = existing
+            .iter()
+            .filter_map(|(name, _)| name.strip_suffix(".mbr")?.parse::<u64>().ok())
+            .max()
+            .map_or(1, |n| n + 1);
+        let path = format!("{MBR_BACKUP_DIR}/{next:06}.mbr");
+        self.write(&path, sector)?;
+        let excess = (existing.len() + 1).saturating_sub(MBR_BACKUPS_KEPT);
+        for (name, _) in existing.iter().take(excess) {
+            self.remove(&format!("{MBR_BACKUP_DIR}/{name}"))?;
+        }
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn formatted(bytes: usize) -> Cursor<Vec<u8>> {
+        let mut disk = Cursor::new(vec![0u8; bytes]);
+        fatfs::format_volume(
+            &mut disk,
+            fatfs::FormatVolumeOptions::new().volume_label(*b"IMAGES     "),
+        )
+        .unwrap();
+        disk
+    }
+
+    #[test]
+    fn files_round_trip_through_a_remount() {
+        let mut disk = formatted(8 << 20);
+        let store = Store::open(&mut disk).unwrap();
+        assert_eq!(store.label(), "IMAGES");
+        store.write("reprov/job", b"kind = \"apply\"\n").unwrap();
+        store.unmount().unwrap();
+        let store = Store::open(&mut disk).unwrap();
+        assert_eq!(
+            store.read("reprov/job").unwrap().unwrap(),
+            b"kind = \"apply\"\n"
+        );
+        assert_eq!(store.read("reprov/none").unwrap(), None);
+        store.unmount().unwrap();
+    }
+
+    #[test]
+    fn mbr_backups_are_numbered_and_bounded() {
+        let mut disk = formatted(8 << 20);
+        let store = Store::open(&mut disk).unwrap();
+        for i in 0..(MBR_BACKUPS_KEPT + 3) {
+            let sector = [u8::try_from(i % 256).unwrap(); 512];
+            store.save_mbr_backup(&sector).unwrap();
+        }
+        let kept = store.list(MBR_BACKUP_DIR).unwrap();
+        assert_eq!(kept.len(), MBR_BACKUPS_KEPT);
+        assert_eq!(kept[0].0, "000004.mbr");
+        let last = format!("{MBR_BACKUP_DIR}/{}", kept.last().unwrap().0);
+        assert_eq!(store.read(&last).unwrap().unwrap(), vec![66u8; 512]);
+        store.unmount().unwrap();
+    }
+}
