@@ -8,6 +8,7 @@ pub mod cli;
 pub mod disk;
 pub mod error;
 pub mod io;
+pub mod kernel;
 pub mod store;
 pub mod units;
 
