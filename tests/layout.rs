@@ -17,50 +17,38 @@ const MIB: u64 = 1 << 20;
 const REPROV: &str = env!("CARGO_BIN_EXE_reprov");
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
-fn run(args: &[&str]) -> Output {
-    Command::new(REPROV).args(args).output().unwrap()
+/// Runs reprov with a command line split on spaces (temp paths have none).
+fn run(command: &str) -> Output {
+    Command::new(REPROV)
+        .args(command.split_whitespace())
+        .output()
+        .unwrap()
 }
 
 /// Runs reprov and returns its stdout; fails the test on a non-zero exit.
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
+fn ok(command: &str) -> String {
+    let out = run(command);
     assert!(
         out.status.success(),
-        "reprov {args:?} failed: {}",
+        "reprov {command} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
 /// A fresh appliance disk of `MiB` mebibytes in `dir`.
 fn new_disk(dir: &Path, mib: u64) -> PathBuf {
     let disk = dir.join("disk.img");
-    let size = format!("{mib}M");
-    ok(&[
-        "layout",
-        "init",
-        "--disk",
-        s(&disk),
-        "--system",
-        "33M",
-        "--nos",
-        "8M",
-        "--float",
-        "16M",
-        "--images",
-        "33M",
-        "--size",
-        &size,
-    ]);
+    ok(&format!(
+        "layout init --disk {} --system 33M --nos 8M --float 16M --images 33M --size {mib}M",
+        disk.display()
+    ));
     disk
 }
 
 fn show(disk: &Path) -> Value {
-    serde_json::from_str(&ok(&["layout", "show", "--disk", s(disk), "--json"])).unwrap()
+    let json = ok(&format!("layout show --disk {} --json", disk.display()));
+    serde_json::from_str(&json).unwrap()
 }
 
 fn sector(disk: &Path) -> Vec<u8> {
@@ -186,6 +174,11 @@ fn fsck_passes_on_the_fat32_partitions_with_their_labels() {
         assert!(String::from_utf8_lossy(&file.stdout).contains("FAT (32 bit)"));
         let got = Command::new("fatlabel").arg(&part).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), label);
+        // The BPB's hidden sectors field holds the partition's start on the disk.
+        let mut boot = [0u8; 32];
+        File::open(&part).unwrap().read_exact(&mut boot).unwrap();
+        let hidden = u32::from_le_bytes([boot[28], boot[29], boot[30], boot[31]]);
+        assert_eq!(u64::from(hidden), p["start_sector"].as_u64().unwrap());
     }
 }
 
@@ -194,7 +187,7 @@ fn grow_takes_from_the_float_and_moves_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let disk = new_disk(dir.path(), 140);
     let before = show(&disk);
-    let out = ok(&["layout", "grow", "--disk", s(&disk), "--by", "5M"]);
+    let out = ok(&format!("layout grow --disk {} --by 5M", disk.display()));
     assert!(out.contains("slot 2 (NOS)"), "{out}");
     let after = show(&disk);
     assert_eq!(
@@ -214,9 +207,9 @@ fn grow_takes_from_the_float_and_moves_nothing_else() {
     );
     assert_eq!(sfdisk(&disk), partitions(&after));
 
-    ok(&["layout", "grow", "--disk", s(&disk), "--to", "24M"]);
+    ok(&format!("layout grow --disk {} --to 24M", disk.display()));
     assert_eq!(show(&disk)["float"]["size"], 0);
-    let refused = run(&["layout", "grow", "--disk", s(&disk), "--by", "1M"]);
+    let refused = run(&format!("layout grow --disk {} --by 1M", disk.display()));
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("NOS can grow to at most 24.0 MiB"));
 }
@@ -227,35 +220,29 @@ fn hide_unhide_activate_change_only_their_bytes_and_back_up_the_mbr() {
     let disk = new_disk(dir.path(), 140);
     let slot = |n: usize| 446 + 16 * (n - 1);
     // (verb, the bytes it may change, their new values)
-    type Step<'a> = (&'a [&'a str], Vec<(usize, u8)>);
-    let steps: [Step; 4] = [
-        (&["unhide"], vec![(slot(1) + 4, 0x0C)]),
-        (
-            &["activate", "system"],
-            vec![(slot(1), 0x80), (slot(2), 0x00)],
-        ),
-        (&["activate", "nos"], vec![(slot(1), 0x00), (slot(2), 0x80)]),
-        (&["hide"], vec![(slot(1) + 4, 0x1C)]),
+    let steps = [
+        ("unhide", vec![(slot(1) + 4, 0x0C)]),
+        ("activate system", vec![(slot(1), 0x80), (slot(2), 0x00)]),
+        ("activate nos", vec![(slot(1), 0x00), (slot(2), 0x80)]),
+        ("hide", vec![(slot(1) + 4, 0x1C)]),
     ];
     let mut sectors = vec![sector(&disk)];
     for (verb, changes) in &steps {
         let before = sector(&disk);
-        let mut args = vec!["layout", verb[0], "--disk", s(&disk)];
-        args.extend(&verb[1..]);
-        let out = ok(&args);
-        assert!(out.contains("slot 1 (system)"), "{verb:?}: {out}");
+        let out = ok(&format!("layout {verb} --disk {}", disk.display()));
+        assert!(out.contains("slot 1 (system)"), "{verb}: {out}");
         let after = sector(&disk);
         let changed: Vec<(usize, u8)> = (0..512)
             .filter(|&i| before[i] != after[i])
             .map(|i| (i, after[i]))
             .collect();
-        assert_eq!(&changed, changes, "{verb:?}");
+        assert_eq!(&changed, changes, "{verb}");
         sectors.push(after);
     }
     assert_eq!(sectors.first(), sectors.last());
 
     // Doing it again changes nothing, writes nothing, and says so.
-    let out = ok(&["layout", "hide", "--disk", s(&disk)]);
+    let out = ok(&format!("layout hide --disk {}", disk.display()));
     assert!(out.contains("nothing to change"), "{out}");
 
     // One backup per commit, each the sector as it was before that commit.
@@ -285,50 +272,29 @@ fn init_installs_boot_code_and_refuses_what_does_not_fit() {
     let disk = new_disk(dir.path(), 140);
     let code = dir.path().join("mbr.bin");
     fs::write(&code, [0xEB; 440]).unwrap();
-    let too_big = [
-        "layout",
-        "init",
-        "--disk",
-        s(&disk),
-        "--system",
-        "33M",
-        "--nos",
-        "100M",
-        "--float",
-        "0",
-        "--images",
-        "33M",
-        "--force",
-    ];
-    let before = fs::read(&disk).unwrap();
-    let out = run(&too_big);
+    let before = crc(&disk);
+    let out = run(&format!(
+        "layout init --disk {} --system 33M --nos 100M --float 0 --images 33M --force",
+        disk.display()
+    ));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("the layout needs 209715200 bytes (200.0 MiB: 1 MiB for the MBR + system 33.0 MiB + NOS 100.0 MiB + float 0 B + images 33.0 MiB + data at least 33.0 MiB) but the disk holds 146800640 bytes"),
+        err.contains(
+            "the layout needs 209715200 bytes (200.0 MiB: 1 MiB for the MBR + system 33.0 MiB \
+             + NOS 100.0 MiB + float 0 B + images 33.0 MiB + data at least 33.0 MiB) \
+             but the disk holds 146800640 bytes"
+        ),
         "{err}"
     );
-    assert!(fs::read(&disk).unwrap() == before, "a refused init wrote");
+    assert_eq!(crc(&disk), before, "a refused init wrote");
 
-    ok(&[
-        "layout",
-        "init",
-        "--disk",
-        s(&disk),
-        "--system",
-        "33M",
-        "--nos",
-        "4M",
-        "--float",
-        "4M",
-        "--images",
-        "33M",
-        "--nos-type",
-        "0x07",
-        "--boot-code",
-        s(&code),
-        "--force",
-    ]);
+    ok(&format!(
+        "layout init --disk {} --system 33M --nos 4M --float 4M --images 33M \
+         --nos-type 0x07 --boot-code {} --force",
+        disk.display(),
+        code.display()
+    ));
     let mbr = sector(&disk);
     assert_eq!(mbr[..440], [0xEB; 440]);
     assert_eq!(sfdisk(&disk)[1], (34 * 2048, 4 * 2048, 0x07, true));
@@ -336,7 +302,7 @@ fn init_installs_boot_code_and_refuses_what_does_not_fit() {
 
 #[test]
 fn opening_a_missing_disk_names_it() {
-    let out = run(&["layout", "show", "--disk", "/nonexistent/disk.img"]);
+    let out = run("layout show --disk /nonexistent/disk.img");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("reprov: error: opening disk /nonexistent/disk.img: No such file or directory"));
@@ -428,7 +394,7 @@ fn broken_disks_are_refused_and_left_byte_identical() {
         (
             "two active",
             Box::new(poke(slot(1), &[0x80])),
-            "slots 1 and 2 are all active",
+            "slots 1 and 2 are both active",
         ),
         (
             "bad boot flag",
@@ -449,23 +415,16 @@ fn broken_disks_are_refused_and_left_byte_identical() {
     for (name, breaker, expected) in &cases {
         let disk = broken(&good, dir.path(), "broken.img", breaker.as_ref());
         let before = crc(&disk);
-        for verb in [
-            &["show"][..],
-            &["hide"],
-            &["activate", "system"],
-            &["grow", "--by", "1M"],
-        ] {
-            let mut args = vec!["layout", verb[0], "--disk", s(&disk)];
-            args.extend(&verb[1..]);
-            let out = run(&args);
+        for verb in ["show", "hide", "activate system", "grow --by 1M"] {
+            let out = run(&format!("layout {verb} --disk {}", disk.display()));
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{name} {verb:?}: accepted");
+            assert!(!out.status.success(), "{name} / {verb}: accepted");
             let prefix = format!(
                 "reprov: error: {} is not an appliance disk: ",
                 disk.display()
             );
-            assert!(err.starts_with(&prefix), "{name} {verb:?}: {err}");
-            assert!(err.contains(expected), "{name} {verb:?}: {err}");
+            assert!(err.starts_with(&prefix), "{name} / {verb}: {err}");
+            assert!(err.contains(expected), "{name} / {verb}: {err}");
         }
         assert_eq!(crc(&disk), before, "{name}: the disk changed");
     }

@@ -59,7 +59,8 @@ struct Init {
     /// file of at most 440 bytes of MBR boot code (default: keep the disk's)
     #[argh(option)]
     boot_code: Option<PathBuf>,
-    /// size of the file to create when it does not exist (default: what the layout needs)
+    /// size of the file to create when it does not exist (default: the sum of the
+    /// sizes, with a 33M data partition unless --data is given)
     #[argh(option, from_str_fn(parse_size))]
     size: Option<u64>,
     /// overwrite a disk that already has a partition table
@@ -240,17 +241,12 @@ fn open_or_create(path: &Path, sizes: &Sizes, size: Option<u64>) -> crate::Resul
             Ok(file)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let len = match (size, sizes.data) {
-                (Some(size), _) => size,
-                (None, Some(_)) => sizes.total().ok_or_else(|| {
+            // With no --data the new file holds the smallest data partition.
+            let len = match size {
+                Some(size) => size,
+                None => sizes.total().ok_or_else(|| {
                     Error::Usage("the partition sizes add up past 2^64 bytes".into())
                 })?,
-                (None, None) => {
-                    return Err(Error::Usage(format!(
-                        "creating {}: give --data or --size so the new file's size is known",
-                        path.display()
-                    )))
-                }
             };
             let file = open(true).map_err(|e| Error::io("creating disk", path.display(), e))?;
             file.set_len(len)

@@ -17,8 +17,9 @@ pub struct ApplianceDisk<D> {
     device: D,
     name: String,
     len: u64,
-    /// The sector as it is on the disk.
+    /// The sector as it is on the disk, and parsed.
     on_disk: [u8; 512],
+    opened: Mbr,
     /// The table with the edits planned so far.
     planned: Mbr,
 }
@@ -31,6 +32,39 @@ fn read_sector<D: Read + Seek>(device: &mut D, name: &str) -> Result<[u8; 512], 
         .and_then(|_| device.read_exact(&mut sector))
         .map_err(Error::io("reading the MBR of", name))?;
     Ok(sector)
+}
+
+/// Writes `sector` as the MBR in one 512-byte write, syncs, reads it back and compares.
+/// A sector write is atomic on real disks, so the table on the disk is either all old or
+/// all new, never a mix. Writes to the disk.
+pub(super) fn write_sector<D: Read + Write + Seek + SyncAll>(
+    device: &mut D,
+    name: &str,
+    sector: &[u8; 512],
+) -> Result<(), Error> {
+    device
+        .seek(SeekFrom::Start(0))
+        .map_err(Error::io("seeking to the MBR of", name))?;
+    // Deliberately not write_all: a short write is reported, never completed in pieces.
+    let written = device
+        .write(sector)
+        .map_err(Error::io("writing the MBR of", name))?;
+    if written != sector.len() {
+        return Err(Error::ShortWrite {
+            disk: name.to_string(),
+            written,
+        });
+    }
+    device
+        .flush()
+        .and_then(|()| device.sync_all())
+        .map_err(Error::io("syncing the MBR of", name))?;
+    if read_sector(device, name)? != *sector {
+        return Err(Error::ReadBack {
+            disk: name.to_string(),
+        });
+    }
+    Ok(())
 }
 
 impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
@@ -56,6 +90,7 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
             name: name.to_string(),
             len,
             on_disk,
+            opened: planned.clone(),
             planned,
         };
         // Mounting reads only; unmount flushes nothing because nothing was changed.
@@ -201,7 +236,8 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
         let limit = nos.end().saturating_add(self.float_len());
         if !matches!(new_end, Some(end) if end <= limit) {
             return Err(refuse(format!(
-                "NOS can grow to at most {} ({} bytes): the float after it holds {}; asked for {} ({new_len} bytes)",
+                "NOS can grow to at most {} ({} bytes): the float after it holds {}; \
+                 asked for {} ({new_len} bytes)",
                 format_size(limit - nos.start()),
                 limit - nos.start(),
                 format_size(self.float_len()),
@@ -229,10 +265,7 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
 
     /// What the plan changes, one line per changed slot (empty when nothing).
     pub fn changes(&self) -> Vec<String> {
-        // The sector was parsed at open, so it parses again.
-        let Ok(old) = Mbr::parse(&self.on_disk) else {
-            return vec!["the whole sector".to_string()];
-        };
+        let old = &self.opened;
         Role::ALL
             .into_iter()
             .filter(|r| old.get(r.slot()) != self.entry(*r))
@@ -276,34 +309,9 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
             .map_err(Error::io("syncing the MBR backup on", &self.name))?;
         log::debug!("saved the MBR of {} as {backup}", self.name);
 
-        // One 512-byte write: a sector write is atomic on real disks, so the table is
-        // either all old or all new, never a mix of the two.
-        self.device
-            .seek(SeekFrom::Start(0))
-            .map_err(Error::io("seeking to the MBR of", &self.name))?;
-        let written = self
-            .device
-            .write(&new)
-            .map_err(Error::io("writing the MBR of", &self.name))?;
-        if written != new.len() {
-            return Err(Error::ShortWrite {
-                disk: self.name.clone(),
-                written,
-            }
-            .into());
-        }
-        self.device
-            .flush()
-            .and_then(|()| self.device.sync_all())
-            .map_err(Error::io("syncing the MBR of", &self.name))?;
-
-        if read_sector(&mut self.device, &self.name)? != new {
-            return Err(Error::ReadBack {
-                disk: self.name.clone(),
-            }
-            .into());
-        }
+        write_sector(&mut self.device, &self.name, &new)?;
         self.on_disk = new;
+        self.opened = self.planned.clone();
         Ok(())
     }
 }

@@ -128,8 +128,9 @@ pub fn check(sector: &[u8; 512], disk_len: u64) -> Result<Mbr, String> {
         .collect();
     if active.len() > 1 {
         return Err(format!(
-            "slots {} are all active; exactly one partition may be active",
-            active.join(" and ")
+            "slots {} are {} active; exactly one partition may be active",
+            active.join(" and "),
+            if active.len() == 2 { "both" } else { "all" }
         ));
     }
     Ok(mbr)

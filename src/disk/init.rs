@@ -219,23 +219,7 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
         let e = entries[role.slot() - 1];
         format_fat32(device, name, role, e)?;
     }
-    let sector = mbr.to_bytes();
-    device
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| device.write_all(&sector))
-        .and_then(|()| device.flush())
-        .and_then(|()| device.sync_all())
-        .map_err(Error::io("writing the MBR of", name))?;
-    let mut back = [0u8; 512];
-    device
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| device.read_exact(&mut back))
-        .map_err(Error::io("reading back the MBR of", name))?;
-    if back != sector {
-        return Err(Error::ReadBack {
-            disk: name.to_string(),
-        });
-    }
+    super::appliance::write_sector(device, name, &mbr.to_bytes())?;
     Ok(mbr)
 }
 
@@ -259,6 +243,7 @@ fn format_fat32<D: Read + Write + Seek>(
     }
     let window = Window::new(&mut *device, e.start(), e.len()).map_err(failed)?;
     fatfs::format_volume(window, options).map_err(failed)?;
+    set_hidden_sectors(device, e).map_err(failed)?;
     let window = Window::new(&mut *device, e.start(), e.len()).map_err(failed)?;
     let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new()).map_err(failed)?;
     let fat_type = fs.fat_type();
@@ -268,6 +253,23 @@ fn format_fat32<D: Read + Write + Seek>(
             "fatfs chose {fat_type:?} for {}",
             format_size(e.len())
         ))));
+    }
+    Ok(())
+}
+
+/// Records the partition's start in the BPB's "hidden sectors" field of the boot sector
+/// and its FAT32 backup (fatfs writes 0): boot code that loads from the partition and
+/// some FAT readers take the partition's offset on the disk from it.
+fn set_hidden_sectors<D: Read + Write + Seek>(device: &mut D, e: Entry) -> std::io::Result<()> {
+    const HIDDEN_SECTORS: u64 = 0x1C;
+    const BACKUP_BOOT_SECTOR: u64 = 0x32;
+    let mut backup = [0u8; 2];
+    device.seek(SeekFrom::Start(e.start() + BACKUP_BOOT_SECTOR))?;
+    device.read_exact(&mut backup)?;
+    let backup = u64::from(u16::from_le_bytes(backup));
+    for sector in [0, backup] {
+        device.seek(SeekFrom::Start(e.start() + sector * 512 + HIDDEN_SECTORS))?;
+        device.write_all(&e.start_lba.to_le_bytes())?;
     }
     Ok(())
 }

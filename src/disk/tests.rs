@@ -89,7 +89,8 @@ fn refuses_disks_that_are_not_appliances_and_writes_nothing() {
         f(&mut d);
         Cursor::new(d)
     };
-    let cases: Vec<(&str, Cursor<Vec<u8>>, &str)> = vec![
+    let cases: Vec<(&str, Cursor<Vec<u8>>, &str)> =
+        vec![
         (
             "blank",
             Cursor::new(vec![0u8; 12 << 20]),
@@ -118,7 +119,8 @@ fn refuses_disks_that_are_not_appliances_and_writes_nothing() {
         (
             "images type",
             with(3, &|e| e.ptype = PartType(0x83)),
-            "disk.img is not an appliance disk: slot 3 has type 0x83, expected FAT32 LBA 0x0C for the images partition",
+            "disk.img is not an appliance disk: \
+             slot 3 has type 0x83, expected FAT32 LBA 0x0C for the images partition",
         ),
         (
             "hidden images",
@@ -168,7 +170,7 @@ fn refuses_disks_that_are_not_appliances_and_writes_nothing() {
         (
             "two active",
             with(1, &|e| e.boot = 0x80),
-            "slots 1 and 2 are all active; exactly one partition may be active",
+            "slots 1 and 2 are both active; exactly one partition may be active",
         ),
         (
             "bad boot flag",
@@ -387,7 +389,9 @@ fn plan_refusals() {
         (
             sizes(),
             100 * MIB,
-            "the layout needs 110100480 bytes (105.0 MiB: 1 MiB for the MBR + system 33.0 MiB + NOS 2.0 MiB + float 3.0 MiB + images 33.0 MiB + data at least 33.0 MiB) but the disk holds 104857600 bytes",
+            "the layout needs 110100480 bytes (105.0 MiB: 1 MiB for the MBR + system 33.0 MiB \
+             + NOS 2.0 MiB + float 3.0 MiB + images 33.0 MiB + data at least 33.0 MiB) \
+             but the disk holds 104857600 bytes",
         ),
         (
             with(&|s| s.data = Some(200 * MIB)),
