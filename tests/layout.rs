@@ -131,8 +131,13 @@ fn partitions(layout: &Value) -> Vec<(u64, u64, u8, bool)> {
 fn init_then_sfdisk_agrees_with_show() {
     let dir = tempfile::tempdir().unwrap();
     let disk = new_disk(dir.path(), 140);
+    let before = crc(&disk);
     let layout = show(&disk);
     assert_eq!(sfdisk(&disk), partitions(&layout));
+    // Reading the layout, and an edit that changes nothing, write nothing at all.
+    ok(&format!("layout show --disk {}", disk.display()));
+    ok(&format!("layout activate nos --disk {}", disk.display()));
+    assert_eq!(crc(&disk), before);
     assert_eq!(
         partitions(&layout),
         [
