@@ -178,17 +178,10 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
             .map_err(Error::io("reading the MBR of", name))?;
     }
     if !force {
-        if let Ok(existing) = Mbr::parse(&old) {
-            if let Some((slot, e)) = (1..=4)
-                .map(|s| (s, existing.get(s)))
-                .find(|(_, e)| !e.ptype.is_empty())
-            {
-                return Err(refuse(format!(
-                    "it already has a partition table (slot {slot} has type {}); \
-                     pass --force to overwrite it",
-                    e.ptype
-                )));
-            }
+        if let Some(what) = existing_content(&old) {
+            return Err(refuse(format!(
+                "it already has {what}; pass --force to overwrite it"
+            )));
         }
     }
     let mut code = [0u8; BOOT_CODE_LEN];
@@ -221,6 +214,35 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
     }
     super::appliance::write_sector(device, name, &mbr.to_bytes())?;
     Ok(mbr)
+}
+
+/// What sector 0 already holds that `init` would destroy: a partition table with a used
+/// slot, or a boot sector of a whole-disk file system (FAT, NTFS, exFAT). `None` for a
+/// blank sector or an empty table.
+fn existing_content(sector: &[u8; 512]) -> Option<String> {
+    if sector[510..] != [0x55, 0xAA] {
+        return None;
+    }
+    let fs_names: [(usize, &[u8]); 4] = [
+        (0x36, b"FAT"),
+        (0x52, b"FAT32"),
+        (3, b"NTFS"),
+        (3, b"EXFAT"),
+    ];
+    if let Some((_, name)) = fs_names
+        .iter()
+        .find(|(at, name)| sector[*at..].starts_with(name))
+    {
+        let name = String::from_utf8_lossy(name);
+        return Some(format!("a {name} file system on the whole disk"));
+    }
+    match Mbr::parse(sector) {
+        Ok(mbr) => (1..=4)
+            .map(|slot| (slot, mbr.get(slot).ptype))
+            .find(|(_, t)| !t.is_empty())
+            .map(|(slot, t)| format!("a partition table (slot {slot} has type {t})")),
+        Err(_) => Some("a boot sector with the 0x55AA signature in sector 0".to_string()),
+    }
 }
 
 /// Formats one partition as FAT32 and checks fatfs really chose FAT32 for it.

@@ -451,6 +451,17 @@ fn init_lays_out_an_appliance_disk_keeping_the_boot_code() {
         "{err}"
     );
     assert!(device.get_ref() == &before);
+    let mut fat_disk = Cursor::new(vec![0u8; 1 << 20]);
+    fatfs::format_volume(&mut fat_disk, fatfs::FormatVolumeOptions::new()).unwrap();
+    let fat_before = fat_disk.get_ref().clone();
+    let err = init(&mut fat_disk, "fat.img", &sizes(), None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("it already has a FAT file system on the whole disk; pass --force"),
+        "{err}"
+    );
+    assert!(fat_disk.get_ref() == &fat_before);
     let err = init(&mut device, "disk.img", &sizes(), Some(&[1; 441]), true)
         .unwrap_err()
         .to_string();
