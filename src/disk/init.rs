@@ -193,6 +193,8 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
             )))
         }
         Some(new) => code[..new.len()].copy_from_slice(new),
+        // A file system's boot sector holds its own code and BPB there, not MBR code.
+        None if whole_disk_file_system(&old).is_some() => {}
         None => code.copy_from_slice(&old[..BOOT_CODE_LEN]),
     }
     let entries = plan(sizes, disk_len).map_err(refuse)?;
@@ -206,8 +208,8 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
         mbr.set(slot, *e);
     }
 
-    // File systems first, the MBR last: until the last write the disk does not look
-    // like an appliance, so an interrupted init is refused rather than half-used.
+    // File systems first, the MBR last: until the last write a fresh disk does not look
+    // like an appliance, so an interrupted init is refused later rather than half-used.
     for role in [Role::System, Role::Images, Role::Data] {
         let e = entries[role.slot() - 1];
         format_fat32(device, name, role, e)?;
@@ -223,18 +225,8 @@ fn existing_content(sector: &[u8; 512]) -> Option<String> {
     if sector[510..] != [0x55, 0xAA] {
         return None;
     }
-    let fs_names: [(usize, &[u8]); 4] = [
-        (0x36, b"FAT"),
-        (0x52, b"FAT32"),
-        (3, b"NTFS"),
-        (3, b"EXFAT"),
-    ];
-    if let Some((_, name)) = fs_names
-        .iter()
-        .find(|(at, name)| sector[*at..].starts_with(name))
-    {
-        let name = String::from_utf8_lossy(name);
-        return Some(format!("a {name} file system on the whole disk"));
+    if let Some(fs) = whole_disk_file_system(sector) {
+        return Some(format!("a {fs} file system on the whole disk"));
     }
     match Mbr::parse(sector) {
         Ok(mbr) => (1..=4)
@@ -243,6 +235,15 @@ fn existing_content(sector: &[u8; 512]) -> Option<String> {
             .map(|(slot, t)| format!("a partition table (slot {slot} has type {t})")),
         Err(_) => Some("a boot sector with the 0x55AA signature in sector 0".to_string()),
     }
+}
+
+/// The file system whose boot sector `sector` is, by the name in its header.
+fn whole_disk_file_system(sector: &[u8; 512]) -> Option<&'static str> {
+    const NAMES: [(usize, &str); 4] = [(0x36, "FAT"), (0x52, "FAT32"), (3, "NTFS"), (3, "EXFAT")];
+    NAMES
+        .iter()
+        .find(|(at, name)| sector[*at..].starts_with(name.as_bytes()))
+        .map(|(_, name)| *name)
 }
 
 /// Formats one partition as FAT32 and checks fatfs really chose FAT32 for it.

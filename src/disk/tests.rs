@@ -475,4 +475,11 @@ fn init_lays_out_an_appliance_disk_keeping_the_boot_code() {
     assert_eq!(device.get_ref()[100..440], [0; 340]);
     // The disk signature survives a re-init.
     assert_eq!(device.get_ref()[440..444], before[440..444]);
+
+    // Forced over a whole-disk file system, init does not keep its boot sector's code.
+    device.set_position(0);
+    fatfs::format_volume(&mut device, fatfs::FormatVolumeOptions::new()).unwrap();
+    assert_ne!(device.get_ref()[..3], [0; 3]);
+    init(&mut device, "disk.img", &sizes(), None, true).unwrap();
+    assert_eq!(device.get_ref()[..440], [0; 440]);
 }
