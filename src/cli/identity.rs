@@ -73,6 +73,8 @@ pub fn run(cmd: IdentityCmd) -> crate::Result<()> {
         }
         Sub::Render(args) => {
             let files = identity::render(&read_identity(&args.file)?);
+            std::fs::create_dir_all(&args.root)
+                .map_err(|e| Error::io("creating", args.root.display(), e))?;
             identity::restore_into(&files, &mut DirSink::new(&args.root))?;
             for (path, _) in &files {
                 println!(

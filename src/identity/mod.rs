@@ -56,7 +56,7 @@ pub const MAX_IMAGE_NAME: usize = 100;
 /// What went wrong with an identity: reading, checking, writing or capturing it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the saved identity is {len} bytes, more than the {max} allowed")]
+    #[error("the saved identity is too large: {len} bytes read, at most {max} allowed")]
     TooLarge { len: usize, max: usize },
     #[error("the saved identity is not UTF-8 text: {0}")]
     NotText(#[source] std::str::Utf8Error),
@@ -356,6 +356,9 @@ impl FromStr for Hostname {
             return Err(format!(
                 "{s:?} contains {c:?}; a hostname has only a-z, 0-9 and '-' in dot-separated labels"
             ));
+        }
+        if s.parse::<Ipv4Addr>().is_ok() {
+            return Err(format!("{s:?} is an IPv4 address, not a name"));
         }
         for label in s.split('.') {
             if label.is_empty() {

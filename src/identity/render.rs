@@ -104,10 +104,11 @@ pub fn instance_id(identity: &Identity) -> String {
     )
 }
 
-/// NoCloud `meta-data`. The hostname is validated (only `[a-z0-9.-]`), so plain YAML.
+/// NoCloud `meta-data`. The hostname is quoted: YAML would read `123` or `yes` as a
+/// number or a boolean (it has only `[a-z0-9.-]`, so quoting needs no escapes).
 pub fn meta_data(identity: &Identity) -> String {
     format!(
-        "instance-id: {}\nlocal-hostname: {}\n",
+        "instance-id: {}\nlocal-hostname: \"{}\"\n",
         instance_id(identity),
         identity.hostname
     )
@@ -319,7 +320,10 @@ gateway4 = "192.0.2.1"
         let identity = parse(ONE_V4).unwrap();
         let meta = meta_data(&identity);
         let id = instance_id(&identity);
-        assert_eq!(meta, format!("instance-id: {id}\nlocal-hostname: web-01\n"));
+        assert_eq!(
+            meta,
+            format!("instance-id: {id}\nlocal-hostname: \"web-01\"\n")
+        );
         assert!(id.starts_with("iid-reprov-") && id.len() == "iid-reprov-".len() + 8);
         // Stable for one identity, different for another.
         assert_eq!(id, instance_id(&parse(ONE_V4).unwrap()));

@@ -128,6 +128,11 @@ fn refuses_bad_identity_files() {
             &["hostname", "empty label"],
         ),
         (
+            "hostname that is an address",
+            "hostname = \"192.0.2.1\"\n".into(),
+            &["hostname", "is an IPv4 address"],
+        ),
+        (
             "hostname upper case",
             "hostname = \"Web\"\n".into(),
             &["hostname", "'W'"],
@@ -232,7 +237,7 @@ fn refuses_bad_identity_files() {
         (
             "oversized file",
             oversized,
-            &["bytes, more than the 16384 allowed"],
+            &["too large", "at most 16384 allowed"],
         ),
     ];
     assert!(cases.len() >= 10);
