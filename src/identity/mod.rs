@@ -484,25 +484,29 @@ string_serde!(Hostname, "hostname");
 string_serde!(MacAddr, "mac");
 string_serde!(IpNet, "addresses");
 
-fn parse_field<T: FromStr, E: serde::de::Error>(field: &str, text: &str) -> Result<T, E> {
-    text.parse().map_err(|_| {
-        E::custom(format!(
-            "{field}: {text:?} is not an address of the right kind"
-        ))
-    })
+fn parse_field<T: FromStr, E: serde::de::Error>(
+    field: &str,
+    kind: &str,
+    text: &str,
+) -> Result<T, E> {
+    text.parse()
+        .map_err(|_| E::custom(format!("{field}: {text:?} is not {kind}")))
 }
 
 fn de_dns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
     let texts = Vec::<String>::deserialize(d)?;
-    texts.iter().map(|t| parse_field("dns", t)).collect()
+    texts
+        .iter()
+        .map(|t| parse_field("dns", "an IPv4 or IPv6 address", t))
+        .collect()
 }
 
 fn de_gateway4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
-    parse_field("gateway4 (IPv4)", &String::deserialize(d)?).map(Some)
+    parse_field("gateway4", "an IPv4 address", &String::deserialize(d)?).map(Some)
 }
 
 fn de_gateway6<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv6Addr>, D::Error> {
-    parse_field("gateway6 (IPv6)", &String::deserialize(d)?).map(Some)
+    parse_field("gateway6", "an IPv6 address", &String::deserialize(d)?).map(Some)
 }
 
 /// The default image name: model and serial number joined (as the patent names an

@@ -150,28 +150,43 @@ addresses = ["192.0.2.10/24"]
 gateway4 = "192.0.2.1"
 "#;
 
+    /// FAT16 and FAT32 (the images partition's kind), each cross-checked with fsck.fat.
     #[test]
     fn restores_into_a_fat_volume() {
         let files = render(&parse(IDENTITY).unwrap());
-        let mut volume = Cursor::new(vec![0u8; 8 * 1024 * 1024]);
-        fatfs::format_volume(&mut volume, fatfs::FormatVolumeOptions::new()).unwrap();
-        volume.set_position(0);
-        let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new()).unwrap();
-        // Twice: the second run replaces the files, it does not append or fail.
-        restore_into(&files, &mut FatSink::new(&fs)).unwrap();
-        restore_into(&files, &mut FatSink::new(&fs)).unwrap();
-        fs.unmount().unwrap();
+        for (fat_type, mib) in [(fatfs::FatType::Fat16, 8), (fatfs::FatType::Fat32, 64)] {
+            let mut volume = Cursor::new(vec![0u8; mib * 1024 * 1024]);
+            let options = fatfs::FormatVolumeOptions::new().fat_type(fat_type);
+            fatfs::format_volume(&mut volume, options).unwrap();
+            volume.set_position(0);
+            let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new()).unwrap();
+            // Twice: the second run replaces the files, it does not append or fail.
+            restore_into(&files, &mut FatSink::new(&fs)).unwrap();
+            restore_into(&files, &mut FatSink::new(&fs)).unwrap();
+            fs.unmount().unwrap();
 
-        volume.set_position(0);
-        let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new()).unwrap();
-        for (path, contents) in &files {
-            let mut back = String::new();
-            fs.root_dir()
-                .open_file(path.trim_start_matches('/'))
-                .unwrap()
-                .read_to_string(&mut back)
-                .unwrap();
-            assert_eq!(&back, contents, "{path}");
+            volume.set_position(0);
+            let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new()).unwrap();
+            for (path, contents) in &files {
+                let mut back = String::new();
+                fs.root_dir()
+                    .open_file(path.trim_start_matches('/'))
+                    .unwrap()
+                    .read_to_string(&mut back)
+                    .unwrap();
+                assert_eq!(&back, contents, "{fat_type:?} {path}");
+            }
+            drop(fs);
+
+            // The reference checker agrees the volume is sound.
+            let image = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(image.path(), volume.get_ref()).unwrap();
+            let fsck = std::process::Command::new("fsck.vfat")
+                .arg("-n")
+                .arg(image.path())
+                .output()
+                .expect("running fsck.vfat (dosfstools, installed by scripts/deps)");
+            assert!(fsck.status.success(), "{fat_type:?}: {fsck:?}");
         }
     }
 

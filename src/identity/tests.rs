@@ -186,7 +186,7 @@ fn refuses_bad_identity_files() {
         (
             "gateway of the wrong family",
             iface("mac = \"52:54:00:00:00:01\"\ngateway4 = \"2001:db8::1\""),
-            &["gateway4", "\"2001:db8::1\""],
+            &["gateway4", "\"2001:db8::1\" is not an IPv4 address"],
         ),
         (
             "multicast gateway",
@@ -196,7 +196,7 @@ fn refuses_bad_identity_files() {
         (
             "bad DNS",
             "hostname = \"h\"\ndns = [\"dns.example\"]\n".into(),
-            &["dns", "\"dns.example\""],
+            &["dns", "\"dns.example\" is not an IPv4 or IPv6 address"],
         ),
         (
             "too many DNS",
