@@ -4,6 +4,7 @@ use argh::FromArgs;
 use std::process::ExitCode;
 
 mod disk;
+mod identity;
 mod layout;
 pub use disk::open_disk;
 
@@ -22,6 +23,7 @@ struct Top {
 enum Command {
     Version(Version),
     Layout(layout::Layout),
+    Identity(identity::IdentityCmd),
 }
 
 /// Print the version of reprov.
@@ -39,6 +41,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Layout(args) => layout::run(args),
+        Command::Identity(cmd) => identity::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
