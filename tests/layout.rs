@@ -268,7 +268,22 @@ fn hide_unhide_activate_change_only_their_bytes_and_back_up_the_mbr() {
         assert_eq!(&saved, old, "{name}");
     }
     store.unmount().unwrap();
-    assert_eq!(appliance.range(Role::Images).0, 58 * MIB);
+    let (start, len) = appliance.range(Role::Images);
+    assert_eq!(start, 58 * MIB);
+
+    // The images partition stays clean for fsck with the backups fatfs wrote.
+    let images = dir.path().join("images");
+    extract(&disk, start, len, &images);
+    let fsck = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }
 
 #[test]
