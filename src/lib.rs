@@ -11,6 +11,7 @@ pub mod identity;
 pub mod io;
 pub mod kernel;
 pub mod store;
+pub mod transfer;
 pub mod units;
 
 pub use error::{Error, Result};
