@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod disk;
 mod identity;
 mod layout;
+mod transfer;
 pub use disk::open_disk;
 
 /// reprov: appliance servers that re-provision themselves.
@@ -24,6 +25,8 @@ enum Command {
     Version(Version),
     Layout(layout::Layout),
     Identity(identity::IdentityCmd),
+    Fetch(transfer::Fetch),
+    Upload(transfer::Upload),
 }
 
 /// Print the version of reprov.
@@ -42,6 +45,8 @@ pub fn main() -> ExitCode {
         }
         Command::Layout(args) => layout::run(args),
         Command::Identity(cmd) => identity::run(cmd),
+        Command::Fetch(args) => transfer::fetch(args),
+        Command::Upload(args) => transfer::upload(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,10 +25,14 @@ fn connect(
         .ok_or_else(|| Failure::retry(format!("{} has no address", url.host)))?;
     let timeout = options.timeout;
     let mut ftp = FtpStream::connect_timeout(address, timeout).map_err(failure)?;
-    ftp.get_ref()
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| ftp.get_ref().set_write_timeout(Some(timeout)))
-        .map_err(|e| Failure::io(&e))?;
+    {
+        // One lock of the control socket at a time: get_ref() holds it while alive.
+        let control = ftp.get_ref();
+        control
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| control.set_write_timeout(Some(timeout)))
+            .map_err(|e| Failure::io(&e))?;
+    }
     ftp.set_passive_nat_workaround(true);
     let mut ftp = ftp.passive_stream_builder(move |address| {
         let stream = TcpStream::connect_timeout(&address, timeout)
