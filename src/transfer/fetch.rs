@@ -103,7 +103,14 @@ fn attempt_download(
         let copied = copy(&mut download, &mut *file, offset, version.size, progress);
         // Keep what arrived even when the connection broke: the next attempt resumes there.
         file.flush().map_err(writing)?;
-        copied?
+        let done = copied.map_err(|e| match e {
+            Failure::Local(Error::Local { what, source, .. }) => {
+                local_error(what, place.describe(&part), source)
+            }
+            other => other,
+        })?;
+        file.sync().map_err(writing)?;
+        done
     };
     let now = download.finish()?;
     if now != version {
@@ -192,7 +199,7 @@ fn open(
 }
 
 /// Copies the body into the partial file; network errors are worth a retry, write errors
-/// are not. Returns where the file now ends.
+/// are not (the caller names the file in them). Returns where the file now ends.
 fn copy(
     from: &mut dyn Read,
     to: &mut dyn Write,
@@ -211,7 +218,7 @@ fn copy(
         to.write_all(&buffer[..n]).map_err(|e| {
             Failure::Local(Error::Local {
                 what: "writing",
-                path: "the partial download".to_string(),
+                path: String::new(),
                 source: e,
             })
         })?;

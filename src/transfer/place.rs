@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub trait PartFile: Write + Seek {
     /// Truncates the file at the current position.
     fn truncate_here(&mut self) -> std::io::Result<()>;
+    /// Makes the bytes written durable before the file is renamed to its final name.
+    fn sync(&mut self) -> std::io::Result<()>;
 }
 
 impl PartFile for std::fs::File {
@@ -19,11 +21,20 @@ impl PartFile for std::fs::File {
         let position = self.stream_position()?;
         self.set_len(position)
     }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
 }
 
 impl<T: Read + Write + Seek> PartFile for fatfs::File<'_, T> {
     fn truncate_here(&mut self) -> std::io::Result<()> {
         self.truncate()
+    }
+
+    /// Flushes into the partition; syncing the device is for whoever owns the store.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.flush()
     }
 }
 

@@ -9,6 +9,8 @@ for the test to check what the client asked for.
 --cut-after N: the first RETR sends only N bytes, then the server drops the control
 connection without a reply, as a cut cable would.
 --change-on-cut: at that cut, rewrite the file (same size, other bytes, newer mtime).
+--change-after-send: the first RETR sends the whole file, which is then rewritten before
+the transfer's reply (as a file replaced on the server while it was being sent).
 """
 
 import argparse
@@ -28,12 +30,22 @@ def main():
     parser.add_argument("--events", required=True)
     parser.add_argument("--cut-after", type=int, default=None)
     parser.add_argument("--change-on-cut", action="store_true")
+    parser.add_argument("--change-after-send", action="store_true")
     args = parser.parse_args()
 
     with open(args.password_file) as f:
         password = f.readline().rstrip("\n")
     events = open(args.events, "a", buffering=1)
-    state = {"cut_pending": args.cut_after is not None}
+    state = {"cut_pending": args.cut_after is not None, "change_pending": args.change_after_send}
+
+    def rewrite(path):
+        """Same size, other bytes, an mtime an hour later (MDTM has whole seconds)."""
+        size = os.path.getsize(path)
+        with open(path, "wb") as f:
+            f.write(bytes([0xC5]) * size)
+        stat = os.stat(path)
+        os.utime(path, (stat.st_atime, stat.st_mtime + 3600))
+        events.write("CHANGED\n")
 
     class Limited:
         """A file that ends after `limit` bytes."""
@@ -69,20 +81,22 @@ def main():
                     state["cut_pending"] = False
                     self.cutting = file.name
                     data.file = Limited(data.file, args.cut_after)
+                elif state["change_pending"]:
+                    state["change_pending"] = False
+                    self.changing = file.name
             return super().push_dtp_data(data, isproducer, file, cmd)
 
         def respond(self, resp, logfun=None):
+            changing = getattr(self, "changing", None)
+            if changing is not None and resp.startswith("226"):
+                self.changing = None
+                rewrite(changing)
             path = getattr(self, "cutting", None)
             if path is not None and resp.startswith("226"):
                 self.cutting = None
                 events.write(f"CUT {args.cut_after}\n")
                 if args.change_on_cut:
-                    size = os.path.getsize(path)
-                    with open(path, "wb") as f:
-                        f.write(bytes([0xC5]) * size)
-                    stat = os.stat(path)
-                    os.utime(path, (stat.st_atime, stat.st_mtime + 3600))
-                    events.write("CHANGED\n")
+                    rewrite(path)
                 self.close()
                 return
             return super().respond(resp) if logfun is None else super().respond(resp, logfun)
