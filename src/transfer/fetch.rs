@@ -103,12 +103,11 @@ fn attempt_download(
         let copied = copy(&mut download, &mut *file, offset, version.size, progress);
         // Keep what arrived even when the connection broke: the next attempt resumes there.
         file.flush().map_err(writing)?;
-        let done = copied.map_err(|e| match e {
-            Failure::Local(Error::Local { what, source, .. }) => {
-                local_error(what, place.describe(&part), source)
-            }
-            other => other,
-        })?;
+        let done = match copied {
+            Ok(done) => done,
+            Err(Broke::Reading(e)) => return Err(Failure::io(&e)),
+            Err(Broke::Writing(e)) => return Err(writing(e)),
+        };
         file.sync().map_err(writing)?;
         done
     };
@@ -198,30 +197,30 @@ fn open(
     }
 }
 
-/// Copies the body into the partial file; network errors are worth a retry, write errors
-/// are not (the caller names the file in them). Returns where the file now ends.
+/// Which side of a copy failed: reading the network is worth a retry, writing the
+/// partial file is not.
+enum Broke {
+    Reading(std::io::Error),
+    Writing(std::io::Error),
+}
+
+/// Copies the body into the partial file. Returns where the file now ends.
 fn copy(
     from: &mut dyn Read,
     to: &mut dyn Write,
     mut done: u64,
     total: Option<u64>,
     progress: &mut dyn FnMut(Progress),
-) -> Result<u64, Failure> {
+) -> Result<u64, Broke> {
     let mut buffer = vec![0u8; 256 << 10];
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) => return Ok(done),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Failure::io(&e)),
+            Err(e) => return Err(Broke::Reading(e)),
         };
-        to.write_all(&buffer[..n]).map_err(|e| {
-            Failure::Local(Error::Local {
-                what: "writing",
-                path: String::new(),
-                source: e,
-            })
-        })?;
+        to.write_all(&buffer[..n]).map_err(Broke::Writing)?;
         done = done.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
         progress(Progress { done, total });
     }
