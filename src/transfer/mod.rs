@@ -15,7 +15,18 @@
 //! level, which reprov's logger never enables.
 //!
 //! Checking what a fetched image holds is the caller's job (`crate::image`); this module
-//! delivers whole files.
+//! delivers whole files. Fetching an image into the images store:
+//!
+//! ```no_run
+//! # fn main() -> reprov::Result<()> {
+//! use reprov::transfer::{download, Options, StoreConfig, StorePlace, DEFAULT_PATH};
+//! # let store: reprov::store::Store<std::io::Cursor<Vec<u8>>> = todo!();
+//! let config = StoreConfig::read(DEFAULT_PATH.as_ref())?;
+//! let source = config.source("B.img")?; // a name in the store, or an ftp:// / http:// URL
+//! let place = StorePlace::new(&store, "images");
+//! let size = download(&source, &place, "B.img", &Options::default(), &mut |_| {})?;
+//! # Ok(()) }
+//! ```
 
 mod config;
 mod fetch;
