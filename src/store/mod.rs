@@ -6,6 +6,12 @@
 
 use std::io::{Read, Seek, Write};
 
+mod job;
+mod name;
+
+pub use job::{Job, JobError, Kind, State};
+pub use name::{ImageName, MAX_IMAGE_NAME_BYTES};
+
 /// Directory of reprov's own files on the images partition.
 pub const REPROV_DIR: &str = "reprov";
 /// Directory of the MBR copies taken before every MBR write.
