@@ -6,9 +6,11 @@
 
 use std::io::{Read, Seek, Write};
 
+mod files;
 mod job;
 mod name;
 
+pub use files::{IDENTITY_PATH, IMAGES_DIR, JOB_PATH};
 pub use job::{Job, JobError, Kind, State};
 pub use name::{ImageName, MAX_IMAGE_NAME_BYTES};
 
@@ -32,6 +34,34 @@ pub enum Error {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path} {source}")]
+    BadJob {
+        path: String,
+        #[source]
+        source: JobError,
+    },
+    #[error("{path} on the images partition is {len} bytes long, more than the {limit} allowed")]
+    TooBig { path: String, len: u64, limit: u64 },
+    #[error("image {name} is not on the images partition")]
+    ImageMissing { name: String },
+    #[error("image {name} is already on the images partition (remove it first)")]
+    ImageExists { name: String },
+    #[error(
+        "image {name} is {size} bytes, more than the {free} bytes free on the images partition"
+    )]
+    NoRoom { name: String, size: u64, free: u64 },
+    #[error("reading the source of image {name}: {source}")]
+    Source {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("adding image {name}: the source gave {got} of the {size} bytes announced")]
+    SourceSize {
+        name: String,
+        size: u64,
+        got: String,
     },
 }
 
@@ -159,7 +189,7 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
-    fn formatted(bytes: usize) -> Cursor<Vec<u8>> {
+    pub(crate) fn formatted(bytes: usize) -> Cursor<Vec<u8>> {
         let mut disk = Cursor::new(vec![0u8; bytes]);
         fatfs::format_volume(
             &mut disk,

@@ -5,6 +5,9 @@ use std::fmt;
 /// Longest image name, in bytes (FAT long names allow 255 UTF-16 units; we want fewer).
 pub const MAX_IMAGE_NAME_BYTES: usize = 128;
 
+/// Suffix of an image still being copied in (see `Store::add_image`).
+pub const PARTIAL_SUFFIX: &str = ".part";
+
 /// Characters FAT refuses in a long file name, besides control characters.
 const FAT_FORBIDDEN: &[char] = &['/', '\\', ':', '*', '?', '"', '<', '>', '|'];
 
@@ -45,6 +48,11 @@ impl ImageName {
         {
             return Err(format!(
                 "image name {name:?} starts or ends with a space or ends with a dot"
+            ));
+        }
+        if name.ends_with(PARTIAL_SUFFIX) {
+            return Err(format!(
+                "image name {name:?} ends with {PARTIAL_SUFFIX:?}, which marks unfinished copies"
             ));
         }
         Ok(ImageName(name.to_string()))
@@ -88,6 +96,7 @@ mod tests {
             (long.as_str(), "129 bytes"),
             (" a", "starts or ends"),
             ("a.", "ends with a dot"),
+            ("x.img.part", "unfinished copies"),
         ];
         for (name, want) in cases {
             let err = ImageName::new(name).unwrap_err();
