@@ -15,6 +15,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Something failed while doing `what` on a disk.
+    #[error("{what} on {disk}: {source}")]
+    OnDisk {
+        what: &'static str,
+        disk: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
     Disk(#[from] crate::disk::Error),
     #[error(transparent)]

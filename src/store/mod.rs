@@ -187,7 +187,7 @@ impl<D: Read + Write + Seek> Store<D> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Cursor;
 
