@@ -280,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_list_every_code() {
+        let doc = include_str!("../../docs/store.md");
+        let rows: Vec<String> = CODES
+            .iter()
+            .map(|(_, id, name, verbose)| format!("| {id} | {name} | {verbose} |"))
+            .collect();
+        let in_doc: Vec<&str> = doc
+            .lines()
+            .filter(|l| l.starts_with("| R") || l.starts_with("| E"))
+            .collect();
+        assert_eq!(in_doc, rows, "docs/store.md's code table differs from CODES");
+    }
+
+    #[test]
     fn an_entry_is_one_json_line() {
         let e = Entry::new(
             Code::IoError,
