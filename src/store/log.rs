@@ -290,7 +290,10 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("| R") || l.starts_with("| E"))
             .collect();
-        assert_eq!(in_doc, rows, "docs/store.md's code table differs from CODES");
+        assert_eq!(
+            in_doc, rows,
+            "docs/store.md's code table differs from CODES"
+        );
     }
 
     #[test]
