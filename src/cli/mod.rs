@@ -3,6 +3,10 @@
 use argh::FromArgs;
 use std::process::ExitCode;
 
+mod disk;
+mod layout;
+pub use disk::open_disk;
+
 /// reprov: appliance servers that re-provision themselves.
 #[derive(FromArgs)]
 struct Top {
@@ -17,6 +21,7 @@ struct Top {
 #[argh(subcommand)]
 enum Command {
     Version(Version),
+    Layout(layout::Layout),
 }
 
 /// Print the version of reprov.
@@ -33,6 +38,7 @@ pub fn main() -> ExitCode {
             println!("reprov {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Layout(args) => layout::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
