@@ -36,7 +36,8 @@ struct Show {
     disk: PathBuf,
 }
 
-/// Write the pending job: a new one, or the current one with the fields given changed.
+/// Write the pending job. With --kind or --image: a new pending job (the other of the two
+/// taken from the current job); without: the current job with the fields given changed.
 /// The result is checked like a job file read from disk; nothing is written if it fails.
 #[derive(FromArgs, Debug, Default)]
 #[argh(subcommand, name = "set")]
@@ -88,20 +89,30 @@ fn show<D: Read + Write + Seek>(store: &Store<D>) -> Result<String, crate::store
     })
 }
 
-/// The job `job set` asks for: `current` (if any) with the fields given changed, or a
-/// new job. The fields go through the job file parser, so the command line is held to
-/// the same bounds as the file (pure).
+/// The job `job set` asks for (pure). With `--kind` or `--image` it is a new job
+/// (pending, checkpoint 0, no attempts, requested now), taking the other of the two
+/// from `current`; without them it is `current` with the fields given changed. Either
+/// way the fields go through the job file parser, so the command line is held to the
+/// same bounds as the file.
 fn merged(current: Option<&Job>, set: &Set, now: OffsetDateTime) -> Result<Job, String> {
+    let fresh = set.kind.is_some() || set.image.is_some();
     let mut table: toml::Table = match current {
-        Some(job) => toml::from_str(&job.render()).expect("a rendered job is TOML"),
-        None => {
+        Some(job) if !fresh => toml::from_str(&job.render()).expect("a rendered job is TOML"),
+        _ => {
             let now = now.replace_nanosecond(0).expect("0 ns is valid");
-            let fresh = format!(
+            let text = format!(
                 "state = \"pending\"\ncheckpoint = 0\nattempts = 0\nrequested_at = {}\n",
                 now.format(&time::format_description::well_known::Rfc3339)
                     .expect("now formats as RFC 3339")
             );
-            toml::from_str(&fresh).expect("a fresh job's fields are TOML")
+            let mut table: toml::Table = toml::from_str(&text).expect("fresh fields are TOML");
+            if let Some(job) = current {
+                let kind = toml::Value::String(job.kind.as_str().into());
+                table.insert("kind".into(), kind);
+                let image = toml::Value::String(job.image.as_str().into());
+                table.insert("image".into(), image);
+            }
+            table
         }
     };
     let text = |v: &Option<String>| v.clone().map(toml::Value::String);
@@ -238,6 +249,20 @@ mod tests {
         );
         assert_eq!(job.last_error.as_deref(), Some("boom"));
         assert_eq!(job.requested_at, current.requested_at);
+    }
+
+    #[test]
+    fn a_new_image_makes_a_new_job() {
+        let current = merged(None, &set(), NOW).unwrap().start().unwrap();
+        let current = current.checkpoint(40).unwrap().fail("boom").unwrap();
+        let later = datetime!(2026-11-26 08:00:00 UTC);
+        let again = Set {
+            image: Some("m2.rpi".into()),
+            ..Set::default()
+        };
+        let job = merged(Some(&current), &again, later).unwrap();
+        let want = Job::new(Kind::Apply, ImageName::new("m2.rpi").unwrap(), later);
+        assert_eq!(job, want);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub fn run(args: LogArgs) -> crate::Result<()> {
                 read.skipped
             );
         }
+        if read.entries.is_empty() {
+            log::info!("the step log is empty");
+        }
         print!("{}", render(&read, args.json, args.last));
         Ok(())
     })

@@ -1,5 +1,10 @@
 //! The command line: one file per verb group, each a thin layer over the library.
 
+mod job;
+// Not `mod log`: that would hide the log crate in this file.
+#[path = "log.rs"]
+mod step_log;
+
 use argh::FromArgs;
 use std::process::ExitCode;
 
@@ -22,6 +27,8 @@ struct Top {
 enum Command {
     Version(Version),
     Layout(layout::Layout),
+    Job(job::JobArgs),
+    Log(step_log::LogArgs),
 }
 
 /// Print the version of reprov.
@@ -39,6 +46,8 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Layout(args) => layout::run(args),
+        Command::Job(args) => job::run(args),
+        Command::Log(args) => step_log::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
