@@ -221,3 +221,101 @@ fn a_missing_disk_is_named() {
         text(&out.stderr)
     );
 }
+
+/// After jobs, identity, images and a rotated log are written, the images partition is
+/// a clean FAT (`fsck.vfat -n`) and mtools reads the files reprov wrote.
+#[test]
+fn store_writes_pass_fsck_and_read_with_mtools() {
+    use reprov::store::{ImageName, Job, Kind, LOG_LIMIT};
+    use std::io::{Read, Seek, SeekFrom};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = appliance_disk(dir.path());
+    let name = ImageName::new("m1-SN42.rpi").unwrap();
+    let job = Job::new(Kind::Apply, name.clone(), time::OffsetDateTime::UNIX_EPOCH);
+    with_store(&path, |store| {
+        for n in 0..20 {
+            store
+                .write_job(&job.start().unwrap().checkpoint(n).unwrap())
+                .unwrap();
+        }
+        store.clear_job().unwrap();
+        store.write_job(&job).unwrap();
+        store
+            .write_identity_text(b"hostname = \"node7\"\n")
+            .unwrap();
+        let data = vec![0x5a; 3 << 20];
+        store
+            .add_image(&ImageName::new("old.rpi").unwrap(), &data[..], 3 << 20)
+            .unwrap();
+        store.add_image(&name, &data[..], 3 << 20).unwrap();
+        store
+            .remove_image(&ImageName::new("old.rpi").unwrap())
+            .unwrap();
+        let detail = "x".repeat(200);
+        let mut n = 0u64;
+        while store.read("reprov/log.1").unwrap().is_none() {
+            store.log(Code::ApplyProgress, Some(&detail)).unwrap();
+            n += 1;
+            assert!(n < LOG_LIMIT, "the log never rotated");
+        }
+    });
+
+    // MBR commits put backups in a new reprov/mbr/, beside our files.
+    for verb in ["unhide", "hide"] {
+        let out = on_disk(&path, &["layout", verb], &[]);
+        assert!(out.status.success(), "layout {verb}: {}", text(&out.stderr));
+    }
+
+    let disk = reprov::cli::open_disk(&path).unwrap();
+    let (start, len) = disk.range(reprov::disk::Role::Images);
+    let mut file = disk.into_inner();
+    file.seek(SeekFrom::Start(start)).unwrap();
+    let part = dir.path().join("images.part");
+    let mut bytes = Vec::new();
+    file.take(len).read_to_end(&mut bytes).unwrap();
+    std::fs::write(&part, &bytes).unwrap();
+
+    let fsck = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", text(&fsck.stdout));
+
+    let mtype = |file: &str| {
+        let out = Command::new("mtype")
+            .args(["-i", part.to_str().unwrap(), file])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mtype {file}: {}", text(&out.stderr));
+        out.stdout
+    };
+    assert_eq!(text(&mtype("::/reprov/job")), job.render());
+    assert_eq!(mtype("::/reprov/identity"), b"hostname = \"node7\"\n");
+    let dir_listing = Command::new("mdir")
+        .args(["-b", "-i", part.to_str().unwrap(), "::/images"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    assert_eq!(text(&dir_listing.stdout).trim(), "::/images/m1-SN42.rpi");
+    let mdir = Command::new("mdir")
+        .args(["-b", "-i", part.to_str().unwrap(), "::/reprov"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    let mut files: Vec<String> = text(&mdir.stdout).lines().map(str::to_string).collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "::/reprov/identity",
+            "::/reprov/job",
+            "::/reprov/log",
+            "::/reprov/log.1",
+            "::/reprov/mbr/"
+        ],
+        "no .new or .part left behind"
+    );
+}

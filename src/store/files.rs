@@ -263,7 +263,7 @@ impl<D: Read + Write + Seek> Store<D> {
     }
 
     /// Opens an image for reading (the handle is `Read + Seek`).
-    pub fn open_image(&self, name: &ImageName) -> Result<fatfs::File<'_, D>, Error> {
+    pub fn open_image(&self, name: &ImageName) -> Result<impl Read + Seek + '_, Error> {
         let path = image_path(name);
         match self.fs.root_dir().open_file(&path) {
             Ok(file) => Ok(file),

@@ -6,6 +6,9 @@
 
 use std::io::{Read, Seek, Write};
 
+use device::Device;
+
+mod device;
 mod files;
 mod job;
 mod log;
@@ -77,7 +80,9 @@ fn file_error<'a>(what: &'static str, path: &'a str) -> impl FnOnce(std::io::Err
 
 /// The mounted images partition. Call [`Store::unmount`] when done: dropping it only logs.
 pub struct Store<D: Read + Write + Seek> {
-    fs: fatfs::FileSystem<D>,
+    fs: fatfs::FileSystem<Device<D>>,
+    /// The same partition, for mending what fatfs writes wrong (see `device.rs`).
+    device: Device<D>,
 }
 
 impl<D: Read + Write + Seek> Store<D> {
@@ -86,8 +91,10 @@ impl<D: Read + Write + Seek> Store<D> {
         // fatfs reads the boot sector from wherever the stream stands.
         part.seek(std::io::SeekFrom::Start(0))
             .map_err(Error::Mount)?;
-        let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(Error::Mount)?;
-        Ok(Store { fs })
+        let device = Device::new(part);
+        let fs = fatfs::FileSystem::new(device.clone(), fatfs::FsOptions::new())
+            .map_err(Error::Mount)?;
+        Ok(Store { fs, device })
     }
 
     /// Flushes and unmounts, reporting any error (unlike drop).
@@ -130,10 +137,18 @@ impl<D: Read + Write + Seek> Store<D> {
     fn create_dirs_for(&self, path: &str) -> Result<(), Error> {
         let mut dir = self.fs.root_dir();
         let parents: Vec<&str> = path.split('/').collect();
-        for name in &parents[..parents.len().saturating_sub(1)] {
-            dir = dir
-                .create_dir(name)
-                .map_err(file_error("creating directory", name))?;
+        for (depth, name) in parents[..parents.len().saturating_sub(1)]
+            .iter()
+            .enumerate()
+        {
+            dir = match dir.open_dir(name) {
+                Ok(existing) => existing,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self
+                    .device
+                    .create_dir_mended(depth == 0, || dir.create_dir(name))
+                    .map_err(file_error("creating directory", name))?,
+                Err(e) => return Err(file_error("opening directory", name)(e)),
+            };
         }
         Ok(())
     }
