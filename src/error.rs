@@ -27,6 +27,8 @@ pub enum Error {
     Disk(#[from] crate::disk::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

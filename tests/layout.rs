@@ -131,8 +131,13 @@ fn partitions(layout: &Value) -> Vec<(u64, u64, u8, bool)> {
 fn init_then_sfdisk_agrees_with_show() {
     let dir = tempfile::tempdir().unwrap();
     let disk = new_disk(dir.path(), 140);
+    let before = crc(&disk);
     let layout = show(&disk);
     assert_eq!(sfdisk(&disk), partitions(&layout));
+    // Reading the layout, and an edit that changes nothing, write nothing at all.
+    ok(&format!("layout show --disk {}", disk.display()));
+    ok(&format!("layout activate nos --disk {}", disk.display()));
+    assert_eq!(crc(&disk), before);
     assert_eq!(
         partitions(&layout),
         [
@@ -263,15 +268,30 @@ fn hide_unhide_activate_change_only_their_bytes_and_back_up_the_mbr() {
         assert_eq!(&saved, old, "{name}");
     }
     store.unmount().unwrap();
-    assert_eq!(appliance.range(Role::Images).0, 58 * MIB);
+    let (start, len) = appliance.range(Role::Images);
+    assert_eq!(start, 58 * MIB);
+
+    // The images partition stays clean for fsck with the backups fatfs wrote.
+    let images = dir.path().join("images");
+    extract(&disk, start, len, &images);
+    let fsck = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }
 
 #[test]
 fn init_installs_boot_code_and_refuses_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let disk = new_disk(dir.path(), 140);
-    let code = dir.path().join("mbr.bin");
-    fs::write(&code, [0xEB; 440]).unwrap();
+    // SYSLINUX's "boot the active partition" MBR code (scripts/deps installs it).
+    let code = Path::new("/usr/lib/syslinux/mbr/mbr.bin");
     let before = crc(&disk);
     let out = run(&format!(
         "layout init --disk {} --system 33M --nos 100M --float 0 --images 33M --force",
@@ -296,7 +316,7 @@ fn init_installs_boot_code_and_refuses_what_does_not_fit() {
         code.display()
     ));
     let mbr = sector(&disk);
-    assert_eq!(mbr[..440], [0xEB; 440]);
+    assert_eq!(mbr[..440], fs::read(code).unwrap()[..]);
     assert_eq!(sfdisk(&disk)[1], (34 * 2048, 4 * 2048, 0x07, true));
 }
 

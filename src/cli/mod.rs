@@ -9,6 +9,7 @@ use argh::FromArgs;
 use std::process::ExitCode;
 
 mod disk;
+mod identity;
 mod layout;
 pub use disk::open_disk;
 
@@ -29,6 +30,7 @@ enum Command {
     Layout(layout::Layout),
     Job(job::JobArgs),
     Log(step_log::LogArgs),
+    Identity(identity::IdentityCmd),
 }
 
 /// Print the version of reprov.
@@ -48,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Layout(args) => layout::run(args),
         Command::Job(args) => job::run(args),
         Command::Log(args) => step_log::run(args),
+        Command::Identity(cmd) => identity::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

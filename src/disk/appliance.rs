@@ -206,7 +206,7 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
     }
 
     /// Grows NOS to `new_len` bytes, into the float. Refuses to shrink, to go past the
-    /// float, to leave a 1 MiB multiple, or to leave the MBR's `u32` sector limits.
+    /// float (into images), to leave a 1 MiB multiple, or the MBR's `u32` sector limits.
     /// Does not write to the disk.
     pub fn grow_nos(&mut self, new_len: u64) -> Result<(), Error> {
         let refuse = |why: String| Error::Grow {
@@ -221,6 +221,9 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
                 format_size(new_len),
                 nos.len()
             )));
+        }
+        if new_len == nos.len() {
+            return Ok(());
         }
         if new_len % ALIGN != 0 {
             return Err(refuse(format!(
@@ -244,16 +247,9 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
                 format_size(new_len)
             )));
         }
+        // Open checked the partitions lie in slot order, so staying inside the float is
+        // what keeps NOS from overlapping images (or anything else).
         let grown = Entry { sectors, ..nos };
-        for r in [Role::System, Role::Images, Role::Data] {
-            let other = self.entry(r);
-            if grown.start() < other.end() && other.start() < grown.end() {
-                return Err(refuse(format!(
-                    "NOS of {} would overlap the {r} partition",
-                    format_size(new_len)
-                )));
-            }
-        }
         self.planned.set(Role::Nos.slot(), grown);
         Ok(())
     }

@@ -178,17 +178,10 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
             .map_err(Error::io("reading the MBR of", name))?;
     }
     if !force {
-        if let Ok(existing) = Mbr::parse(&old) {
-            if let Some((slot, e)) = (1..=4)
-                .map(|s| (s, existing.get(s)))
-                .find(|(_, e)| !e.ptype.is_empty())
-            {
-                return Err(refuse(format!(
-                    "it already has a partition table (slot {slot} has type {}); \
-                     pass --force to overwrite it",
-                    e.ptype
-                )));
-            }
+        if let Some(what) = existing_content(&old) {
+            return Err(refuse(format!(
+                "it already has {what}; pass --force to overwrite it"
+            )));
         }
     }
     let mut code = [0u8; BOOT_CODE_LEN];
@@ -200,6 +193,8 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
             )))
         }
         Some(new) => code[..new.len()].copy_from_slice(new),
+        // A file system's boot sector holds its own code and BPB there, not MBR code.
+        None if whole_disk_file_system(&old).is_some() => {}
         None => code.copy_from_slice(&old[..BOOT_CODE_LEN]),
     }
     let entries = plan(sizes, disk_len).map_err(refuse)?;
@@ -213,14 +208,42 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
         mbr.set(slot, *e);
     }
 
-    // File systems first, the MBR last: until the last write the disk does not look
-    // like an appliance, so an interrupted init is refused rather than half-used.
+    // File systems first, the MBR last: until the last write a fresh disk does not look
+    // like an appliance, so an interrupted init is refused later rather than half-used.
     for role in [Role::System, Role::Images, Role::Data] {
         let e = entries[role.slot() - 1];
         format_fat32(device, name, role, e)?;
     }
     super::appliance::write_sector(device, name, &mbr.to_bytes())?;
     Ok(mbr)
+}
+
+/// What sector 0 already holds that `init` would destroy: a partition table with a used
+/// slot, or a boot sector of a whole-disk file system (FAT, NTFS, exFAT). `None` for a
+/// blank sector or an empty table.
+fn existing_content(sector: &[u8; 512]) -> Option<String> {
+    if sector[510..] != [0x55, 0xAA] {
+        return None;
+    }
+    if let Some(fs) = whole_disk_file_system(sector) {
+        return Some(format!("a {fs} file system on the whole disk"));
+    }
+    match Mbr::parse(sector) {
+        Ok(mbr) => (1..=4)
+            .map(|slot| (slot, mbr.get(slot).ptype))
+            .find(|(_, t)| !t.is_empty())
+            .map(|(slot, t)| format!("a partition table (slot {slot} has type {t})")),
+        Err(_) => Some("a boot sector with the 0x55AA signature in sector 0".to_string()),
+    }
+}
+
+/// The file system whose boot sector `sector` is, by the name in its header.
+fn whole_disk_file_system(sector: &[u8; 512]) -> Option<&'static str> {
+    const NAMES: [(usize, &str); 4] = [(0x36, "FAT"), (0x52, "FAT32"), (3, "NTFS"), (3, "EXFAT")];
+    NAMES
+        .iter()
+        .find(|(at, name)| sector[*at..].starts_with(name.as_bytes()))
+        .map(|(_, name)| *name)
 }
 
 /// Formats one partition as FAT32 and checks fatfs really chose FAT32 for it.

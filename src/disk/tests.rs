@@ -451,6 +451,17 @@ fn init_lays_out_an_appliance_disk_keeping_the_boot_code() {
         "{err}"
     );
     assert!(device.get_ref() == &before);
+    let mut fat_disk = Cursor::new(vec![0u8; 1 << 20]);
+    fatfs::format_volume(&mut fat_disk, fatfs::FormatVolumeOptions::new()).unwrap();
+    let fat_before = fat_disk.get_ref().clone();
+    let err = init(&mut fat_disk, "fat.img", &sizes(), None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("it already has a FAT file system on the whole disk; pass --force"),
+        "{err}"
+    );
+    assert!(fat_disk.get_ref() == &fat_before);
     let err = init(&mut device, "disk.img", &sizes(), Some(&[1; 441]), true)
         .unwrap_err()
         .to_string();
@@ -464,4 +475,11 @@ fn init_lays_out_an_appliance_disk_keeping_the_boot_code() {
     assert_eq!(device.get_ref()[100..440], [0; 340]);
     // The disk signature survives a re-init.
     assert_eq!(device.get_ref()[440..444], before[440..444]);
+
+    // Forced over a whole-disk file system, init does not keep its boot sector's code.
+    device.set_position(0);
+    fatfs::format_volume(&mut device, fatfs::FormatVolumeOptions::new()).unwrap();
+    assert_ne!(device.get_ref()[..3], [0; 3]);
+    init(&mut device, "disk.img", &sizes(), None, true).unwrap();
+    assert_eq!(device.get_ref()[..440], [0; 440]);
 }

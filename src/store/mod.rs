@@ -6,9 +6,6 @@
 
 use std::io::{Read, Seek, Write};
 
-use device::Device;
-
-mod device;
 mod files;
 mod job;
 mod log;
@@ -80,9 +77,7 @@ fn file_error<'a>(what: &'static str, path: &'a str) -> impl FnOnce(std::io::Err
 
 /// The mounted images partition. Call [`Store::unmount`] when done: dropping it only logs.
 pub struct Store<D: Read + Write + Seek> {
-    fs: fatfs::FileSystem<Device<D>>,
-    /// The same partition, for mending what fatfs writes wrong (see `device.rs`).
-    device: Device<D>,
+    fs: fatfs::FileSystem<D>,
 }
 
 impl<D: Read + Write + Seek> Store<D> {
@@ -91,10 +86,8 @@ impl<D: Read + Write + Seek> Store<D> {
         // fatfs reads the boot sector from wherever the stream stands.
         part.seek(std::io::SeekFrom::Start(0))
             .map_err(Error::Mount)?;
-        let device = Device::new(part);
-        let fs = fatfs::FileSystem::new(device.clone(), fatfs::FsOptions::new())
-            .map_err(Error::Mount)?;
-        Ok(Store { fs, device })
+        let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(Error::Mount)?;
+        Ok(Store { fs })
     }
 
     /// Flushes and unmounts, reporting any error (unlike drop).
@@ -137,18 +130,10 @@ impl<D: Read + Write + Seek> Store<D> {
     fn create_dirs_for(&self, path: &str) -> Result<(), Error> {
         let mut dir = self.fs.root_dir();
         let parents: Vec<&str> = path.split('/').collect();
-        for (depth, name) in parents[..parents.len().saturating_sub(1)]
-            .iter()
-            .enumerate()
-        {
-            dir = match dir.open_dir(name) {
-                Ok(existing) => existing,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self
-                    .device
-                    .create_dir_mended(depth == 0, || dir.create_dir(name))
-                    .map_err(file_error("creating directory", name))?,
-                Err(e) => return Err(file_error("opening directory", name)(e)),
-            };
+        for name in &parents[..parents.len().saturating_sub(1)] {
+            dir = dir
+                .create_dir(name)
+                .map_err(file_error("creating directory", name))?;
         }
         Ok(())
     }
@@ -205,6 +190,7 @@ impl<D: Read + Write + Seek> Store<D> {
 pub(crate) mod tests {
     use super::*;
     use std::io::Cursor;
+    use std::process::Command;
 
     pub(crate) fn formatted(bytes: usize) -> Cursor<Vec<u8>> {
         let mut disk = Cursor::new(vec![0u8; bytes]);
@@ -246,5 +232,40 @@ pub(crate) mod tests {
         let last = format!("{MBR_BACKUP_DIR}/{}", kept.last().unwrap().0);
         assert_eq!(store.read(&last).unwrap().unwrap(), vec![66u8; 512]);
         store.unmount().unwrap();
+    }
+
+    /// fsck.vfat's verdict on a volume after the store made nested directories in it
+    /// (plain fatfs 0.3.6 fails this; see vendor/fatfs/README.reprov.md).
+    fn fsck_after_mkdirs(fat_type: fatfs::FatType, bytes: usize) -> (bool, String) {
+        let mut disk = Cursor::new(vec![0u8; bytes]);
+        let options = fatfs::FormatVolumeOptions::new()
+            .fat_type(fat_type)
+            .volume_label(*b"IMAGES     ");
+        fatfs::format_volume(&mut disk, options).unwrap();
+        let store = Store::open(&mut disk).unwrap();
+        store.write("reprov/job", b"x").unwrap();
+        store.save_mbr_backup(&[7; 512]).unwrap();
+        store.write("images/a/b/c.img", b"deep").unwrap();
+        store.unmount().unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), disk.get_ref()).unwrap();
+        let out = Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(file.path())
+            .output()
+            .expect("fsck.vfat (dosfstools) runs");
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && !report.contains("Expected"), report)
+    }
+
+    #[test]
+    fn new_directories_pass_fsck() {
+        for (fat_type, bytes) in [
+            (fatfs::FatType::Fat32, 40 << 20),
+            (fatfs::FatType::Fat16, 16 << 20),
+        ] {
+            let (clean, report) = fsck_after_mkdirs(fat_type, bytes);
+            assert!(clean, "{fat_type:?}: {report}");
+        }
     }
 }
