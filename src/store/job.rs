@@ -204,67 +204,31 @@ impl Job {
     pub fn parse(text: &str) -> Result<Job, JobError> {
         check_size(text.len())?;
         let doc = DeTable::parse(text).map_err(|e| syntax_error(text, &e))?;
-        let at =
-            |span: Range<usize>, field: &str, problem: String| located(text, span, field, problem);
-
         // In file order, so the first complaint is about the first bad line.
         let mut entries: Vec<(&Spanned<_>, &Spanned<DeValue>)> = doc.get_ref().iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
-        let mut found: Vec<(&str, &Spanned<DeValue>)> = Vec::new();
+        let mut found = Vec::new();
         for (key, value) in entries {
             let name: &str = key.get_ref();
             if !FIELDS.contains(&name) {
                 let problem = format!("unknown field (expected {})", one_of(FIELDS));
-                return Err(at(key.span(), name, problem));
+                return Err(located(text, key.span(), name, problem));
             }
             found.push((name, value));
         }
-        let get = |field: &str| found.iter().find(|(n, _)| *n == field).map(|(_, v)| *v);
-        let required = |field: &str| {
-            get(field).ok_or_else(|| JobError::field(field, "missing (a job needs it)"))
-        };
-        // Each check turns a problem with a value into an error at its line.
-        let check = |field: &'static str, value: &Spanned<DeValue>| {
-            let span = value.span();
-            move |problem| located(text, span, field, problem)
-        };
-
-        let v = required("kind")?;
-        let kind = string(v.get_ref())
-            .and_then(Kind::parse)
-            .map_err(check("kind", v))?;
-        let v = required("image")?;
-        let image = string(v.get_ref())
-            .and_then(ImageName::new)
-            .map_err(check("image", v))?;
-        let v = required("requested_at")?;
-        let requested_at = datetime(v.get_ref()).map_err(check("requested_at", v))?;
-        let v = required("state")?;
-        let state = string(v.get_ref())
-            .and_then(State::parse)
-            .map_err(check("state", v))?;
-        let v = required("checkpoint")?;
-        let checkpoint = integer(v.get_ref(), MAX_CHECKPOINT).map_err(check("checkpoint", v))?;
-        let v = required("attempts")?;
-        let attempts = integer(v.get_ref(), MAX_ATTEMPTS.into()).map_err(check("attempts", v))?;
-        let attempts = u32::try_from(attempts).expect("bounded by MAX_ATTEMPTS");
-        let last_error = match get("last_error") {
-            Some(v) => Some(error_text(v.get_ref()).map_err(check("last_error", v))?),
-            None => None,
-        };
-        let not_before = match get("not_before") {
-            Some(v) => Some(datetime(v.get_ref()).map_err(check("not_before", v))?),
-            None => None,
-        };
+        let f = Fields { text, found };
         Ok(Job {
-            kind,
-            image,
-            requested_at,
-            state,
-            checkpoint,
-            attempts,
-            last_error,
-            not_before,
+            kind: f.required("kind", |v| string(v).and_then(Kind::parse))?,
+            image: f.required("image", |v| string(v).and_then(ImageName::new))?,
+            requested_at: f.required("requested_at", datetime)?,
+            state: f.required("state", |v| string(v).and_then(State::parse))?,
+            checkpoint: f.required("checkpoint", |v| integer(v, MAX_CHECKPOINT))?,
+            attempts: f.required("attempts", |v| {
+                let n = integer(v, MAX_ATTEMPTS.into())?;
+                Ok(u32::try_from(n).expect("bounded by MAX_ATTEMPTS"))
+            })?,
+            last_error: f.optional("last_error", error_text)?,
+            not_before: f.optional("not_before", datetime)?,
         })
     }
 
@@ -373,6 +337,37 @@ impl Job {
             "state",
             format!("cannot {action} a job that is {}", self.state),
         )
+    }
+}
+
+/// The fields of a parsed file, each checked where it is used.
+struct Fields<'a> {
+    text: &'a str,
+    found: Vec<(&'a str, &'a Spanned<DeValue<'a>>)>,
+}
+
+impl Fields<'_> {
+    /// The field's value through `parse`; a problem becomes an error at its line.
+    fn optional<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+    ) -> Result<Option<T>, JobError> {
+        let Some((_, value)) = self.found.iter().find(|(n, _)| *n == name) else {
+            return Ok(None);
+        };
+        parse(value.get_ref())
+            .map(Some)
+            .map_err(|problem| located(self.text, value.span(), name, problem))
+    }
+
+    fn required<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&DeValue) -> Result<T, String>,
+    ) -> Result<T, JobError> {
+        self.optional(name, parse)?
+            .ok_or_else(|| JobError::field(name, "missing (a job needs it)"))
     }
 }
 
