@@ -9,6 +9,7 @@ pub mod disk;
 pub mod error;
 pub mod io;
 pub mod kernel;
+pub mod recovery;
 pub mod store;
 pub mod units;
 
