@@ -20,6 +20,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error(transparent)]
+    Install(#[from] crate::install::Error),
+    #[error(transparent)]
     Recovery(#[from] crate::recovery::Error),
 }
 

@@ -1,5 +1,7 @@
 //! The command line: one file per verb group, each a thin layer over the library.
 
+mod install;
+
 use argh::FromArgs;
 use std::process::ExitCode;
 
@@ -17,6 +19,7 @@ struct Top {
 #[argh(subcommand)]
 enum Command {
     Version(Version),
+    InstallSystem(install::InstallSystem),
 }
 
 /// Print the version of reprov.
@@ -33,6 +36,7 @@ pub fn main() -> ExitCode {
             println!("reprov {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::InstallSystem(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
