@@ -1,0 +1,111 @@
+//! Appliance disks for the QEMU tests, made with the project's own scripts and binary.
+//!
+//! Built artefacts that every test shares (the recovery initramfs) go to
+//! CARGO_TARGET_TMPDIR once per test binary; disks go to each test's own directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Test appliance A's identity, as the NOS made by `qemu/make-nos` carries it.
+pub const A_HOSTNAME: &str = "appliance-a";
+pub const A_ADDRESS: &str = "10.0.2.15/24";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a program and returns its stdout's last line; panics with its stderr on failure.
+pub fn run(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed ({}): {}",
+        program.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().last().unwrap_or_default().to_string()
+}
+
+/// The newest kernel that has both /boot/vmlinuz-V and /lib/modules/V.
+pub fn kernel_version() -> String {
+    let mut versions: Vec<String> = std::fs::read_dir("/boot")
+        .expect("listing /boot")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let version = name.strip_prefix("vmlinuz-")?.to_string();
+            Path::new("/lib/modules")
+                .join(&version)
+                .is_dir()
+                .then_some(version)
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("a kernel in /boot with modules in /lib/modules")
+}
+
+/// The recovery initramfs (static reprov as /init), built once per test binary.
+pub fn recovery_initramfs() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("recovery.initrd.gz");
+        let out_arg = out.to_str().expect("UTF-8 path");
+        run(
+            &root().join("scripts/mkinitramfs"),
+            &[&kernel_version(), out_arg],
+        );
+        out
+    })
+}
+
+/// A fresh appliance disk in `dir` with the recovery installed: system partition active
+/// (so it boots into recovery), empty FAT NOS, images and data partitions.
+pub fn recovery_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.img");
+    let disk_arg = disk.to_str().expect("UTF-8 path");
+    run(&root().join("qemu/make-disk"), &[disk_arg]);
+    let kernel = format!("/boot/vmlinuz-{}", kernel_version());
+    let initramfs = recovery_initramfs().to_str().expect("UTF-8 path");
+    run(
+        Path::new(env!("CARGO_BIN_EXE_reprov")),
+        &[
+            "install-system",
+            "--disk",
+            disk_arg,
+            "--kernel",
+            &kernel,
+            "--initramfs",
+            initramfs,
+        ],
+    );
+    disk
+}
+
+/// Makes a NOS partition image of test appliance `name` in `dir`.
+pub fn nos_image(dir: &Path, name: &str, hostname: &str, address: &str) -> PathBuf {
+    let nos = dir.join(format!("nos-{name}.img"));
+    let nos_arg = nos.to_str().expect("UTF-8 path");
+    run(
+        &root().join("qemu/make-nos"),
+        &[name, hostname, address, nos_arg],
+    );
+    nos
+}
+
+/// Writes `nos` onto slot 2 of `disk` and makes NOS the active partition.
+pub fn put_nos(nos: &Path, disk: &Path) {
+    run(
+        &root().join("qemu/put-nos"),
+        &[
+            nos.to_str().expect("UTF-8 path"),
+            disk.to_str().expect("UTF-8 path"),
+        ],
+    );
+}
