@@ -23,12 +23,17 @@ use std::time::Duration;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[test]
-fn system_partition_active_boots_the_recovery_which_waits_without_a_job() {
+fn system_partition_active_boots_the_recovery_which_waits_without_a_job_in_debug() {
     let Some(qemu) = qemu_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let disk = fixtures::recovery_disk(dir.path());
+    let disk = fixtures::recovery_disk_with(dir.path(), &["--debug"]);
 
     let mut vm = Qemu::boot(&qemu, &disk, &dir.path().join("serial.log"));
+    // `reprov.debug` on the kernel command line turns debug lines on.
+    vm.wait_for_line(
+        "reprov recovery: debug: /etc/reprov/modules.order lists",
+        BOOT_TIMEOUT,
+    );
     let found = vm.wait_for_line("reprov recovery: appliance disk:", BOOT_TIMEOUT);
     assert_eq!(found, "reprov recovery: appliance disk: /dev/vda");
     let waiting = vm.wait_for_line("no job", BOOT_TIMEOUT);

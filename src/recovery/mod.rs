@@ -97,6 +97,7 @@ fn load_modules() -> crate::Result<()> {
         }
         Err(e) => return Err(crate::Error::io("reading", modules::ORDER_FILE, e)),
     };
+    ::log::debug!("{} lists {} modules", modules::ORDER_FILE, order.len());
     let report = modules::load_all(Path::new("/"), &order, kernel::modules::load);
     ::log::info!(
         "modules: {} loaded, {} already there, {} failed",

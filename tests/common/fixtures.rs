@@ -68,23 +68,27 @@ pub fn recovery_initramfs() -> &'static Path {
 /// A fresh appliance disk in `dir` with the recovery installed: system partition active
 /// (so it boots into recovery), empty FAT NOS, images and data partitions.
 pub fn recovery_disk(dir: &Path) -> PathBuf {
+    recovery_disk_with(dir, &[])
+}
+
+/// [`recovery_disk`], with more `reprov install-system` options (e.g. `--debug`).
+pub fn recovery_disk_with(dir: &Path, options: &[&str]) -> PathBuf {
     let disk = dir.join("disk.img");
     let disk_arg = disk.to_str().expect("UTF-8 path");
     run(&root().join("qemu/make-disk"), &[disk_arg]);
     let kernel = format!("/boot/vmlinuz-{}", kernel_version());
     let initramfs = recovery_initramfs().to_str().expect("UTF-8 path");
-    run(
-        Path::new(env!("CARGO_BIN_EXE_reprov")),
-        &[
-            "install-system",
-            "--disk",
-            disk_arg,
-            "--kernel",
-            &kernel,
-            "--initramfs",
-            initramfs,
-        ],
-    );
+    let mut args = vec![
+        "install-system",
+        "--disk",
+        disk_arg,
+        "--kernel",
+        &kernel,
+        "--initramfs",
+        initramfs,
+    ];
+    args.extend_from_slice(options);
+    run(Path::new(env!("CARGO_BIN_EXE_reprov")), &args);
     disk
 }
 
