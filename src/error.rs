@@ -23,6 +23,8 @@ pub enum Error {
     Install(#[from] crate::install::Error),
     #[error(transparent)]
     Recovery(#[from] crate::recovery::Error),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,9 +1,13 @@
 //! The command line: one file per verb group, each a thin layer over the library.
 
-mod install;
-
 use argh::FromArgs;
 use std::process::ExitCode;
+
+mod disk;
+mod identity;
+mod install;
+mod layout;
+pub use disk::open_disk;
 
 /// reprov: appliance servers that re-provision themselves.
 #[derive(FromArgs)]
@@ -20,6 +24,8 @@ struct Top {
 enum Command {
     Version(Version),
     InstallSystem(install::InstallSystem),
+    Layout(layout::Layout),
+    Identity(identity::IdentityCmd),
 }
 
 /// Print the version of reprov.
@@ -37,6 +43,8 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::InstallSystem(args) => args.run(),
+        Command::Layout(args) => layout::run(args),
+        Command::Identity(cmd) => identity::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
