@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fixtures::{kernel_version, run};
+use common::fixtures::{kernel_version, layout_disk, reprov};
 use common::qemu::qemu_or_skip;
 use reprov::io::Window;
 use std::io::Read;
@@ -33,27 +33,22 @@ fn install_system_puts_boot_code_syslinux_kernel_and_initramfs_on_the_disk() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
+    let disk = layout_disk(dir.path());
     let disk_arg = disk.to_str().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    run(&root.join("qemu/make-disk"), &[disk_arg]);
     let table_before = run_all(&["sfdisk", "--dump", disk_arg]);
     let initramfs = dir.path().join("fake-initrd.gz");
     std::fs::write(&initramfs, b"not really an initramfs").unwrap();
     let kernel = format!("/boot/vmlinuz-{}", kernel_version());
 
-    run(
-        Path::new(env!("CARGO_BIN_EXE_reprov")),
-        &[
-            "install-system",
-            "--disk",
-            disk_arg,
-            "--kernel",
-            &kernel,
-            "--initramfs",
-            initramfs.to_str().unwrap(),
-        ],
-    );
+    reprov(&[
+        "install-system",
+        "--disk",
+        disk_arg,
+        "--kernel",
+        &kernel,
+        "--initramfs",
+        initramfs.to_str().unwrap(),
+    ]);
 
     let image = std::fs::read(&disk).unwrap();
     let mbr_bin = std::fs::read(MBR_BIN).unwrap();

@@ -1,17 +1,18 @@
 //! Whole-machine boots in QEMU: the MBR boot code starts whichever partition is active.
 //!
-//! The guest disk (qemu/make-disk, then `reprov install-system`), 512-byte sectors:
+//! The guest disk (`reprov layout init`, then `reprov install-system`), 512-byte sectors:
 //!
 //! | slot | role   | start (MiB) | size (MiB) | type | holds                                   |
 //! |------|--------|-------------|------------|------|-----------------------------------------|
 //! | MBR  |        | 0           |            |      | SYSLINUX mbr.bin: boots the active slot |
-//! | 1    | system | 1           | 64         | 0x1C | SYSLINUX, vmlinuz, recovery initrd.gz   |
-//! | 2    | NOS    | 65          | 64         | 0x0C | empty, or appliance A (qemu/make-nos)   |
+//! | 1    | system | 1           | 64         | 0x0C | SYSLINUX, vmlinuz, recovery initrd.gz   |
+//! | 2    | NOS    | 65          | 64         | 0x0C | nothing, or appliance A (qemu/make-nos) |
 //! | —    | float  | 129         | 32         |      | unallocated                             |
 //! | 3    | images | 161         | 64         | 0x0C | FAT32 "IMAGES", empty (no job)          |
 //! | 4    | data   | 225         | 64         | 0x0C | FAT32 "DATA", empty                     |
 //!
-//! The guest sees it as /dev/vda (virtio); eth0 is virtio-net on QEMU's user network
+//! Recovery test: system visible (0x0C) and active. Appliance test: system hidden (0x1C),
+//! NOS active. The guest sees it as /dev/vda (virtio); eth0 is virtio-net on QEMU's user network
 //! (restricted: no way out). Each boot costs about 6–15 s under TCG.
 
 mod common;

@@ -1,9 +1,11 @@
 //! `reprov install-system`: the manufacturing step that makes a disk an appliance that can
 //! re-provision itself.
 
+use super::open_disk;
+use crate::disk::Role;
 use crate::install::{self, Error, CONFIG_NAME, INITRAMFS_NAME, KERNEL_NAME};
 use argh::FromArgs;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,13 +46,9 @@ impl InstallSystem {
     /// Writes to the disk: the files first, then SYSLINUX's boot sector, the MBR boot code
     /// last, so a disk whose installation broke off does not boot a half-made system.
     pub fn run(&self) -> crate::Result<()> {
-        let name = self.disk.display().to_string();
-        let mut disk = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.disk)
-            .map_err(|e| crate::Error::io("opening", &name, e))?;
-        let range = install::system_range(&mut disk, &name)?;
+        let mut disk = open_disk(&self.disk)?;
+        let name = disk.name().to_string();
+        let range = disk.range(Role::System);
 
         let mut kernel = open(&self.kernel)?;
         let mut initramfs = open(&self.initramfs)?;
@@ -61,7 +59,13 @@ impl InstallSystem {
             (INITRAMFS_NAME, &mut initramfs),
             (CONFIG_NAME, &mut config),
         ];
-        install::copy_files(&mut disk, &name, range, &mut files)?;
+        let part = disk
+            .partition(Role::System)
+            .map_err(|e| crate::Error::io("opening the system partition of", &name, e))?;
+        install::copy_files(part, &name, &mut files)?;
+        // The MBR boot code is written around ApplianceDisk (which keeps its own copy of
+        // the MBR for commits): nothing else is written through it here.
+        let mut disk = disk.into_inner();
         disk.sync_all()
             .map_err(|e| crate::Error::io("syncing", &name, e))?;
 

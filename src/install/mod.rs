@@ -3,7 +3,6 @@
 //! boot sector and `ldlinux.sys` (through the `syslinux` tool), and MBR boot code that
 //! boots the active partition.
 
-use crate::io::Window;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Bytes of boot code in an MBR; the disk signature and partition table follow.
@@ -16,14 +15,6 @@ pub const CONFIG_NAME: &str = "syslinux.cfg";
 /// What went wrong while installing the recovery environment.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading the MBR of {disk}: {source}")]
-    ReadMbr {
-        disk: String,
-        #[source]
-        source: mbrman::Error,
-    },
-    #[error("{disk}: slot 1 is not a system partition ({why})")]
-    NoSystemPartition { disk: String, why: String },
     #[error("MBR boot code {path} has {len} bytes; at most {BOOT_CODE_LEN} fit")]
     BootCodeTooLong { path: String, len: usize },
     #[error("writing the MBR boot code to {disk}: {source}")]
@@ -49,31 +40,6 @@ pub enum Error {
     },
 }
 
-/// The system partition's byte range (start, len): slot 1, FAT32 LBA (0x0C, hidden 0x1C).
-/// TEMPORARY: becomes `ApplianceDisk::range(Role::System)` once the layout lands in main.
-pub fn system_range<D: Read + Seek>(disk: &mut D, name: &str) -> Result<(u64, u64), Error> {
-    let header = mbrman::MBRHeader::read_from(disk).map_err(|source| Error::ReadMbr {
-        disk: name.to_string(),
-        source,
-    })?;
-    let slot = &header.partition_1;
-    let refuse = |why: String| Error::NoSystemPartition {
-        disk: name.to_string(),
-        why,
-    };
-    if !matches!(slot.sys, 0x0C | 0x1C) {
-        return Err(refuse(format!("type {:#04x}, not 0x0c or 0x1c", slot.sys)));
-    }
-    if slot.sectors == 0 {
-        return Err(refuse("it is empty".to_string()));
-    }
-    let bytes = |sectors: u32| u64::from(sectors).checked_mul(512);
-    match (bytes(slot.starting_lba), bytes(slot.sectors)) {
-        (Some(start), Some(len)) => Ok((start, len)),
-        _ => Err(refuse("its range overflows".to_string())),
-    }
-}
-
 /// SYSLINUX's configuration: boot the kernel with the recovery initramfs at once, console
 /// on the first serial port (and the screen); `debug` adds `reprov.debug`.
 pub fn syslinux_cfg(debug: bool) -> String {
@@ -85,19 +51,17 @@ pub fn syslinux_cfg(debug: bool) -> String {
     )
 }
 
-/// Copies each (name, contents) into the root of the FAT file system of the partition
-/// `range` of `disk`, replacing files of the same name. Writes to the disk.
-pub fn copy_files<D: Read + Write + Seek>(
-    disk: &mut D,
+/// Copies each (name, contents) into the root of the FAT file system on the system
+/// partition `part` (of disk `name`), replacing files of the same name. Writes to it.
+pub fn copy_files<P: Read + Write + Seek>(
+    part: P,
     name: &str,
-    range: (u64, u64),
     files: &mut [(&str, &mut dyn Read)],
 ) -> Result<(), Error> {
     let mount_error = |source| Error::Mount {
         disk: name.to_string(),
         source,
     };
-    let part = Window::new(disk, range.0, range.1).map_err(mount_error)?;
     let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(mount_error)?;
     for (file_name, contents) in files.iter_mut() {
         let copy_error = |source| Error::Copy {
@@ -139,6 +103,7 @@ pub fn write_boot_code<D: Write + Seek>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::Window;
     use std::io::Cursor;
 
     fn disk_with_slot1(part_type: u8) -> Cursor<Vec<u8>> {
@@ -150,21 +115,6 @@ mod tests {
         mbr[511] = 0xAA;
         mbr.resize(8 << 20, 0);
         Cursor::new(mbr)
-    }
-
-    #[test]
-    fn system_partition_is_slot_1_fat32() {
-        let cases = [(0x0C, true), (0x1C, true), (0x83, false), (0x07, false)];
-        for (part_type, ok) in cases {
-            let found = system_range(&mut disk_with_slot1(part_type), "d");
-            match found {
-                Ok(range) => {
-                    assert!(ok, "type {part_type:#x} accepted");
-                    assert_eq!(range, (1 << 20, 2 << 20));
-                }
-                Err(e) => assert!(!ok, "type {part_type:#x} refused: {e}"),
-            }
-        }
     }
 
     #[test]
@@ -190,18 +140,14 @@ mod tests {
         }
         let mut kernel: &[u8] = b"kernel bytes";
         let mut cfg: &[u8] = b"old";
-        copy_files(
-            &mut disk,
-            "d",
-            (1 << 20, 2 << 20),
-            &mut [(CONFIG_NAME, &mut cfg)],
-        )
-        .unwrap();
+        let part = Window::new(&mut disk, 1 << 20, 2 << 20).unwrap();
+        copy_files(part, "d", &mut [(CONFIG_NAME, &mut cfg)]).unwrap();
         let new_cfg = syslinux_cfg(false);
         let mut cfg: &[u8] = new_cfg.as_bytes();
         let mut files: [(&str, &mut dyn Read); 2] =
             [(KERNEL_NAME, &mut kernel), (CONFIG_NAME, &mut cfg)];
-        copy_files(&mut disk, "d", (1 << 20, 2 << 20), &mut files).unwrap();
+        let part = Window::new(&mut disk, 1 << 20, 2 << 20).unwrap();
+        copy_files(part, "d", &mut files).unwrap();
 
         let part = Window::new(&mut disk, 1 << 20, 2 << 20).unwrap();
         let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).unwrap();

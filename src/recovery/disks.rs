@@ -1,39 +1,13 @@
 //! Finding the appliance disk among the block devices, waiting for drivers to find them.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use crate::disk::ApplianceDisk;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Block devices that cannot hold the appliance disk (RAM disks, loops, optical, floppy).
 const NOT_DISKS: [&str; 5] = ["ram", "loop", "sr", "fd", "zram"];
-
-/// A disk whose MBR looks like an appliance's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundDisk {
-    /// The device node, e.g. `/dev/vda`.
-    pub path: PathBuf,
-    /// Byte range (start, len) of the images partition.
-    pub images: (u64, u64),
-}
-
-/// TEMPORARY until `crate::disk::ApplianceDisk::open` lands in main: an MBR with the boot
-/// signature whose slot 3 is FAT32 LBA (0x0C) is taken for an appliance disk. Returns the
-/// images partition's byte range (start, len).
-pub fn images_range(mbr: &[u8; 512]) -> Option<(u64, u64)> {
-    if mbr[510..512] != [0x55, 0xAA] {
-        return None;
-    }
-    let entry = &mbr[446 + 2 * 16..446 + 3 * 16];
-    if entry[4] != 0x0C {
-        return None;
-    }
-    let lba = u32::from_le_bytes(entry[8..12].try_into().ok()?);
-    let sectors = u32::from_le_bytes(entry[12..16].try_into().ok()?);
-    let start = u64::from(lba).checked_mul(512)?;
-    let len = u64::from(sectors).checked_mul(512)?;
-    (len > 0).then_some((start, len))
-}
 
 /// The names of the block devices in `sys_block` (/sys/block) that may be disks, sorted.
 pub fn block_devices(sys_block: &Path) -> io::Result<Vec<String>> {
@@ -48,16 +22,23 @@ pub fn block_devices(sys_block: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Looks at each disk `dev/NAME` for NAME in `names`; the first appliance disk wins. A disk
-/// that cannot be read is logged and skipped: another may be the appliance's.
-pub fn find_appliance(dev: &Path, names: &[String]) -> Option<FoundDisk> {
+/// Opens each disk `dev/NAME` for NAME in `names`; the first with the appliance layout
+/// wins. Reads only. A disk that is not one is skipped (with the reason in the debug log),
+/// as is one that cannot be opened: another may be the appliance's.
+pub fn find_appliance(dev: &Path, names: &[String]) -> Option<ApplianceDisk<File>> {
     names.iter().find_map(|name| {
         let path = dev.join(name);
-        let mut mbr = [0u8; 512];
-        match File::open(&path).and_then(|mut f| f.read_exact(&mut mbr)) {
-            Ok(()) => images_range(&mbr).map(|images| FoundDisk { path, images }),
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => file,
             Err(error) => {
-                log::warn!("reading the MBR of {}: {error}", path.display());
+                log::warn!("opening {}: {error}", path.display());
+                return None;
+            }
+        };
+        match ApplianceDisk::open(file, &path.display().to_string()) {
+            Ok(disk) => Some(disk),
+            Err(why) => {
+                log::debug!("{why}");
                 None
             }
         }
@@ -85,49 +66,34 @@ pub fn wait_for<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn mbr_with_slot3(part_type: u8, lba: u32, sectors: u32) -> [u8; 512] {
-        let mut mbr = [0u8; 512];
-        let entry = &mut mbr[478..494];
-        entry[4] = part_type;
-        entry[8..12].copy_from_slice(&lba.to_le_bytes());
-        entry[12..16].copy_from_slice(&sectors.to_le_bytes());
-        mbr[510] = 0x55;
-        mbr[511] = 0xAA;
-        mbr
-    }
-
-    #[test]
-    fn appliance_mbr_check() {
-        let mut unsigned = mbr_with_slot3(0x0C, 2048, 4096);
-        unsigned[511] = 0;
-        let cases = [
-            (mbr_with_slot3(0x0C, 2048, 4096), Some((1 << 20, 2 << 20))),
-            (mbr_with_slot3(0x83, 2048, 4096), None),
-            (mbr_with_slot3(0x0C, 2048, 0), None),
-            (unsigned, None),
-            (
-                mbr_with_slot3(0x0C, u32::MAX, u32::MAX),
-                Some((u64::from(u32::MAX) * 512, u64::from(u32::MAX) * 512)),
-            ),
-        ];
-        for (i, (mbr, expected)) in cases.iter().enumerate() {
-            assert_eq!(images_range(mbr), *expected, "case {i}");
-        }
-    }
 
     #[test]
     fn finds_the_appliance_among_disks() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("sda"), [0u8; 512]).unwrap();
-        let mut vdb = File::create(dir.path().join("vdb")).unwrap();
-        vdb.write_all(&mbr_with_slot3(0x0C, 2048, 4096)).unwrap();
         std::fs::write(dir.path().join("short"), [0u8; 10]).unwrap();
-        let names: Vec<String> = ["short", "sda", "vdb"].map(String::from).to_vec();
+        let vdb = File::create(dir.path().join("vdb")).unwrap();
+        vdb.set_len(300 << 20).unwrap();
+        let mut vdb = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("vdb"))
+            .unwrap();
+        let sizes = crate::disk::Sizes {
+            system: 64 << 20,
+            nos: 64 << 20,
+            float: 32 << 20,
+            images: 64 << 20,
+            data: None,
+            nos_type: crate::disk::PartType::LINUX,
+        };
+        crate::disk::init(&mut vdb, "vdb", &sizes, None, false).unwrap();
+        let names: Vec<String> = ["missing", "short", "sda", "vdb"]
+            .map(String::from)
+            .to_vec();
         let found = find_appliance(dir.path(), &names).expect("vdb is one");
-        assert_eq!(found.path, dir.path().join("vdb"));
-        assert_eq!(found.images, (1 << 20, 2 << 20));
+        assert_eq!(found.name(), dir.path().join("vdb").display().to_string());
+        assert_eq!(found.range(crate::disk::Role::Images).0, (161 << 20));
     }
 
     #[test]

@@ -12,11 +12,10 @@ pub mod modules;
 pub mod mounts;
 mod panic;
 
-use crate::io::Window;
+use crate::disk::ApplianceDisk;
 use crate::kernel;
-use crate::store::Store;
 use std::ffi::OsStr;
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
@@ -83,9 +82,9 @@ fn run() -> crate::Result<Outcome> {
     log::set_debug(cmdline::Cmdline::parse(&cmdline).debug);
     ::log::info!("reprov {} starting", env!("CARGO_PKG_VERSION"));
     load_modules()?;
-    let disk = find_disk()?;
-    ::log::info!("appliance disk: {}", disk.path.display());
-    run_job(&disk)
+    let mut disk = find_disk()?;
+    ::log::info!("appliance disk: {}", disk.name());
+    run_job(&mut disk)
 }
 
 fn load_modules() -> crate::Result<()> {
@@ -108,7 +107,7 @@ fn load_modules() -> crate::Result<()> {
     Ok(())
 }
 
-fn find_disk() -> crate::Result<disks::FoundDisk> {
+fn find_disk() -> crate::Result<ApplianceDisk<File>> {
     let sys_block = Path::new("/sys/block");
     let found = disks::wait_for(DISK_TIMEOUT, DISK_POLL, || {
         match disks::block_devices(sys_block) {
@@ -133,22 +132,16 @@ fn find_disk() -> crate::Result<disks::FoundDisk> {
 
 /// The seam for the job runner: runs the pending job on `disk`, if any.
 /// Today it only looks for the job file (reads, writes nothing).
-pub fn run_job(disk: &disks::FoundDisk) -> crate::Result<Outcome> {
-    let name = disk.path.display().to_string();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&disk.path)
-        .map_err(|e| crate::Error::io("opening", &name, e))?;
-    let (start, len) = disk.images;
-    let part = Window::new(file, start, len)
-        .map_err(|e| crate::Error::io("opening the images partition on", &name, e))?;
-    let store = Store::open(part)?;
+pub fn run_job(disk: &mut ApplianceDisk<File>) -> crate::Result<Outcome> {
+    let store = disk.store()?;
     let job = store.read(JOB_PATH)?;
     store.unmount()?;
     match job {
         None => Ok(Outcome::NoJob),
-        Some(_) => Err(Error::NoJobRunner { disk: name }.into()),
+        Some(_) => Err(Error::NoJobRunner {
+            disk: disk.name().to_string(),
+        }
+        .into()),
     }
 }
 

@@ -65,17 +65,54 @@ pub fn recovery_initramfs() -> &'static Path {
     })
 }
 
-/// A fresh appliance disk in `dir` with the recovery installed: system partition active
-/// (so it boots into recovery), empty FAT NOS, images and data partitions.
+/// Runs the reprov binary under test.
+pub fn reprov(args: &[&str]) -> String {
+    run(Path::new(env!("CARGO_BIN_EXE_reprov")), args)
+}
+
+/// A fresh appliance disk `dir/disk.img` from `reprov layout init`, in normal operation
+/// (system hidden, NOS active):
+///
+/// | slot | role   | start (MiB) | size (MiB) | type | file system        |
+/// |------|--------|-------------|------------|------|--------------------|
+/// | 1    | system | 1           | 64         | 0x1C | FAT32              |
+/// | 2    | NOS    | 65          | 64         | 0x0C | none               |
+/// | —    | float  | 129         | 32         |      |                    |
+/// | 3    | images | 161         | 64         | 0x0C | FAT32 "IMAGES"     |
+/// | 4    | data   | 225         | 64         | 0x0C | FAT32 "DATA"       |
+pub fn layout_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.img");
+    reprov(&[
+        "layout",
+        "init",
+        "--disk",
+        disk.to_str().expect("UTF-8 path"),
+        "--system",
+        "64M",
+        "--nos",
+        "64M",
+        "--float",
+        "32M",
+        "--images",
+        "64M",
+        "--data",
+        "64M",
+        "--nos-type",
+        "0x0c",
+    ]);
+    disk
+}
+
+/// A fresh appliance disk in `dir` with the recovery installed and the system partition
+/// visible and active, as after `reprov schedule`: it boots into recovery.
 pub fn recovery_disk(dir: &Path) -> PathBuf {
     recovery_disk_with(dir, &[])
 }
 
 /// [`recovery_disk`], with more `reprov install-system` options (e.g. `--debug`).
 pub fn recovery_disk_with(dir: &Path, options: &[&str]) -> PathBuf {
-    let disk = dir.join("disk.img");
+    let disk = layout_disk(dir);
     let disk_arg = disk.to_str().expect("UTF-8 path");
-    run(&root().join("qemu/make-disk"), &[disk_arg]);
     let kernel = format!("/boot/vmlinuz-{}", kernel_version());
     let initramfs = recovery_initramfs().to_str().expect("UTF-8 path");
     let mut args = vec![
@@ -88,7 +125,9 @@ pub fn recovery_disk_with(dir: &Path, options: &[&str]) -> PathBuf {
         initramfs,
     ];
     args.extend_from_slice(options);
-    run(Path::new(env!("CARGO_BIN_EXE_reprov")), &args);
+    reprov(&args);
+    reprov(&["layout", "unhide", "--disk", disk_arg]);
+    reprov(&["layout", "activate", "--disk", disk_arg, "system"]);
     disk
 }
 
@@ -103,13 +142,13 @@ pub fn nos_image(dir: &Path, name: &str, hostname: &str, address: &str) -> PathB
     nos
 }
 
-/// Writes `nos` onto slot 2 of `disk` and makes NOS the active partition.
+/// Writes `nos` onto slot 2 of `disk`, hides the system partition and makes NOS active.
 pub fn put_nos(nos: &Path, disk: &Path) {
+    let disk = disk.to_str().expect("UTF-8 path");
     run(
         &root().join("qemu/put-nos"),
-        &[
-            nos.to_str().expect("UTF-8 path"),
-            disk.to_str().expect("UTF-8 path"),
-        ],
+        &[nos.to_str().expect("UTF-8 path"), disk],
     );
+    reprov(&["layout", "hide", "--disk", disk]);
+    reprov(&["layout", "activate", "--disk", disk, "nos"]);
 }
