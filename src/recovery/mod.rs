@@ -61,8 +61,7 @@ pub fn main() -> ! {
         Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
         Ok(Outcome::Done) => {
             ::log::info!("job done; rebooting");
-            let error = kernel::power::reboot();
-            ::log::error!("rebooting: {error}; waiting");
+            reboot();
         }
         Err(error) => ::log::error!("{error}; system partition stays active; waiting"),
     }
@@ -143,6 +142,17 @@ pub fn run_job(disk: &mut ApplianceDisk<File>) -> crate::Result<Outcome> {
         }
         .into()),
     }
+}
+
+/// Reboots the machine; logs when it cannot. Only PID 1 reboots: reprov started as
+/// `…init` by hand on a running system must not take the machine down.
+pub(crate) fn reboot() {
+    if std::process::id() != 1 {
+        ::log::error!("not PID 1: not rebooting");
+        return;
+    }
+    let error = kernel::power::reboot();
+    ::log::error!("rebooting: {error}");
 }
 
 /// PID 1's last state: reap orphans, sleep, forever.

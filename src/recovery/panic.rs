@@ -15,8 +15,8 @@ pub fn install() {
             REBOOT_DELAY.as_secs()
         );
         std::thread::sleep(REBOOT_DELAY);
-        let error = crate::kernel::power::reboot();
-        log::error!("rebooting after the panic: {error}; waiting");
+        super::reboot();
+        log::error!("still running after the panic; waiting");
         super::wait_forever()
     }));
 }
