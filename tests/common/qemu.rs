@@ -92,12 +92,21 @@ impl Qemu {
 
     fn fail(&self, why: &str) -> ! {
         let console = self.console();
+        // The test's directory goes away with the failing test: keep the console.
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "failed-{}-{}.serial.log",
+            std::thread::current().name().unwrap_or("test").replace("::", "-"),
+            std::process::id()
+        ));
+        let kept = match fs::write(&kept, &console) {
+            Ok(()) => kept.display().to_string(),
+            Err(e) => format!("{} (not kept: {e})", self.serial.display()),
+        };
         let tail: Vec<&str> = console.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
-            "{why} after {:.1?}; console in {}, last lines:\n{}",
+            "{why} after {:.1?}; console kept in {kept}, last lines:\n{}",
             self.elapsed(),
-            self.serial.display(),
             tail.join("\n")
         );
     }
