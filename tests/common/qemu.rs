@@ -95,7 +95,10 @@ impl Qemu {
         // The test's directory goes away with the failing test: keep the console.
         let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "failed-{}-{}.serial.log",
-            std::thread::current().name().unwrap_or("test").replace("::", "-"),
+            std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-"),
             std::process::id()
         ));
         let kept = match fs::write(&kept, &console) {
