@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod disk;
 mod identity;
+mod install;
 mod layout;
 pub use disk::open_disk;
 
@@ -22,6 +23,7 @@ struct Top {
 #[argh(subcommand)]
 enum Command {
     Version(Version),
+    InstallSystem(install::InstallSystem),
     Layout(layout::Layout),
     Identity(identity::IdentityCmd),
 }
@@ -40,6 +42,7 @@ pub fn main() -> ExitCode {
             println!("reprov {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::InstallSystem(args) => args.run(),
         Command::Layout(args) => layout::run(args),
         Command::Identity(cmd) => identity::run(cmd),
     };
