@@ -28,6 +28,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error(transparent)]
+    Install(#[from] crate::install::Error),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::Error),
+    #[error(transparent)]
     Identity(#[from] crate::identity::Error),
 }
 

@@ -8,8 +8,10 @@ pub mod cli;
 pub mod disk;
 pub mod error;
 pub mod identity;
+pub mod install;
 pub mod io;
 pub mod kernel;
+pub mod recovery;
 pub mod store;
 pub mod units;
 

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 mod disk;
 mod identity;
+mod install;
 mod layout;
 pub use disk::open_disk;
 
@@ -27,6 +28,7 @@ struct Top {
 #[argh(subcommand)]
 enum Command {
     Version(Version),
+    InstallSystem(install::InstallSystem),
     Layout(layout::Layout),
     Job(job::JobArgs),
     Log(step_log::LogArgs),
@@ -47,6 +49,7 @@ pub fn main() -> ExitCode {
             println!("reprov {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::InstallSystem(args) => args.run(),
         Command::Layout(args) => layout::run(args),
         Command::Job(args) => job::run(args),
         Command::Log(args) => step_log::run(args),
