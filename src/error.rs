@@ -19,6 +19,8 @@ pub enum Error {
     Disk(#[from] crate::disk::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
