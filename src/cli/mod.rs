@@ -1,6 +1,8 @@
 //! The command line: one file per verb group, each a thin layer over the library.
 
 use argh::FromArgs;
+
+pub mod image;
 use std::process::ExitCode;
 
 /// reprov: appliance servers that re-provision themselves.
@@ -17,6 +19,7 @@ struct Top {
 #[argh(subcommand)]
 enum Command {
     Version(Version),
+    Image(image::ImageCommand),
 }
 
 /// Print the version of reprov.
@@ -33,6 +36,7 @@ pub fn main() -> ExitCode {
             println!("reprov {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Image(command) => command.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use time::OffsetDateTime;
 
 use super::container::{chunk_path, header, padding, BLOCK, INCOMPLETE_MARK, MANIFEST_PATH};
-use super::manifest::{chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE};
+use super::manifest::{self, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE};
 use super::{pipeline, threads, Error};
 use crate::io::{Progress, Show};
 
@@ -113,6 +113,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
     let mut progress = Progress::new("creating image", source_size, options.show);
     let mut next_index = 0u64;
     let level = Compression::new(options.level);
+    let zero_crc = (chunk_size as usize, manifest::zero_crc(chunk_size));
     pipeline::ordered(
         threads(),
         2 * threads(),
@@ -129,7 +130,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                 .map_err(read_err("reading", offset))?;
             Ok(Some(buf))
         },
-        |buf: Vec<u8>| pack(&buf, level),
+        |buf: Vec<u8>| pack(&buf, level, zero_crc),
         |packed| {
             let index = manifest.chunks.len() as u64;
             let len = manifest.chunk_len(index);
@@ -198,11 +199,17 @@ fn padded_text(text: &str, len: u64) -> Vec<u8> {
 }
 
 /// Checks a chunk for zeros, checksums it, and compresses it if it holds data.
-fn pack(buf: &[u8], level: Compression) -> Result<Packed, Error> {
-    let crc32 = crc32fast::hash(buf);
+/// `zero_crc` is the CRC32 of a whole chunk of zeros, computed once.
+fn pack(buf: &[u8], level: Compression, zero_crc: (usize, u32)) -> Result<Packed, Error> {
     if is_zero(buf) {
+        let crc32 = if buf.len() == zero_crc.0 {
+            zero_crc.1
+        } else {
+            crc32fast::hash(buf)
+        };
         return Ok(Packed::Zero { crc32 });
     }
+    let crc32 = crc32fast::hash(buf);
     let mut encoder = GzEncoder::new(Vec::with_capacity(buf.len() / 2), level);
     let compress = |source| Error::Create {
         why: format!("compressing a chunk: {source}"),
@@ -212,14 +219,10 @@ fn pack(buf: &[u8], level: Compression) -> Result<Packed, Error> {
     Ok(Packed::Data { crc32, gz })
 }
 
-/// True when every byte is zero (written to vectorize: OR of 64-byte blocks).
+/// True when every byte is zero (slice equality is a memcmp, fast in any build).
 pub(crate) fn is_zero(buf: &[u8]) -> bool {
-    let blocks = buf.chunks_exact(64);
-    let tail = blocks.remainder();
-    blocks
-        .into_iter()
-        .all(|b| b.iter().fold(0u8, |acc, x| acc | x) == 0)
-        && tail.iter().all(|&x| x == 0)
+    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    buf.chunks(ZEROS.len()).all(|b| b == &ZEROS[..b.len()])
 }
 
 #[cfg(test)]
