@@ -75,9 +75,10 @@ pub fn open<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
                 why: "empty, or not a tar file".into(),
             })
         }
-        Some(Err(e)) => {
+        // The tar crate's message may quote the garbage it found: say it plainly.
+        Some(Err(_)) => {
             return Err(Error::NotAnImage {
-                why: format!("not a tar file ({e})"),
+                why: "not a tar file (no valid tar header at its start)".into(),
             })
         }
         Some(Ok(entry)) => entry,

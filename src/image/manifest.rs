@@ -145,7 +145,10 @@ impl Manifest {
         })?;
         if head.format.as_deref() != Some(FORMAT) {
             return Err(Error::NotAnImage {
-                why: format!("the manifest's format is {:?}, not {FORMAT:?}", head.format),
+                why: match head.format {
+                    Some(format) => format!("the manifest's format is {format:?}, not {FORMAT:?}"),
+                    None => "the manifest has no format".into(),
+                },
             });
         }
         match head.version {

@@ -128,7 +128,14 @@ pub fn apply_image(image_path: &Path, target: &Path) -> Result<Manifest, image::
 
 /// Compares the first `len` bytes of two files, in pieces; says where they differ.
 pub fn assert_same_prefix(a: &Path, b: &Path, len: u64) {
+    assert_same_range(a, b, 0, len)
+}
+
+/// Compares bytes `[start, start + len)` of two files, in pieces; says where they differ.
+pub fn assert_same_range(a: &Path, b: &Path, start: u64, len: u64) {
     let (mut fa, mut fb) = (File::open(a).unwrap(), File::open(b).unwrap());
+    fa.seek(SeekFrom::Start(start)).unwrap();
+    fb.seek(SeekFrom::Start(start)).unwrap();
     let (mut ba, mut bb) = (vec![0; 4 << 20], vec![0; 4 << 20]);
     let mut at = 0u64;
     while at < len {
@@ -141,7 +148,7 @@ pub fn assert_same_prefix(a: &Path, b: &Path, len: u64) {
                 "{} and {} differ at byte {}",
                 a.display(),
                 b.display(),
-                at + i as u64
+                start + at + i as u64
             );
         }
         at += n as u64;
