@@ -145,7 +145,6 @@ fn apply(a: Apply) -> crate::Result<()> {
         show: Show::detect(),
     };
     let result = image::apply(&mut img, &mut target, &mut options);
-    drop(options);
     match result {
         Ok(manifest) => {
             log::info!(

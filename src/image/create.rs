@@ -221,7 +221,7 @@ fn pack(buf: &[u8], level: Compression, zero_crc: (usize, u32)) -> Result<Packed
 
 /// True when every byte is zero (slice equality is a memcmp, fast in any build).
 pub(crate) fn is_zero(buf: &[u8]) -> bool {
-    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     buf.chunks(ZEROS.len()).all(|b| b == &ZEROS[..b.len()])
 }
 

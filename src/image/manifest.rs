@@ -305,7 +305,7 @@ impl ZeroCrcs {
 
 /// CRC32 of `len` zero bytes.
 pub fn zero_crc(len: u64) -> u32 {
-    const BLOCK: [u8; 65536] = [0; 65536];
+    static BLOCK: [u8; 65536] = [0; 65536];
     let mut hasher = crc32fast::Hasher::new();
     let mut left = len;
     while left > 0 {

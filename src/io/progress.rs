@@ -85,11 +85,9 @@ impl Progress {
 
     /// The line: `applying: 42% 860.0 MiB of 2.0 GiB, 310 MB/s, 4 s left`.
     pub fn line(&self, elapsed: Duration) -> String {
-        let percent = if self.total == 0 {
-            100
-        } else {
-            self.done.min(self.total) * 100 / self.total
-        };
+        let percent = (self.done.min(self.total) * 100)
+            .checked_div(self.total)
+            .unwrap_or(100);
         let secs = elapsed.as_secs_f64();
         let rate = if secs > 0.0 {
             (self.done - self.skipped) as f64 / secs

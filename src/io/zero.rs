@@ -17,7 +17,7 @@ pub fn write_zeros<W: Write + Seek + ?Sized>(
     offset: u64,
     len: u64,
 ) -> io::Result<()> {
-    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     target.seek(SeekFrom::Start(offset))?;
     let mut left = len;
     while left > 0 {
@@ -56,7 +56,7 @@ impl<T: ZeroRange> ZeroRange for Window<T> {
     /// Zeroes inside the window only; a range past its end is refused.
     fn zero_range(&mut self, offset: u64, len: u64) -> io::Result<()> {
         let end = offset.checked_add(len);
-        if end.is_none_or(|end| end > self.len()) {
+        if end.map_or(true, |end| end > self.len()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
