@@ -21,6 +21,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Image(#[from] crate::image::Error),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,9 +1,13 @@
 //! The command line: one file per verb group, each a thin layer over the library.
 
 use argh::FromArgs;
-
-pub mod image;
 use std::process::ExitCode;
+
+mod disk;
+mod identity;
+pub mod image;
+mod layout;
+pub use disk::open_disk;
 
 /// reprov: appliance servers that re-provision themselves.
 #[derive(FromArgs)]
@@ -20,6 +24,8 @@ struct Top {
 enum Command {
     Version(Version),
     Image(image::ImageCommand),
+    Layout(layout::Layout),
+    Identity(identity::IdentityCmd),
 }
 
 /// Print the version of reprov.
@@ -37,6 +43,8 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Image(command) => command.run(),
+        Command::Layout(args) => layout::run(args),
+        Command::Identity(cmd) => identity::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,17 @@
+//! Opening the disk a verb's `--disk D` names.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
+use crate::disk::ApplianceDisk;
+
+/// Opens a file or block device read-write and detects its appliance layout; refuses a
+/// disk that is not one. Writes nothing.
+pub fn open_disk(path: &Path) -> crate::Result<ApplianceDisk<File>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| crate::Error::io("opening disk", path.display(), e))?;
+    Ok(ApplianceDisk::open(file, &path.display().to_string())?)
+}
