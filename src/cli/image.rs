@@ -2,9 +2,12 @@
 
 use argh::FromArgs;
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::open_disk;
+use crate::disk::Role;
 use crate::image::{self, ApplyOptions, CreateOptions, Kind, Manifest};
 use crate::io::Show;
 use crate::units::{format_size, parse_size};
@@ -31,12 +34,22 @@ enum Verb {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "create")]
 struct Create {
-    /// the partition to pack: a file or block device
+    /// the partition to pack: a file or block device (or use --disk and --role)
     #[argh(option)]
-    from: PathBuf,
+    from: Option<PathBuf>,
+    /// the appliance disk (file or block device) whose --role partition to pack, and
+    /// whose images partition --to-store writes to
+    #[argh(option)]
+    disk: Option<PathBuf>,
+    /// the partition of --disk to pack: nos (default), system, images or data
+    #[argh(option, from_str_fn(parse_role))]
+    role: Option<Role>,
     /// the image file to write (replaced if it exists)
     #[argh(option)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// write the image into the images partition of --disk, as images/NAME.tar
+    #[argh(switch)]
+    to_store: bool,
     /// image name (default: this machine's model and serial number joined)
     #[argh(option)]
     name: Option<String>,
@@ -57,7 +70,14 @@ struct Apply {
     image: PathBuf,
     /// the partition to write: a file or block device (a missing file is created)
     #[argh(option)]
-    to: PathBuf,
+    to: Option<PathBuf>,
+    /// the appliance disk whose NOS partition to write; NOS grows into the float when
+    /// the image needs more room
+    #[argh(option)]
+    disk: Option<PathBuf>,
+    /// with --disk: the partition to write; only nos (the default)
+    #[argh(option, from_str_fn(parse_role))]
+    role: Option<Role>,
     /// skip the chunks before this one (a checkpoint of an interrupted apply)
     #[argh(option, default = "0")]
     resume_from: u64,
@@ -99,27 +119,93 @@ fn open_read(path: &Path) -> crate::Result<File> {
     File::open(path).map_err(|e| Error::io("opening", path.display(), e))
 }
 
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("{text:?}: expected nos, system, images or data"))
+}
+
+fn usage(text: &str) -> Error {
+    Error::Usage(text.to_string())
+}
+
 fn create(c: Create) -> crate::Result<()> {
-    let mut source = open_read(&c.from)?;
-    let mut options = CreateOptions::new(c.name.unwrap_or_else(default_name));
-    options.description = c.description;
+    let mut options = CreateOptions::new(c.name.clone().unwrap_or_else(default_name));
+    options.description = c.description.clone();
     options.show = Show::detect();
     if let Some(size) = c.chunk_size {
         options.chunk_size = size;
     }
+    match (&c.from, &c.disk, c.role) {
+        (Some(from), _, None) => {
+            let mut source = open_read(from)?;
+            create_into(&c, &mut source, &from.display().to_string(), &options)
+        }
+        (None, Some(disk_path), role) => {
+            let role = role.unwrap_or(Role::Nos);
+            let mut disk = open_disk(disk_path)?;
+            let mut part = disk
+                .partition(role)
+                .map_err(|e| Error::io("opening a partition of", disk_path.display(), e))?;
+            let what = format!("the {role} partition of {}", disk_path.display());
+            create_into(&c, &mut part, &what, &options)
+        }
+        _ => Err(usage(
+            "image create: give the partition as --from PART, or as --disk D [--role R]",
+        )),
+    }
+}
+
+/// Writes the image of `source` to --out or into the store of --disk.
+fn create_into<R: Read + Seek>(
+    c: &Create,
+    source: &mut R,
+    what: &str,
+    options: &CreateOptions,
+) -> crate::Result<()> {
+    let manifest = match (&c.out, c.to_store, &c.disk) {
+        (Some(out), false, _) => {
+            log::info!(
+                "creating image {:?} of {what} into {}",
+                options.name,
+                out.display()
+            );
+            let mut file =
+                File::create(out).map_err(|e| Error::io("creating", out.display(), e))?;
+            let manifest = image::create(source, &mut file, options)?;
+            file.sync_all()
+                .map_err(|e| Error::io("syncing", out.display(), e))?;
+            manifest
+        }
+        (None, true, Some(disk_path)) => {
+            // A second handle on the disk: the source may be a partition of the same disk.
+            let mut disk = open_disk(disk_path)?;
+            let path = format!("images/{}.{}", options.name, image::EXTENSION);
+            log::info!(
+                "creating image {:?} of {what} into {path} on the images partition of {}",
+                options.name,
+                disk_path.display()
+            );
+            let store = disk.store()?;
+            let manifest = {
+                let mut file = store.create_file(&path)?;
+                let manifest = image::create(source, &mut file, options)?;
+                file.flush().map_err(|e| Error::io("flushing", &path, e))?;
+                manifest
+            };
+            store.unmount()?;
+            disk.into_inner()
+                .sync_all()
+                .map_err(|e| Error::io("syncing", disk_path.display(), e))?;
+            manifest
+        }
+        _ => {
+            return Err(usage(
+                "image create: give --out FILE, or --to-store with --disk D",
+            ))
+        }
+    };
     log::info!(
-        "creating image {:?} of {} into {}",
-        options.name,
-        c.from.display(),
-        c.out.display()
-    );
-    let mut out = File::create(&c.out).map_err(|e| Error::io("creating", c.out.display(), e))?;
-    let manifest = image::create(&mut source, &mut out, &options)?;
-    out.sync_all()
-        .map_err(|e| Error::io("syncing", c.out.display(), e))?;
-    log::info!(
-        "created {}: {} in {} chunks ({} data), {} stored",
-        c.out.display(),
+        "created image {:?}: {} in {} chunks ({} data), {} stored",
+        manifest.name,
         format_size(manifest.source_size),
         manifest.chunks.len(),
         manifest.data_chunks(),
@@ -130,8 +216,6 @@ fn create(c: Create) -> crate::Result<()> {
 
 fn apply(a: Apply) -> crate::Result<()> {
     let mut img = open_read(&a.image)?;
-    let mut target = open_target(&a.to, &mut img)?;
-    log::info!("applying {} onto {}", a.image.display(), a.to.display());
     let mut durable = a.resume_from;
     let mut record = |chunks: u64| {
         log::debug!("checkpoint: {chunks} chunks durably written");
@@ -144,26 +228,52 @@ fn apply(a: Apply) -> crate::Result<()> {
         on_checkpoint: Some(&mut record),
         show: Show::detect(),
     };
-    let result = image::apply(&mut img, &mut target, &mut options);
+    let (result, target) = match (&a.to, &a.disk, a.role) {
+        (Some(to), None, None) => {
+            let mut target = open_target(to, &mut img)?;
+            log::info!("applying {} onto {}", a.image.display(), to.display());
+            let result = image::apply(&mut img, &mut target, &mut options).map_err(Error::from);
+            (result, to.display().to_string())
+        }
+        (None, Some(disk_path), None | Some(Role::Nos)) => {
+            let mut disk = open_disk(disk_path)?;
+            log::info!(
+                "applying {} onto NOS of {}",
+                a.image.display(),
+                disk_path.display()
+            );
+            let result = image::apply_to_nos(&mut img, &mut disk, &mut options);
+            (result, format!("--disk {}", disk_path.display()))
+        }
+        (None, Some(_), Some(role)) => {
+            return Err(Error::Usage(format!(
+                "image apply: images go onto the NOS partition, not {role}"
+            )))
+        }
+        _ => {
+            return Err(usage(
+                "image apply: give the target as --to PART, or as --disk D [--role nos]",
+            ))
+        }
+    };
     match result {
         Ok(manifest) => {
             log::info!(
-                "applied {:?} ({}) onto {}",
+                "applied {:?} ({}) onto {target}",
                 manifest.name,
                 format_size(manifest.source_size),
-                a.to.display()
             );
             Ok(())
         }
         Err(e) => {
             if durable > a.resume_from {
                 log::info!(
-                    "{durable} chunks are durably written; to resume: reprov image apply {} --to {} --resume-from {durable}",
+                    "{durable} chunks are durably written; to resume: reprov image apply {} {} --resume-from {durable}",
                     a.image.display(),
-                    a.to.display()
+                    if a.to.is_some() { format!("--to {target}") } else { target.clone() },
                 );
             }
-            Err(e.into())
+            Err(e)
         }
     }
 }

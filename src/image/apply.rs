@@ -52,6 +52,20 @@ where
     W: Write + Seek + SyncAll + ZeroRange,
 {
     let layout = open(image)?;
+    apply_opened(image, layout, target, options)
+}
+
+/// [`apply`] of an image already checked by [`open`]. Writes to `target`.
+pub(crate) fn apply_opened<R, W>(
+    image: &mut R,
+    layout: Layout,
+    target: &mut W,
+    options: &mut ApplyOptions,
+) -> Result<Manifest, Error>
+where
+    R: Read + Seek,
+    W: Write + Seek + SyncAll + ZeroRange,
+{
     let room = target
         .seek(SeekFrom::End(0))
         .map_err(|source| Error::Target {

@@ -9,6 +9,7 @@ mod apply;
 mod container;
 mod create;
 mod manifest;
+mod nos;
 mod pipeline;
 mod verify;
 
@@ -19,6 +20,7 @@ pub use manifest::{
     chunk_count, Chunk, Kind, Manifest, CODEC, DEFAULT_CHUNK_SIZE, FORMAT, MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE, VERSION,
 };
+pub use nos::{apply_to_nos, nos_growth};
 pub use verify::verify;
 
 use crate::units::format_size;
