@@ -32,6 +32,8 @@ pub enum Error {
     #[error(transparent)]
     Recovery(#[from] crate::recovery::Error),
     #[error(transparent)]
+    Image(#[from] crate::image::Error),
+    #[error(transparent)]
     Identity(#[from] crate::identity::Error),
 }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod disk;
 pub mod error;
 pub mod identity;
+pub mod image;
 pub mod install;
 pub mod io;
 pub mod kernel;

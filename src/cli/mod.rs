@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 mod disk;
 mod identity;
+pub mod image;
 mod install;
 mod layout;
 pub use disk::open_disk;
@@ -29,6 +30,7 @@ struct Top {
 enum Command {
     Version(Version),
     InstallSystem(install::InstallSystem),
+    Image(image::ImageCommand),
     Layout(layout::Layout),
     Job(job::JobArgs),
     Log(step_log::LogArgs),
@@ -50,6 +52,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::InstallSystem(args) => args.run(),
+        Command::Image(command) => command.run(),
         Command::Layout(args) => layout::run(args),
         Command::Job(args) => job::run(args),
         Command::Log(args) => step_log::run(args),

@@ -6,3 +6,4 @@ pub mod modules;
 pub mod mount;
 pub mod power;
 pub mod process;
+pub mod zero;

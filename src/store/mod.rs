@@ -126,6 +126,28 @@ impl<D: Read + Write + Seek> Store<D> {
         file.flush().map_err(file_error("flushing", path))
     }
 
+    /// Opens a file for streaming reads (an image). `None` when it does not exist.
+    pub fn open_file(&self, path: &str) -> Result<Option<fatfs::File<'_, D>>, Error> {
+        match self.fs.root_dir().open_file(path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(file_error("opening", path)(e)),
+        }
+    }
+
+    /// Creates (or empties) a file for streaming writes (an image), creating its
+    /// directories. Flush it, then unmount the store. Writes to the partition.
+    pub fn create_file(&self, path: &str) -> Result<fatfs::File<'_, D>, Error> {
+        self.create_dirs_for(path)?;
+        let mut file = self
+            .fs
+            .root_dir()
+            .create_file(path)
+            .map_err(file_error("creating", path))?;
+        file.truncate().map_err(file_error("truncating", path))?;
+        Ok(file)
+    }
+
     /// Creates every directory above `path`.
     fn create_dirs_for(&self, path: &str) -> Result<(), Error> {
         let mut dir = self.fs.root_dir();
