@@ -28,6 +28,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error(transparent)]
+    Job(#[from] crate::store::JobError),
+    #[error(transparent)]
     Install(#[from] crate::install::Error),
     #[error(transparent)]
     Recovery(#[from] crate::recovery::Error),

@@ -8,12 +8,11 @@ mod step_log;
 use argh::FromArgs;
 use std::process::ExitCode;
 
-mod disk;
 mod identity;
 pub mod image;
 mod install;
 mod layout;
-pub use disk::open_disk;
+pub use crate::disk::open_disk;
 
 /// reprov: appliance servers that re-provision themselves.
 #[derive(FromArgs)]

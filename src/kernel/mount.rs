@@ -12,5 +12,11 @@ pub fn mount(source: &str, target: &Path, fstype: &str, data: Option<&str>) -> i
     Ok(())
 }
 
+/// Unmounts the file system mounted on `target`.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    nix::mount::umount(target)?;
+    Ok(())
+}
+
 /// The errno of a mount on a busy (already mounted) target.
 pub const EBUSY: i32 = nix::libc::EBUSY;

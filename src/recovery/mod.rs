@@ -11,6 +11,7 @@ pub mod log;
 pub mod modules;
 pub mod mounts;
 mod panic;
+pub mod runner;
 
 use crate::disk::ApplianceDisk;
 use crate::kernel;
@@ -44,8 +45,10 @@ pub enum Error {
     Mount(#[from] mounts::MountError),
     #[error("no appliance disk found after {waited_secs} s among the block devices [{devices}]")]
     NoApplianceDisk { waited_secs: u64, devices: String },
-    #[error("a job is pending on {disk}, but the job runner is not built yet")]
-    NoJobRunner { disk: String },
+    #[error(
+        "the job ({job}) failed: {why}; fix the cause, then set the job again (reprov job set)"
+    )]
+    JobFailed { job: String, why: String },
 }
 
 /// Whether reprov runs as init: PID 1, or started under a name ending in `init`.
@@ -81,9 +84,9 @@ fn run() -> crate::Result<Outcome> {
     log::set_debug(cmdline::Cmdline::parse(&cmdline).debug);
     ::log::info!("reprov {} starting", env!("CARGO_PKG_VERSION"));
     load_modules()?;
-    let mut disk = find_disk()?;
+    let disk = find_disk()?;
     ::log::info!("appliance disk: {}", disk.name());
-    run_job(&mut disk)
+    run_job(disk)
 }
 
 fn load_modules() -> crate::Result<()> {
@@ -129,19 +132,12 @@ fn find_disk() -> crate::Result<ApplianceDisk<File>> {
     })
 }
 
-/// The seam for the job runner: runs the pending job on `disk`, if any.
-/// Today it only looks for the job file (reads, writes nothing).
-pub fn run_job(disk: &mut ApplianceDisk<File>) -> crate::Result<Outcome> {
-    let store = disk.store()?;
-    let job = store.read(JOB_PATH)?;
-    store.unmount()?;
-    match job {
-        None => Ok(Outcome::NoJob),
-        Some(_) => Err(Error::NoJobRunner {
-            disk: disk.name().to_string(),
-        }
-        .into()),
-    }
+/// Runs the pending job on `disk`, if any (see [`runner`]). Writes to the disk.
+pub fn run_job(disk: ApplianceDisk<File>) -> crate::Result<Outcome> {
+    let device = std::path::PathBuf::from(disk.name());
+    // The runner opens the disk itself, as many times as it needs.
+    drop(disk);
+    runner::run(&device, &runner::Machine::this())
 }
 
 /// Reboots the machine; logs when it cannot. Only PID 1 reboots: reprov started as

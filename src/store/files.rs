@@ -264,7 +264,13 @@ impl<D: Read + Write + Seek> Store<D> {
 
     /// Opens an image for reading (the handle is `Read + Seek`).
     pub fn open_image(&self, name: &ImageName) -> Result<impl Read + Seek + '_, Error> {
-        let path = image_path(name);
+        self.open_in(IMAGES_DIR, name)
+    }
+
+    /// Opens image `name` in directory `dir` for reading (the factory image lives in
+    /// `factory/` on the data partition); [`Error::ImageMissing`] when it is not there.
+    pub fn open_in(&self, dir: &str, name: &ImageName) -> Result<impl Read + Seek + '_, Error> {
+        let path = format!("{dir}/{name}");
         match self.fs.root_dir().open_file(&path) {
             Ok(file) => Ok(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::ImageMissing {
@@ -335,7 +341,8 @@ impl<D: Read + Write + Seek> Store<D> {
     }
 }
 
-fn image_path(name: &ImageName) -> String {
+/// Where an image of that name lives in the store: `images/NAME`.
+pub fn image_path(name: &ImageName) -> String {
     format!("{IMAGES_DIR}/{name}")
 }
 

@@ -11,7 +11,7 @@ mod job;
 mod log;
 mod name;
 
-pub use files::{IDENTITY_PATH, IMAGES_DIR, JOB_PATH};
+pub use files::{image_path, IDENTITY_PATH, IMAGES_DIR, JOB_PATH};
 pub use job::{Job, JobError, Kind, State};
 pub use log::{parse_log, Code, Entry, LogRead, CODES, LOG_LIMIT, LOG_PATH, OLD_LOG_PATH};
 pub use name::{ImageName, MAX_IMAGE_NAME_BYTES};
