@@ -142,7 +142,9 @@ impl Runner<'_> {
     /// Validate, grow, stream, check, restore identity: an image onto NOS.
     fn apply(&mut self, from: FromStore) -> crate::Result<()> {
         // Everything that can be known up front is checked before the first write.
-        let identity = with_store(&mut self.disk, identity::load)?;
+        // A closure, not the function item: it takes the store's borrow as it comes.
+        #[allow(clippy::redundant_closure)]
+        let identity = with_store(&mut self.disk, |store| identity::load(store))?;
         if identity.is_none() {
             log::warn!("no saved identity on the images partition: the new OS keeps its own");
         }
