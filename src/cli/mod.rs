@@ -1,13 +1,19 @@
 //! The command line: one file per verb group, each a thin layer over the library.
 
+mod job;
+// Not `mod log`: that would hide the log crate in this file.
+#[path = "log.rs"]
+mod step_log;
+
 use argh::FromArgs;
 use std::process::ExitCode;
 
-mod disk;
 mod identity;
+pub mod image;
+mod install;
 mod layout;
 mod transfer;
-pub use disk::open_disk;
+pub use crate::disk::open_disk;
 
 /// reprov: appliance servers that re-provision themselves.
 #[derive(FromArgs)]
@@ -23,7 +29,11 @@ struct Top {
 #[argh(subcommand)]
 enum Command {
     Version(Version),
+    InstallSystem(install::InstallSystem),
+    Image(image::ImageCommand),
     Layout(layout::Layout),
+    Job(job::JobArgs),
+    Log(step_log::LogArgs),
     Identity(identity::IdentityCmd),
     Fetch(transfer::Fetch),
     Upload(transfer::Upload),
@@ -43,7 +53,11 @@ pub fn main() -> ExitCode {
             println!("reprov {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::InstallSystem(args) => args.run(),
+        Command::Image(command) => command.run(),
         Command::Layout(args) => layout::run(args),
+        Command::Job(args) => job::run(args),
+        Command::Log(args) => step_log::run(args),
         Command::Identity(cmd) => identity::run(cmd),
         Command::Fetch(args) => transfer::fetch(args),
         Command::Upload(args) => transfer::upload(args),

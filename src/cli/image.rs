@@ -1,0 +1,429 @@
+//! `reprov image …`: create, apply, verify and inspect partition images.
+
+use argh::FromArgs;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::open_disk;
+use crate::disk::Role;
+use crate::image::{self, ApplyOptions, CreateOptions, Kind, Manifest};
+use crate::io::Show;
+use crate::units::{format_size, parse_size};
+use crate::Error;
+
+/// Create, apply, verify and inspect partition images.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "image")]
+pub struct ImageCommand {
+    #[argh(subcommand)]
+    verb: Verb,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Verb {
+    Create(Create),
+    Apply(Apply),
+    Verify(Verify),
+    Info(Info),
+}
+
+/// Pack a partition into an image file.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "create")]
+struct Create {
+    /// the partition to pack: a file or block device (or use --disk and --role)
+    #[argh(option)]
+    from: Option<PathBuf>,
+    /// the appliance disk (file or block device) whose --role partition to pack, and
+    /// whose images partition --to-store writes to
+    #[argh(option)]
+    disk: Option<PathBuf>,
+    /// the partition of --disk to pack: nos (default), system, images or data
+    #[argh(option, from_str_fn(parse_role))]
+    role: Option<Role>,
+    /// the image file to write (replaced if it exists)
+    #[argh(option)]
+    out: Option<PathBuf>,
+    /// write the image into the images partition of --disk, as images/NAME.tar
+    #[argh(switch)]
+    to_store: bool,
+    /// image name (default: this machine's model and serial number joined)
+    #[argh(option)]
+    name: Option<String>,
+    /// what the image is, free text (e.g. the appliance and its version)
+    #[argh(option, default = "String::new()")]
+    description: String,
+    /// chunk size, a power of two from 64K to 16M (default 4M)
+    #[argh(option, from_str_fn(parse_size))]
+    chunk_size: Option<u64>,
+}
+
+/// Write an image onto a partition, checking it first and every chunk as it goes.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "apply")]
+struct Apply {
+    /// the image file
+    #[argh(positional)]
+    image: PathBuf,
+    /// the partition to write: a file or block device (a missing file is created)
+    #[argh(option)]
+    to: Option<PathBuf>,
+    /// the appliance disk whose NOS partition to write; NOS grows into the float when
+    /// the image needs more room
+    #[argh(option)]
+    disk: Option<PathBuf>,
+    /// with --disk: the partition to write; only nos (the default)
+    #[argh(option, from_str_fn(parse_role))]
+    role: Option<Role>,
+    /// skip the chunks before this one (a checkpoint of an interrupted apply)
+    #[argh(option, default = "0")]
+    resume_from: u64,
+}
+
+/// Check every chunk of an image; writes nothing.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "verify")]
+struct Verify {
+    /// the image file
+    #[argh(positional)]
+    image: PathBuf,
+}
+
+/// Show an image's manifest.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "info")]
+struct Info {
+    /// the image file
+    #[argh(positional)]
+    image: PathBuf,
+    /// print JSON (with every chunk) instead of text
+    #[argh(switch)]
+    json: bool,
+}
+
+impl ImageCommand {
+    pub fn run(self) -> crate::Result<()> {
+        match self.verb {
+            Verb::Create(c) => create(c),
+            Verb::Apply(a) => apply(a),
+            Verb::Verify(v) => verify(v),
+            Verb::Info(i) => info(i),
+        }
+    }
+}
+
+fn open_read(path: &Path) -> crate::Result<File> {
+    File::open(path).map_err(|e| Error::io("opening", path.display(), e))
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("{text:?}: expected nos, system, images or data"))
+}
+
+fn usage(text: &str) -> Error {
+    Error::Usage(text.to_string())
+}
+
+fn create(c: Create) -> crate::Result<()> {
+    let mut options = CreateOptions::new(c.name.clone().unwrap_or_else(default_name));
+    options.description = c.description.clone();
+    options.show = Show::detect();
+    if let Some(size) = c.chunk_size {
+        options.chunk_size = size;
+    }
+    match (&c.from, &c.disk, c.role) {
+        (Some(from), _, None) => {
+            let mut source = open_read(from)?;
+            create_into(&c, &mut source, &from.display().to_string(), &options)
+        }
+        (None, Some(disk_path), role) => {
+            let role = role.unwrap_or(Role::Nos);
+            let mut disk = open_disk(disk_path)?;
+            let mut part = disk
+                .partition(role)
+                .map_err(|e| Error::io("opening a partition of", disk_path.display(), e))?;
+            let what = format!("the {role} partition of {}", disk_path.display());
+            create_into(&c, &mut part, &what, &options)
+        }
+        _ => Err(usage(
+            "image create: give the partition as --from PART, or as --disk D [--role R]",
+        )),
+    }
+}
+
+/// Writes the image of `source` to --out or into the store of --disk.
+fn create_into<R: Read + Seek>(
+    c: &Create,
+    source: &mut R,
+    what: &str,
+    options: &CreateOptions,
+) -> crate::Result<()> {
+    let manifest = match (&c.out, c.to_store, &c.disk) {
+        (Some(out), false, _) => {
+            log::info!(
+                "creating image {:?} of {what} into {}",
+                options.name,
+                out.display()
+            );
+            let mut file =
+                File::create(out).map_err(|e| Error::io("creating", out.display(), e))?;
+            let manifest = image::create(source, &mut file, options)?;
+            file.sync_all()
+                .map_err(|e| Error::io("syncing", out.display(), e))?;
+            manifest
+        }
+        (None, true, Some(disk_path)) => {
+            // A second handle on the disk: the source may be a partition of the same disk.
+            let mut disk = open_disk(disk_path)?;
+            let path = format!("images/{}.{}", options.name, image::EXTENSION);
+            log::info!(
+                "creating image {:?} of {what} into {path} on the images partition of {}",
+                options.name,
+                disk_path.display()
+            );
+            let store = disk.store()?;
+            let manifest = {
+                let mut file = store.create_file(&path)?;
+                let manifest = image::create(source, &mut file, options)?;
+                file.flush().map_err(|e| Error::io("flushing", &path, e))?;
+                manifest
+            };
+            store.unmount()?;
+            disk.into_inner()
+                .sync_all()
+                .map_err(|e| Error::io("syncing", disk_path.display(), e))?;
+            manifest
+        }
+        _ => {
+            return Err(usage(
+                "image create: give --out FILE, or --to-store with --disk D",
+            ))
+        }
+    };
+    log::info!(
+        "created image {:?}: {} in {} chunks ({} data), {} stored",
+        manifest.name,
+        format_size(manifest.source_size),
+        manifest.chunks.len(),
+        manifest.data_chunks(),
+        format_size(manifest.stored_total())
+    );
+    Ok(())
+}
+
+fn apply(a: Apply) -> crate::Result<()> {
+    let mut img = open_read(&a.image)?;
+    let mut durable = a.resume_from;
+    let mut record = |chunks: u64| {
+        log::debug!("checkpoint: {chunks} chunks durably written");
+        durable = chunks;
+        Ok(())
+    };
+    let mut options = ApplyOptions {
+        resume_from: a.resume_from,
+        checkpoint_every: Duration::from_secs(5),
+        on_checkpoint: Some(&mut record),
+        show: Show::detect(),
+    };
+    let (result, target) = match (&a.to, &a.disk, a.role) {
+        (Some(to), None, None) => {
+            let mut target = open_target(to, &mut img)?;
+            log::info!("applying {} onto {}", a.image.display(), to.display());
+            let result = image::apply(&mut img, &mut target, &mut options).map_err(Error::from);
+            (result, to.display().to_string())
+        }
+        (None, Some(disk_path), None | Some(Role::Nos)) => {
+            let mut disk = open_disk(disk_path)?;
+            log::info!(
+                "applying {} onto NOS of {}",
+                a.image.display(),
+                disk_path.display()
+            );
+            let result = image::apply_to_nos(&mut img, &mut disk, &mut options);
+            (result, format!("--disk {}", disk_path.display()))
+        }
+        (None, Some(_), Some(role)) => {
+            return Err(Error::Usage(format!(
+                "image apply: images go onto the NOS partition, not {role}"
+            )))
+        }
+        _ => {
+            return Err(usage(
+                "image apply: give the target as --to PART, or as --disk D [--role nos]",
+            ))
+        }
+    };
+    match result {
+        Ok(manifest) => {
+            log::info!(
+                "applied {:?} ({}) onto {target}",
+                manifest.name,
+                format_size(manifest.source_size),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            if durable > a.resume_from {
+                log::info!(
+                    "{durable} chunks are durably written; to resume: reprov image apply {} {} --resume-from {durable}",
+                    a.image.display(),
+                    if a.to.is_some() { format!("--to {target}") } else { target.clone() },
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Opens the target read-write; a missing path becomes a sparse file of the image's size.
+fn open_target(path: &Path, img: &mut File) -> crate::Result<File> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let size = image::open(img)?.manifest.source_size;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| Error::io("creating", path.display(), e))?;
+            file.set_len(size)
+                .map_err(|e| Error::io("sizing", path.display(), e))?;
+            Ok(file)
+        }
+        Err(e) => Err(Error::io("opening", path.display(), e)),
+    }
+}
+
+fn verify(v: Verify) -> crate::Result<()> {
+    let mut img = open_read(&v.image)?;
+    let manifest = image::verify(&mut img, Show::detect())?;
+    println!(
+        "{}: good: {} chunks checked, {} of data",
+        v.image.display(),
+        manifest.chunks.len(),
+        format_size(manifest.source_size)
+    );
+    Ok(())
+}
+
+fn info(i: Info) -> crate::Result<()> {
+    let mut img = open_read(&i.image)?;
+    let manifest = image::open(&mut img)?.manifest;
+    if i.json {
+        println!("{:#}", info_json(&manifest));
+    } else {
+        print!("{}", info_text(&manifest));
+    }
+    Ok(())
+}
+
+fn created(m: &Manifest) -> String {
+    m.created
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The manifest for people.
+pub fn info_text(m: &Manifest) -> String {
+    let stored = m.stored_total();
+    format!(
+        "name:         {}\ndescription:  {}\ncreated:      {}\nformat:       {} version {}, {} chunks of {}\nsource size:  {} ({} bytes): the room it needs\nchunks:       {} ({} data, {} zero)\nstored:       {} ({:.1}% of the source)\n",
+        m.name,
+        m.description,
+        created(m),
+        image::FORMAT,
+        image::VERSION,
+        image::CODEC,
+        format_size(m.chunk_size),
+        format_size(m.source_size),
+        m.source_size,
+        m.chunks.len(),
+        m.data_chunks(),
+        m.chunks.len() - m.data_chunks(),
+        format_size(stored),
+        if m.source_size == 0 { 0.0 } else { stored as f64 * 100.0 / m.source_size as f64 }
+    )
+}
+
+/// The manifest for scripts, every chunk included.
+pub fn info_json(m: &Manifest) -> serde_json::Value {
+    let chunks: Vec<_> = m
+        .chunks
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "index": c.index,
+                "kind": if c.kind == Kind::Data { "data" } else { "zero" },
+                "crc32": format!("{:08x}", c.crc32),
+                "stored": c.stored,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "format": image::FORMAT,
+        "version": image::VERSION,
+        "name": m.name,
+        "description": m.description,
+        "created": created(m),
+        "source_size": m.source_size,
+        "chunk_size": m.chunk_size,
+        "codec": image::CODEC,
+        "chunk_count": m.chunks.len(),
+        "data_chunks": m.data_chunks(),
+        "stored_bytes": m.stored_total(),
+        "chunks": chunks,
+    })
+}
+
+/// This machine's model and serial number joined (the patent's default image name),
+/// from the firmware's DMI table; `image` when neither can be read.
+fn default_name() -> String {
+    let read = |field: &str| {
+        std::fs::read_to_string(format!("/sys/class/dmi/id/{field}"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    image_name(&read("product_name"), &read("product_serial"))
+}
+
+/// `model-serial`, with anything but letters, digits, `.`, `_` and `-` made `-`.
+pub fn image_name(model: &str, serial: &str) -> String {
+    let joined = [model, serial]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("-");
+    let clean: String = joined
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "image".to_string()
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_images_from_model_and_serial() {
+        assert_eq!(image_name("Acme Box 3", "SN/0042"), "Acme-Box-3-SN-0042");
+        assert_eq!(image_name("", "X1"), "X1");
+        assert_eq!(image_name("", ""), "image");
+    }
+}

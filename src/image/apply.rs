@@ -1,0 +1,227 @@
+//! Applying an image onto a partition, and the chunk decoding that verify shares.
+
+use flate2::read::GzDecoder;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use super::container::{open, Layout};
+use super::manifest::{Kind, Manifest};
+use super::{pipeline, threads, CheckpointError, Error};
+use crate::io::{Limited, Progress, Show, SyncAll, ZeroRange};
+
+/// How an apply runs.
+pub struct ApplyOptions<'a> {
+    /// Chunks before this one are taken as already written (a checkpoint).
+    pub resume_from: u64,
+    /// How often the target is synced and a checkpoint reported (at least; and at the end).
+    pub checkpoint_every: Duration,
+    /// Told the number of leading chunks durably written, after each sync.
+    pub on_checkpoint: Option<&'a mut dyn FnMut(u64) -> Result<(), CheckpointError>>,
+    pub show: Show,
+}
+
+impl Default for ApplyOptions<'_> {
+    fn default() -> Self {
+        ApplyOptions {
+            resume_from: 0,
+            checkpoint_every: Duration::from_secs(5),
+            on_checkpoint: None,
+            show: Show::Quiet,
+        }
+    }
+}
+
+/// A decoded chunk, checked against its CRC.
+pub(crate) enum Decoded {
+    Zero,
+    Data(Vec<u8>),
+}
+
+/// Checks the image (manifest, shape, whole) and that it fits the target, then writes it
+/// onto `target` from the target's start, checking every chunk's CRC as it goes. Writes
+/// nothing until every check that needs no decompression has passed. Zero chunks are
+/// zeroed (hole, zero-out or written zeros). Syncs the target and reports a checkpoint
+/// every `checkpoint_every` and at the end. Bytes of the target past the image are left.
+pub fn apply<R, W>(
+    image: &mut R,
+    target: &mut W,
+    options: &mut ApplyOptions,
+) -> Result<Manifest, Error>
+where
+    R: Read + Seek,
+    W: Write + Seek + SyncAll + ZeroRange,
+{
+    let layout = open(image)?;
+    apply_opened(image, layout, target, options)
+}
+
+/// [`apply`] of an image already checked by [`open`]. Writes to `target`.
+pub(crate) fn apply_opened<R, W>(
+    image: &mut R,
+    layout: Layout,
+    target: &mut W,
+    options: &mut ApplyOptions,
+) -> Result<Manifest, Error>
+where
+    R: Read + Seek,
+    W: Write + Seek + SyncAll + ZeroRange,
+{
+    let room = target
+        .seek(SeekFrom::End(0))
+        .map_err(|source| Error::Target {
+            what: "measuring",
+            offset: 0,
+            source,
+        })?;
+    let m = &layout.manifest;
+    if m.source_size > room {
+        return Err(Error::TooBig {
+            needed: m.source_size,
+            room,
+        });
+    }
+    let count = m.chunks.len() as u64;
+    if options.resume_from > count {
+        return Err(Error::ResumeBeyondEnd {
+            resume: options.resume_from,
+            count,
+        });
+    }
+
+    // Every check passed: from here on the target is written.
+    let mut progress = Progress::new("applying image", m.source_size, options.show);
+    progress.skip((options.resume_from * m.chunk_size).min(m.source_size));
+    let mut last_checkpoint = Instant::now();
+    decode_chunks(image, &layout, options.resume_from, |index, chunk| {
+        let (offset, len) = (m.chunk_offset(index), m.chunk_len(index));
+        let target_err = |what| {
+            move |source| Error::Target {
+                what,
+                offset,
+                source,
+            }
+        };
+        match chunk {
+            Decoded::Zero => target
+                .zero_range(offset, len)
+                .map_err(target_err("zeroing"))?,
+            Decoded::Data(data) => {
+                target
+                    .seek(SeekFrom::Start(offset))
+                    .map_err(target_err("seeking in"))?;
+                target.write_all(&data).map_err(target_err("writing"))?;
+            }
+        }
+        progress.advance(len);
+        if last_checkpoint.elapsed() >= options.checkpoint_every {
+            checkpoint(target, index + 1, options)?;
+            last_checkpoint = Instant::now();
+        }
+        Ok(())
+    })?;
+    checkpoint(target, count, options)?;
+    progress.finish();
+    Ok(layout.manifest)
+}
+
+/// Makes the first `chunks` chunks durable and reports them.
+fn checkpoint<W: Write + SyncAll>(
+    target: &mut W,
+    chunks: u64,
+    options: &mut ApplyOptions,
+) -> Result<(), Error> {
+    let sync_err = |source| Error::Target {
+        what: "syncing",
+        offset: 0,
+        source,
+    };
+    target.flush().map_err(sync_err)?;
+    target.sync_all().map_err(sync_err)?;
+    if let Some(report) = options.on_checkpoint.as_mut() {
+        report(chunks).map_err(|source| Error::Checkpoint { chunks, source })?;
+    }
+    Ok(())
+}
+
+/// A chunk on its way to a worker.
+enum Job {
+    Zero(u64),
+    Data {
+        index: u64,
+        gz: Vec<u8>,
+        len: u64,
+        crc32: u32,
+    },
+}
+
+/// Reads chunks `from..` of the image in order, decompresses and checks them on worker
+/// threads, and hands each to `sink` in order. Stops at the first bad chunk.
+pub(crate) fn decode_chunks<R: Read + Seek>(
+    image: &mut R,
+    layout: &Layout,
+    from: u64,
+    mut sink: impl FnMut(u64, Decoded) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let m = &layout.manifest;
+    let mut next = from;
+    let read_err = |source| Error::Image {
+        what: "reading",
+        source,
+    };
+    pipeline::ordered(
+        threads(),
+        2 * threads(),
+        || {
+            let Some(chunk) = m.chunks.get(next as usize) else {
+                return Ok(None);
+            };
+            next += 1;
+            if chunk.kind == Kind::Zero {
+                return Ok(Some(Job::Zero(chunk.index)));
+            }
+            image
+                .seek(SeekFrom::Start(layout.offset(chunk.index)))
+                .map_err(read_err)?;
+            let mut gz = vec![0; chunk.stored as usize];
+            image.read_exact(&mut gz).map_err(read_err)?;
+            Ok(Some(Job::Data {
+                index: chunk.index,
+                gz,
+                len: m.chunk_len(chunk.index),
+                crc32: chunk.crc32,
+            }))
+        },
+        |job| match job {
+            Job::Zero(index) => (index, Ok(Decoded::Zero)),
+            Job::Data {
+                index,
+                gz,
+                len,
+                crc32,
+            } => (index, unpack(index, &gz, len, crc32)),
+        },
+        |(index, decoded)| sink(index, decoded?),
+    )
+}
+
+/// Decompresses one chunk, refusing more or fewer bytes than declared and a CRC mismatch.
+fn unpack(index: u64, gz: &[u8], len: u64, crc32: u32) -> Result<Decoded, Error> {
+    let bad = |why: String| Error::BadChunk { index, why };
+    let mut data = Vec::with_capacity(len as usize);
+    Limited::new(GzDecoder::new(gz), len)
+        .read_to_end(&mut data)
+        .map_err(|e| bad(format!("decompressing: {e}")))?;
+    if data.len() as u64 != len {
+        return Err(bad(format!(
+            "decompresses to {} bytes, the manifest says {len}",
+            data.len()
+        )));
+    }
+    let actual = crc32fast::hash(&data);
+    if actual != crc32 {
+        return Err(bad(format!(
+            "CRC32 mismatch: the manifest says {crc32:08x}, the data has {actual:08x}"
+        )));
+    }
+    Ok(Decoded::Data(data))
+}

@@ -1,0 +1,248 @@
+//! Creating an image from a partition.
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::{Read, Seek, SeekFrom, Write};
+use time::OffsetDateTime;
+
+use super::container::{chunk_path, header, padding, BLOCK, INCOMPLETE_MARK, MANIFEST_PATH};
+use super::manifest::{self, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE};
+use super::{pipeline, threads, Error};
+use crate::io::{Progress, Show};
+
+/// gzip level of new chunks. zlib-rs' level 1 (deflate_quick) makes larger output than
+/// `gzip -1`; level 2 is still several times faster and no larger (see `scripts/bench`).
+pub const COMPRESSION_LEVEL: u32 = 2;
+
+/// What `create` puts in the manifest, and how.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub name: String,
+    pub description: String,
+    pub created: OffsetDateTime,
+    pub chunk_size: u64,
+    pub level: u32,
+    pub show: Show,
+}
+
+impl CreateOptions {
+    /// Defaults for `name`: created now, 4 MiB chunks, no progress shown.
+    pub fn new(name: impl Into<String>) -> Self {
+        CreateOptions {
+            name: name.into(),
+            description: String::new(),
+            created: OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            level: COMPRESSION_LEVEL,
+            show: Show::Quiet,
+        }
+    }
+}
+
+/// A chunk after the worker: all zero, or compressed.
+enum Packed {
+    Zero { crc32: u32 },
+    Data { crc32: u32, gz: Vec<u8> },
+}
+
+/// Reads the whole of `source` (from its start to its end) and writes an image of it into
+/// `out`, from `out`'s start. Writes only to `out`; the caller syncs it.
+///
+/// The manifest must come first in the tar file but its checksums are known only at the
+/// end, so its entry is reserved at its largest possible size (every chunk's numbers at
+/// their maxima) and holds an "incomplete" mark until the end, when it is rewritten in
+/// place, padded to the same size. An interrupted create leaves a file that apply refuses.
+pub fn create<R: Read + Seek, W: Write + Seek>(
+    source: &mut R,
+    out: &mut W,
+    options: &CreateOptions,
+) -> Result<Manifest, Error> {
+    let read_err = |what, offset| {
+        move |source| Error::Source {
+            what,
+            offset,
+            source,
+        }
+    };
+    let write_err = |source| Error::Image {
+        what: "writing",
+        source,
+    };
+    let source_size = source
+        .seek(SeekFrom::End(0))
+        .map_err(read_err("measuring", 0))?;
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(read_err("seeking in", 0))?;
+    let chunk_size = options.chunk_size;
+    let count = chunk_count(source_size, chunk_size);
+    let mut manifest = Manifest {
+        name: options.name.clone(),
+        description: options.description.clone(),
+        created: options.created,
+        source_size,
+        chunk_size,
+        chunks: Vec::with_capacity(count as usize),
+    };
+    let largest = Manifest {
+        chunks: (0..count)
+            .map(|index| Chunk {
+                index,
+                kind: Kind::Data,
+                crc32: u32::MAX,
+                stored: max_stored(manifest.chunk_len(index)),
+            })
+            .collect(),
+        ..manifest.clone()
+    };
+    // Validate what the user gave (name, description, chunk size) before writing.
+    Manifest::parse(&largest.to_toml()).map_err(|e| Error::Create { why: e.to_string() })?;
+    let reserved = largest.to_toml().len() as u64 + 2;
+    drop(largest);
+
+    let mtime = u64::try_from(options.created.unix_timestamp()).unwrap_or(0);
+    out.seek(SeekFrom::Start(0)).map_err(write_err)?;
+    out.write_all(&header(MANIFEST_PATH, reserved, mtime)?)
+        .map_err(write_err)?;
+    out.write_all(&padded_text(INCOMPLETE_MARK, reserved))
+        .map_err(write_err)?;
+    out.write_all(padding(reserved)).map_err(write_err)?;
+
+    let mut progress = Progress::new("creating image", source_size, options.show);
+    let mut next_index = 0u64;
+    let level = Compression::new(options.level);
+    let zero_crc = (chunk_size as usize, manifest::zero_crc(chunk_size));
+    pipeline::ordered(
+        threads(),
+        2 * threads(),
+        || {
+            if next_index == count {
+                return Ok(None);
+            }
+            let index = next_index;
+            next_index += 1;
+            let offset = index * chunk_size;
+            let mut buf = vec![0u8; chunk_size.min(source_size - offset) as usize];
+            source
+                .read_exact(&mut buf)
+                .map_err(read_err("reading", offset))?;
+            Ok(Some(buf))
+        },
+        |buf: Vec<u8>| pack(&buf, level, zero_crc),
+        |packed| {
+            let index = manifest.chunks.len() as u64;
+            let len = manifest.chunk_len(index);
+            let chunk = match packed? {
+                Packed::Zero { crc32 } => Chunk {
+                    index,
+                    kind: Kind::Zero,
+                    crc32,
+                    stored: 0,
+                },
+                Packed::Data { crc32, gz } => {
+                    let stored = gz.len() as u64;
+                    if stored > max_stored(len) {
+                        return Err(Error::Create {
+                            why: format!("chunk {index} compressed to {stored} bytes"),
+                        });
+                    }
+                    out.write_all(&header(&chunk_path(index), stored, mtime)?)
+                        .map_err(write_err)?;
+                    out.write_all(&gz).map_err(write_err)?;
+                    out.write_all(padding(stored)).map_err(write_err)?;
+                    Chunk {
+                        index,
+                        kind: Kind::Data,
+                        crc32,
+                        stored,
+                    }
+                }
+            };
+            manifest.chunks.push(chunk);
+            progress.advance(len);
+            Ok(())
+        },
+    )?;
+    // End of archive: two zero blocks.
+    out.write_all(&[0; 2 * BLOCK as usize]).map_err(write_err)?;
+    progress.finish();
+
+    let text = manifest.to_toml();
+    if text.len() as u64 + 2 > reserved {
+        return Err(Error::Create {
+            why: format!(
+                "the manifest ({} bytes) outgrew its {reserved} reserved bytes",
+                text.len()
+            ),
+        });
+    }
+    out.seek(SeekFrom::Start(BLOCK)).map_err(write_err)?;
+    out.write_all(&padded_text(&text, reserved))
+        .map_err(write_err)?;
+    out.flush().map_err(write_err)?;
+    Ok(manifest)
+}
+
+/// `text` followed by a comment line of spaces, `len` bytes in all (`len >= text + 2`).
+fn padded_text(text: &str, len: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len as usize);
+    bytes.extend_from_slice(text.as_bytes());
+    if !text.ends_with('\n') {
+        bytes.push(b'\n');
+    }
+    bytes.push(b'#');
+    bytes.resize(len as usize - 1, b' ');
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Checks a chunk for zeros, checksums it, and compresses it if it holds data.
+/// `zero_crc` is the CRC32 of a whole chunk of zeros, computed once.
+fn pack(buf: &[u8], level: Compression, zero_crc: (usize, u32)) -> Result<Packed, Error> {
+    if is_zero(buf) {
+        let crc32 = if buf.len() == zero_crc.0 {
+            zero_crc.1
+        } else {
+            crc32fast::hash(buf)
+        };
+        return Ok(Packed::Zero { crc32 });
+    }
+    let crc32 = crc32fast::hash(buf);
+    let mut encoder = GzEncoder::new(Vec::with_capacity(buf.len() / 2), level);
+    let compress = |source| Error::Create {
+        why: format!("compressing a chunk: {source}"),
+    };
+    encoder.write_all(buf).map_err(compress)?;
+    let gz = encoder.finish().map_err(compress)?;
+    Ok(Packed::Data { crc32, gz })
+}
+
+/// True when every byte is zero (slice equality is a memcmp, fast in any build).
+pub(crate) fn is_zero(buf: &[u8]) -> bool {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    buf.chunks(ZEROS.len()).all(|b| b == &ZEROS[..b.len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_zero_chunks() {
+        assert!(is_zero(&[0; 4099]));
+        let mut buf = vec![0; 4099];
+        buf[4098] = 1;
+        assert!(!is_zero(&buf));
+        buf[4098] = 0;
+        buf[3] = 0x80;
+        assert!(!is_zero(&buf));
+    }
+
+    #[test]
+    fn pads_the_manifest_to_its_reserved_size() {
+        let text = padded_text("a = 1\n", 12);
+        assert_eq!(text, b"a = 1\n#    \n");
+    }
+}

@@ -1,0 +1,92 @@
+//! Partition images: one tar file holding a manifest and the partition's data in
+//! independently gzipped chunks (see `docs/image-format.md`). Create, apply, verify.
+//!
+//! All functions are generic over `Read`/`Write`/`Seek`; the stream I/O stays on the
+//! calling thread and only (de)compression runs on worker threads, so streams need not
+//! be `Send` and memory stays bounded by a few chunks whatever the image size.
+
+mod apply;
+mod check;
+mod container;
+mod create;
+mod manifest;
+mod nos;
+mod pipeline;
+mod verify;
+
+pub use apply::{apply, ApplyOptions};
+pub use check::check_target;
+pub use container::{chunk_path, open, Layout, MANIFEST_PATH};
+pub use create::{create, CreateOptions, COMPRESSION_LEVEL};
+pub use manifest::{
+    chunk_count, Chunk, Kind, Manifest, CODEC, DEFAULT_CHUNK_SIZE, FORMAT, MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE, VERSION,
+};
+pub use nos::{apply_to_nos, nos_growth};
+pub use verify::verify;
+
+use crate::units::format_size;
+
+/// File name extension of image files (`images/NAME.tar` on the images partition).
+pub const EXTENSION: &str = "tar";
+
+/// An error a checkpoint callback may return (it stops the apply).
+pub type CheckpointError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong with an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not a reprov image: {why}")]
+    NotAnImage { why: String },
+    #[error("unknown image version {version} (this reprov reads version {VERSION})")]
+    UnknownVersion { version: u32 },
+    #[error("invalid image manifest: {why}")]
+    BadManifest { why: String },
+    #[error("incomplete image: its creation did not finish")]
+    Incomplete,
+    #[error("damaged image: {why}")]
+    Damaged { why: String },
+    #[error(
+        "the image needs {} ({needed} bytes) but the target has room for only {} ({room} bytes)",
+        format_size(*needed),
+        format_size(*room)
+    )]
+    TooBig { needed: u64, room: u64 },
+    #[error("damaged image: chunk {index}: {why}")]
+    BadChunk { index: u64, why: String },
+    #[error("cannot resume from chunk {resume}: the image has only {count} chunks")]
+    ResumeBeyondEnd { resume: u64, count: u64 },
+    #[error("{what} the image: {source}")]
+    Image {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} the source partition at byte {offset}: {source}")]
+    Source {
+        what: &'static str,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} the target at byte {offset}: {source}")]
+    Target {
+        what: &'static str,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recording the checkpoint ({chunks} chunks written): {source}")]
+    Checkpoint {
+        chunks: u64,
+        #[source]
+        source: CheckpointError,
+    },
+    #[error("creating the image: {why}")]
+    Create { why: String },
+}
+
+/// Worker threads for (de)compression: every core.
+pub(crate) fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

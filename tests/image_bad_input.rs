@@ -1,0 +1,331 @@
+//! Bad images: each refused with a clear error; where it can be known before writing,
+//! the target is left exactly as it was.
+
+mod image_support;
+
+use flate2::write::GzEncoder;
+use image_support::*;
+use std::fs::File;
+use std::io::{Read, Write};
+
+use reprov::image::{self, ApplyOptions, MIN_CHUNK_SIZE};
+use reprov::io::Show;
+
+const K: u64 = MIN_CHUNK_SIZE;
+/// Seven chunks: 0 random, 1 text, 2 zero, 3 random, 4 text, 5 random, 6 (1000 bytes) random.
+const SIZE: u64 = 6 * K + 1000;
+
+/// An image taken apart: the manifest text and the other entries, in order.
+#[derive(Clone)]
+struct Parts {
+    manifest: String,
+    entries: Vec<(String, Vec<u8>)>,
+}
+
+impl Parts {
+    fn of(image: &[u8]) -> Parts {
+        let mut archive = tar::Archive::new(image);
+        let mut entries = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            entries.push((name, data));
+        }
+        let (name, manifest) = entries.remove(0);
+        assert_eq!(name, "manifest.toml");
+        Parts {
+            manifest: String::from_utf8(manifest).unwrap(),
+            entries,
+        }
+    }
+
+    /// A tar file of the manifest then the entries, names written raw (even `../x`).
+    fn build(&self) -> Vec<u8> {
+        let mut all = vec![(
+            "manifest.toml".to_string(),
+            self.manifest.clone().into_bytes(),
+        )];
+        all.extend(self.entries.iter().cloned());
+        tar_of(&all)
+    }
+
+    fn edit(mut self, from: &str, to: &str) -> Parts {
+        assert!(self.manifest.contains(from), "{from}");
+        self.manifest = self.manifest.replacen(from, to, 1);
+        self
+    }
+
+    /// Rewrites the manifest line of chunk `index`.
+    fn edit_chunk(mut self, index: u64, f: impl Fn(&str) -> String) -> Parts {
+        let key = format!("{{ index = {index}, ");
+        self.manifest = self
+            .manifest
+            .lines()
+            .map(|l| {
+                if l.contains(&key) {
+                    f(l)
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        self
+    }
+
+    /// Replaces the data of chunk `index`'s entry, and its stored size in the manifest.
+    fn replace_chunk(self, index: u64, data: Vec<u8>) -> Parts {
+        let name = format!("chunks/{index:08}.gz");
+        let stored = data.len();
+        let mut parts = self.edit_chunk(index, |l| {
+            let at = l.find("stored = ").unwrap();
+            format!("{}stored = {stored} }},", &l[..at])
+        });
+        parts
+            .entries
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1 = data;
+        parts
+    }
+}
+
+fn tar_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.as_mut_bytes()[..100].fill(0);
+        h.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn crc_of_line(l: &str) -> String {
+    let at = l.find("crc32 = \"").unwrap() + 9;
+    let old = &l[at..at + 8];
+    let new = format!("{:08x}", u32::from_str_radix(old, 16).unwrap() ^ 1);
+    l.replacen(old, &new, 1)
+}
+
+fn stored_minus_one(l: &str) -> String {
+    let at = l.find("stored = ").unwrap() + 9;
+    let n: u64 = l[at..].trim_end_matches([' ', '}', ',']).parse().unwrap();
+    format!("{}{} }},", &l[..at], n - 1)
+}
+
+/// Makes the source and its image; returns the image bytes.
+fn good_image(dir: &std::path::Path) -> Vec<u8> {
+    let src = dir.join("src");
+    let mut file = File::create(&src).unwrap();
+    file.set_len(SIZE).unwrap();
+    let mut rng = Rng::new(1);
+    for (i, data) in [
+        rng.bytes(K as usize),
+        text(K as usize),
+        vec![0; K as usize],
+        rng.bytes(K as usize),
+        text(K as usize),
+        rng.bytes(K as usize),
+        rng.bytes(1000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        write_at(&mut file, i as u64 * K, data);
+    }
+    let img = dir.join("good.tar");
+    create_image(&src, &img, K);
+    std::fs::read(&img).unwrap()
+}
+
+/// One bad input: the image bytes, the target size, the error expected, and whether
+/// the target must be untouched (the fault is knowable before writing).
+struct Case {
+    what: &'static str,
+    image: Vec<u8>,
+    target_len: u64,
+    error: &'static str,
+    untouched: bool,
+}
+
+#[test]
+fn bad_images_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = good_image(dir.path());
+    let parts = Parts::of(&good);
+    assert_eq!(parts.entries.len(), 6, "six data chunks");
+    let last_len = good.len();
+    let case = |what, image: Vec<u8>, error, untouched| Case {
+        what,
+        image,
+        target_len: SIZE,
+        error,
+        untouched,
+    };
+    let incomplete = "# reprov image: incomplete, its creation did not finish\n#   \n";
+    let mut extra = parts.clone();
+    extra.entries.push(("notes.txt".into(), b"hello".to_vec()));
+    let mut dotdot_first = parts.clone();
+    dotdot_first.entries.clear();
+    let mut dotdot_chunk = parts.clone();
+    dotdot_chunk.entries[2].0 = "../x".into();
+    let mut corrupt = parts.clone();
+    corrupt.entries[3].1[100..140].fill(0x55);
+    let cases = vec![
+        case("not a tar file", Rng::new(3).bytes(10_000), "not a reprov image", true),
+        case("an empty file", Vec::new(), "not a reprov image", true),
+        case(
+            "a tar of something else",
+            tar_of(&[("hello.txt".into(), b"hi".to_vec())]),
+            "first entry is \"hello.txt\"",
+            true,
+        ),
+        case(
+            "a tar entry ../x first",
+            {
+                let mut t = tar_of(&[("../x".into(), parts.manifest.clone().into_bytes())]);
+                t.extend(dotdot_first.build().split_off(512 + parts.manifest.len().div_ceil(512) * 512));
+                t
+            },
+            "first entry is \"../x\"",
+            true,
+        ),
+        case("a tar entry ../x for a chunk", dotdot_chunk.build(), "entry \"../x\" where the file chunks/00000003.gz belongs", true),
+        case("an unknown version", parts.clone().edit("version = 1", "version = 2").build(), "unknown image version 2", true),
+        case("another format", parts.clone().edit("format = \"reprov-image\"", "format = \"other\"").build(), "not a reprov image", true),
+        case("an unknown codec", parts.clone().edit("codec = \"gzip\"", "codec = \"zstd\"").build(), "codec \"zstd\"", true),
+        case("an unfinished create", Parts { manifest: incomplete.into(), ..parts.clone() }.build(), "incomplete image", true),
+        case("truncated mid-way", good[..good.len() / 2].to_vec(), "truncated", true),
+        case("truncated in the last chunk", good[..last_len - 1024 - 700].to_vec(), "truncated", true),
+        case(
+            "a manifest lying about the source size",
+            parts.clone().edit(&format!("source_size = {SIZE}"), &format!("source_size = {}", SIZE + K)).build(),
+            "7 chunks listed, but a source of 459752 bytes in chunks of 65536 has 8",
+            true,
+        ),
+        case(
+            "a manifest lying about the chunk count",
+            parts.clone().edit_chunk(6, |_| String::new()).build(),
+            "6 chunks listed",
+            true,
+        ),
+        case(
+            "a manifest lying about a stored size",
+            parts.clone().edit_chunk(3, stored_minus_one).build(),
+            "bytes, the manifest says",
+            true,
+        ),
+        case(
+            "a manifest claiming an impossible stored size",
+            parts.clone().edit_chunk(3, |l| l.replace("stored = ", "stored = 1")).build(),
+            "bytes stored for 65536 bytes of data",
+            true,
+        ),
+        case(
+            "a stored chunk listed as zero",
+            parts.clone().edit_chunk(3, |l| l.replace("\"data\"", "\"zero\"")).build(),
+            "zero chunk 3 says",
+            true,
+        ),
+        case("an extra entry", extra.build(), "unexpected entry \"notes.txt\"", true),
+        case("a CRC mismatch in the first chunk", parts.clone().edit_chunk(0, crc_of_line).build(), "chunk 0: CRC32 mismatch", true),
+        case("a CRC mismatch in a middle chunk", parts.clone().edit_chunk(3, crc_of_line).build(), "chunk 3: CRC32 mismatch", false),
+        case("a CRC mismatch in the last chunk", parts.clone().edit_chunk(6, crc_of_line).build(), "chunk 6: CRC32 mismatch", false),
+        case("corrupted compressed bytes", corrupt.build(), "chunk 4: ", false),
+        case(
+            "a chunk decompressing to more than declared",
+            parts.clone().replace_chunk(6, gz(&[7; 2000])).build(),
+            "chunk 6: decompressing: longer than the 1000 bytes declared",
+            false,
+        ),
+        case(
+            "a chunk decompressing to less than declared",
+            parts.clone().replace_chunk(6, gz(&[7; 500])).build(),
+            "chunk 6: decompresses to 500 bytes, the manifest says 1000",
+            false,
+        ),
+        Case {
+            target_len: SIZE - 1,
+            ..case("an image bigger than the room", good.clone(), "needs 385.0 KiB (394216 bytes) but the target has room for only 385.0 KiB (394215 bytes)", true)
+        },
+    ];
+    assert!(cases.len() >= 12);
+    for (n, case) in cases.iter().enumerate() {
+        let img = dir.path().join(format!("bad{n}.tar"));
+        std::fs::write(&img, &case.image).unwrap();
+        let target = dir.path().join("target");
+        random_target(&target, case.target_len, n as u64);
+        let before = file_crc(&target);
+        let err = apply_image(&img, &target).expect_err(case.what).to_string();
+        println!("{}: {err}", case.what);
+        assert!(
+            err.contains(case.error),
+            "{}: got {err:?}, expected {:?}",
+            case.what,
+            case.error
+        );
+        if case.untouched {
+            assert_eq!(
+                file_crc(&target),
+                before,
+                "{}: the target was written",
+                case.what
+            );
+        }
+        if case.target_len == SIZE {
+            let verified = image::verify(&mut File::open(&img).unwrap(), Show::Quiet);
+            assert!(verified.is_err(), "{}: verify passed", case.what);
+        }
+    }
+    // And the good image passes, so every refusal above is the fault's doing.
+    let img = dir.path().join("good.tar");
+    let target = dir.path().join("target");
+    random_target(&target, SIZE, 0);
+    apply_image(&img, &target).unwrap();
+    assert_same_prefix(&dir.path().join("src"), &target, SIZE);
+}
+
+#[test]
+fn resuming_past_the_end_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = good_image(dir.path());
+    let target = dir.path().join("target");
+    random_target(&target, SIZE, 1);
+    let before = file_crc(&target);
+    let mut options = ApplyOptions {
+        resume_from: 8,
+        ..Default::default()
+    };
+    let err = image::apply(
+        &mut std::io::Cursor::new(good),
+        &mut std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&target)
+            .unwrap(),
+        &mut options,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot resume from chunk 8: the image has only 7 chunks"
+    );
+    assert_eq!(file_crc(&target), before);
+}
