@@ -96,12 +96,17 @@ impl Server {
 
     /// Writes a store config for this server (with this password file) and returns it.
     fn config(&self, password_file: &Path) -> PathBuf {
-        let path = self.dir.path().join("store.toml");
+        self.config_at(self.port, password_file)
+    }
+
+    /// A store config for this kind of server on `port`.
+    fn config_at(&self, port: u16, password_file: &Path) -> PathBuf {
+        let path = self.dir.path().join(format!("store-{port}.toml"));
         let text = format!(
             "url = \"{}://127.0.0.1:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
              password_file = \"{}\"\n",
             self.scheme(),
-            self.port,
+            port,
             password_file.display()
         );
         std::fs::write(&path, text).unwrap();
@@ -366,10 +371,11 @@ fn failures_say_what_happened_and_leave_no_file() {
             .source("B.img")
             .unwrap();
         let down = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            drop(listener);
-            let url = format!("{}://127.0.0.1:{port}/images/B.img", server.scheme());
+            let url = format!(
+                "{}://127.0.0.1:{}/images/B.img",
+                server.scheme(),
+                free_port()
+            );
             Source {
                 url: transfer::RemoteUrl::parse(&url).unwrap(),
                 login: server.source("B.img").login,
@@ -415,6 +421,61 @@ fn failures_say_what_happened_and_leave_no_file() {
             assert!(!out.path().join("B.img").exists(), "{message}");
         }
     }
+}
+
+#[test]
+fn upload_failures_say_what_happened_and_leave_no_file() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        let wrong = server.dir.path().join("wrong.pass");
+        write_password(&wrong, "not-the-password");
+        let right = server.dir.path().join("store.pass");
+        let closed = free_port();
+        let name = match kind {
+            Kind::Ftp => "FTP",
+            Kind::Http => "HTTP",
+        };
+        let down_url = format!("{}://127.0.0.1:{closed}/images/A.img", server.scheme());
+        let cases = [
+            (
+                server.config(&wrong),
+                format!(
+                    "uploading to {}: the server refused the login as \"reprov\"",
+                    server.url("A.img")
+                ),
+            ),
+            (
+                server.config_at(closed, &right),
+                format!(
+                    "uploading to {down_url}: connection refused after 3 attempts — is the {name} server up?"
+                ),
+            ),
+        ];
+        for (config, want) in cases {
+            let message = transfer::upload(
+                &mut Cursor::new(image(SIZE)),
+                SIZE as u64,
+                "A.img",
+                &StoreConfig::read(&config).unwrap(),
+                &quick(),
+                &mut |_| {},
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                message.starts_with(&want),
+                "{kind:?}: {message}\nwanted: {want}"
+            );
+            assert_clean(&message);
+            assert!(!server.file("A.img").exists(), "{message}");
+        }
+    }
+}
+
+/// A port nothing listens on.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 #[test]
