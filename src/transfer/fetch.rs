@@ -285,3 +285,66 @@ impl Read for Counting<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::DirPlace;
+
+    const URL: &str = "ftp://h/images/B.img";
+
+    fn sidecar(url: &str, size: Option<u64>) -> String {
+        let version = Version {
+            size,
+            modified: Some("20261125130000".into()),
+            etag: None,
+        };
+        toml::to_string(&Sidecar {
+            url: url.into(),
+            version,
+        })
+        .unwrap()
+    }
+
+    /// What an earlier call left → where the next one resumes (None: from the start).
+    #[test]
+    fn resumes_only_a_part_of_the_same_file() {
+        let cases = [
+            (Some(100), Some(sidecar(URL, Some(300))), Some(100)),
+            (Some(300), Some(sidecar(URL, Some(300))), Some(299)),
+            (Some(0), Some(sidecar(URL, Some(300))), None),
+            (Some(400), Some(sidecar(URL, Some(300))), None),
+            (Some(100), Some(sidecar(URL, None)), None),
+            (
+                Some(100),
+                Some(sidecar("ftp://h/images/A.img", Some(300))),
+                None,
+            ),
+            (Some(100), Some("not toml [".into()), None),
+            (Some(100), None, None),
+            (None, Some(sidecar(URL, Some(300))), None),
+        ];
+        for (part_len, meta, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let place = DirPlace::new(dir.path());
+            let (part, meta_name) = part_names("B.img");
+            if let Some(len) = part_len {
+                place.write(&part, &vec![1u8; len]).unwrap();
+            }
+            if let Some(text) = &meta {
+                place.write(&meta_name, text.as_bytes()).unwrap();
+            }
+            let resume = previous_part(&place, &part, &meta_name, URL).unwrap();
+            assert_eq!(resume.map(|r| r.offset), want, "{part_len:?} {meta:?}");
+        }
+    }
+
+    #[test]
+    fn sidecars_round_trip() {
+        let text = sidecar(URL, Some(300));
+        let back: Sidecar = toml::from_str(&text).unwrap();
+        assert_eq!(back.url, URL);
+        assert_eq!(back.version.size, Some(300));
+        assert_eq!(back.version.etag, None);
+    }
+}
