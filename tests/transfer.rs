@@ -472,6 +472,39 @@ fn upload_failures_say_what_happened_and_leave_no_file() {
     }
 }
 
+/// A server that accepts connections and then says nothing: each attempt times out,
+/// and the call ends instead of hanging.
+#[test]
+fn a_silent_server_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    for scheme in ["ftp", "http"] {
+        let url = format!("{scheme}://127.0.0.1:{port}/images/B.img");
+        let options = Options {
+            attempts: 2,
+            backoff: Duration::from_millis(10),
+            timeout: Duration::from_millis(500),
+        };
+        let out = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let message = fetch_into(out.path(), &Source::anonymous(&url).unwrap(), &options)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            format!("fetching {url}: timed out after 2 attempts")
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{message}");
+        assert!(names_in(out.path()).is_empty());
+    }
+}
+
 /// A port nothing listens on.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

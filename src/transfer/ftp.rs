@@ -24,23 +24,20 @@ fn connect(
         .next()
         .ok_or_else(|| Failure::retry(format!("{} has no address", url.host)))?;
     let timeout = options.timeout;
-    let mut ftp = FtpStream::connect_timeout(address, timeout).map_err(failure)?;
-    {
-        // One lock of the control socket at a time: get_ref() holds it while alive.
-        let control = ftp.get_ref();
-        control
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| control.set_write_timeout(Some(timeout)))
-            .map_err(|e| Failure::io(&e))?;
-    }
+    // Timeouts on every socket, set before the first read: a server that accepts and then
+    // says nothing (not even its greeting) must not hang us.
+    let connect = move |address| {
+        let stream = TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok::<_, std::io::Error>(stream)
+    };
+    let control = connect(address).map_err(|e| Failure::io(&e))?;
+    let mut ftp = FtpStream::connect_with_stream(control).map_err(failure)?;
+    // Data connections go to the control connection's host, whatever PASV says.
     ftp.set_passive_nat_workaround(true);
-    let mut ftp = ftp.passive_stream_builder(move |address| {
-        let stream = TcpStream::connect_timeout(&address, timeout)
-            .and_then(|s| s.set_read_timeout(Some(timeout)).map(|()| s))
-            .and_then(|s| s.set_write_timeout(Some(timeout)).map(|()| s))
-            .map_err(FtpError::ConnectionError)?;
-        Ok(stream)
-    });
+    let mut ftp = ftp
+        .passive_stream_builder(move |address| connect(address).map_err(FtpError::ConnectionError));
     let (user, password) = match login {
         Some(login) => (login.user.as_str(), login.password.expose()),
         None => ("anonymous", "reprov@"),
