@@ -39,6 +39,10 @@ pub enum Error {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Transfer(#[from] crate::transfer::Error),
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::Error),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,12 +7,14 @@
 pub mod cli;
 pub mod disk;
 pub mod error;
+pub mod fleet;
 pub mod identity;
 pub mod image;
 pub mod install;
 pub mod io;
 pub mod kernel;
 pub mod recovery;
+pub mod schedule;
 pub mod store;
 pub mod transfer;
 pub mod units;

@@ -8,10 +8,12 @@ mod step_log;
 use argh::FromArgs;
 use std::process::ExitCode;
 
+mod fleet;
 mod identity;
 pub mod image;
 mod install;
 mod layout;
+mod schedule;
 mod transfer;
 pub use crate::disk::open_disk;
 
@@ -37,6 +39,11 @@ enum Command {
     Identity(identity::IdentityCmd),
     Fetch(transfer::Fetch),
     Upload(transfer::Upload),
+    Schedule(schedule::ScheduleArgs),
+    Agent(fleet::Agent),
+    AfterBoot(fleet::AfterBoot),
+    Fleet(fleet::FleetArgs),
+    InstallAgent(fleet::InstallAgent),
 }
 
 /// Print the version of reprov.
@@ -61,6 +68,11 @@ pub fn main() -> ExitCode {
         Command::Identity(cmd) => identity::run(cmd),
         Command::Fetch(args) => transfer::fetch(args),
         Command::Upload(args) => transfer::upload(args),
+        Command::Schedule(args) => schedule::run(args),
+        Command::Agent(args) => fleet::agent(args),
+        Command::AfterBoot(args) => fleet::after_boot(args),
+        Command::Fleet(args) => fleet::fleet(args),
+        Command::InstallAgent(args) => fleet::install_agent(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,3 +16,25 @@ pub fn reboot() -> io::Error {
         Err(errno) => errno.into(),
     }
 }
+
+/// Whether this process runs as root (may reboot and open disks).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Reboots a running system: through systemd when it runs the machine (an orderly
+/// shutdown of the appliance's services; `Ok` once systemd has taken the request), else
+/// syncs and reboots at once (returns only when the kernel refused).
+pub fn reboot_running_system() -> io::Result<()> {
+    if std::path::Path::new("/run/systemd/system").exists() {
+        sync();
+        let status = std::process::Command::new("systemctl")
+            .arg("reboot")
+            .status()?;
+        return match status.success() {
+            true => Ok(()),
+            false => Err(io::Error::other(format!("systemctl reboot: {status}"))),
+        };
+    }
+    Err(reboot())
+}

@@ -58,6 +58,8 @@ codes! {
     Committed = "R051", "committed", "Committed: NOS is active, the system partition hidden";
     JobDone = "R060", "job-done", "The job is done";
     Rebooting = "R061", "rebooting", "Rebooting";
+    ImageUploaded = "R070", "image-uploaded", "Uploaded the created image to the server group's store";
+    JobClosed = "R071", "job-closed", "Closed the finished job after its upload";
     // Failures: recovery stays on its console, the system partition active.
     NoJob = "E100", "no-job", "There is no pending job";
     BadJob = "E101", "bad-job", "The job file is malformed or asks for something impossible";

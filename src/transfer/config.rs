@@ -5,6 +5,7 @@
 //! directory = "images"               # under the URL; image files go here
 //! user = "reprov"                    # with password_file, or neither (anonymous)
 //! password_file = "/etc/reprov/store.pass"   # mode 600: readable by its owner only
+//! group = "web"                      # optional: the fleet group (`reprov agent`)
 //! ```
 //!
 //! The password is read only from its file, only when a transfer needs it, and is kept in a
@@ -27,6 +28,8 @@ struct Raw {
     directory: String,
     user: Option<String>,
     password_file: Option<PathBuf>,
+    /// The fleet group this server belongs to (`reprov agent`).
+    group: Option<String>,
 }
 
 /// The server group's store, as configured.
@@ -36,6 +39,8 @@ pub struct StoreConfig {
     pub url: RemoteUrl,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// The fleet group this server belongs to (`reprov agent` reads its desired state).
+    pub group: Option<String>,
 }
 
 impl StoreConfig {
@@ -49,7 +54,7 @@ impl StoreConfig {
         // toml's message may quote the offending line, which could hold a pasted password.
         let raw: Raw = toml::from_str(text).map_err(|e| {
             bad(format!(
-                "not a valid store config ({}); expected url, directory, user, password_file",
+                "not a valid store config ({}); expected url, directory, user, password_file, group",
                 e.message()
             ))
         })?;
@@ -70,6 +75,7 @@ impl StoreConfig {
                 url,
                 user: raw.user,
                 password_file: raw.password_file,
+                group: raw.group,
             }),
         }
     }

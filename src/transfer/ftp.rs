@@ -182,6 +182,35 @@ fn quit<T: TlsStream>(mut ftp: ImplFtpStream<T>) {
     }
 }
 
+/// Creates the directories above `path` one by one (`fleet/status/` on a fresh store). A
+/// refusal is most often "exists"; a real problem shows in the `STOR` that follows.
+fn make_parents<T: TlsStream>(ftp: &mut ImplFtpStream<T>, path: &str) {
+    let mut dir = String::new();
+    let parents: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    for segment in parents.iter().take(parents.len().saturating_sub(1)) {
+        dir = format!("{dir}/{segment}");
+        if let Err(e) = ftp.mkdir(&dir) {
+            log::debug!("MKD {dir}: {e}");
+        }
+    }
+}
+
+/// The names of the files in the directory `url` (`NLST`).
+pub(super) fn list(
+    url: &RemoteUrl,
+    login: Option<&Login>,
+    options: &Options,
+) -> Result<Vec<String>, Failure> {
+    let mut ftp = connect(url, login, options)?;
+    let names = ftp.nlst(Some(&url.path)).map_err(failure)?;
+    quit(ftp);
+    Ok(names
+        .iter()
+        .filter_map(|n| n.trim_end().rsplit('/').next().map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .collect())
+}
+
 /// Stores `size` bytes from `local` as `url`'s path + `.part`, checks the size the server
 /// holds, then renames it to the final name.
 pub(super) fn upload(
@@ -192,6 +221,7 @@ pub(super) fn upload(
     options: &Options,
 ) -> Result<(), Failure> {
     let mut ftp = connect(url, login, options)?;
+    make_parents(&mut ftp, &url.path);
     let temp = format!("{}.part", url.path);
     let mut data = ftp.put_with_stream(&temp).map_err(failure)?;
     let mut buffer = vec![0u8; 256 << 10];

@@ -210,6 +210,33 @@ pub(super) fn upload(
     }
 }
 
+/// The body of a `GET` of the directory `url` (a web server's index page), at most
+/// `limit` bytes.
+pub(super) fn index_page(
+    url: &RemoteUrl,
+    login: Option<&Login>,
+    options: &Options,
+    limit: u64,
+) -> Result<String, Failure> {
+    let mut request = agent(options).get(format!("{}/", url.to_string().trim_end_matches('/')));
+    if let Some(login) = login {
+        request = request.header("Authorization", authorization(login));
+    }
+    let response = request.call().map_err(failure)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(refusal(status, response.headers(), login));
+    }
+    let mut body = String::new();
+    response
+        .into_body()
+        .into_reader()
+        .take(limit)
+        .read_to_string(&mut body)
+        .map_err(|e| Failure::io(&e))?;
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

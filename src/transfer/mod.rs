@@ -32,6 +32,7 @@ mod config;
 mod fetch;
 mod ftp;
 mod http;
+mod listing;
 mod place;
 mod url;
 
@@ -39,6 +40,7 @@ pub use config::{
     check_password_mode, read_password_file, Login, Secret, Source, StoreConfig, DEFAULT_PATH,
 };
 pub use fetch::{download, part_names, upload, ReadSeek, Version};
+pub use listing::{index_links, list};
 pub use place::{DirPlace, PartFile, Place, StorePlace};
 pub use url::{Redacted, RemoteUrl, Scheme};
 
