@@ -10,6 +10,8 @@ name, renamed when the body is whole); Basic auth for one user whose password is
 --cut-after N: the first GET announces the whole length, sends N bytes of body and drops
 the connection.  --change-on-cut: then rewrites the file (same size, other bytes, newer
 mtime).  --ignore-range: always answer 200 with the whole file.
+A GET of a directory answers an index page linking each file (as nginx autoindex does); a
+PUT creates the directories above its file (as nginx's create_full_put_path does).
 """
 
 import argparse
@@ -63,6 +65,15 @@ def main():
             path = self.path_on_disk()
             range_, if_range = self.headers.get("Range"), self.headers.get("If-Range")
             events.write(f"GET {self.path} range={range_ or '-'} if-range={if_range or '-'}\n")
+            if os.path.isdir(path):
+                names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))
+                page = "".join(f'<a href="{n}">{n}</a>\n' for n in names).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+                return
             if not os.path.isfile(path):
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -117,6 +128,7 @@ def main():
             if len(body) != length:
                 self.close_connection = True
                 return
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + ".tmp", "wb") as f:
                 f.write(body)
             os.replace(path + ".tmp", path)

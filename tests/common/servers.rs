@@ -1,0 +1,124 @@
+//! Real FTP and HTTP servers on loopback for the tests (tests/servers/*.py), started
+//! by a test and killed when dropped. Every server's user has the password [`CANARY`],
+//! read from a mode-600 password file, so no process carries it in its arguments.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const CANARY: &str = "canary-7f3a9c-pw";
+pub const USER: &str = "reprov";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Ftp,
+    Http,
+}
+
+pub const KINDS: [Kind; 2] = [Kind::Ftp, Kind::Http];
+
+/// A test server: its store directory is `root/images`.
+pub struct Server {
+    child: Child,
+    pub kind: Kind,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+/// Writes `password` to a file only its owner may read.
+pub fn write_password(path: &Path, password: &str) {
+    std::fs::write(path, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+impl Server {
+    pub fn start(kind: Kind, switches: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root/images")).unwrap();
+        write_password(&dir.path().join("store.pass"), CANARY);
+        let script = match kind {
+            Kind::Ftp => "ftp_server.py",
+            Kind::Http => "http_server.py",
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/servers")
+            .join(script);
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .args(["--user", USER, "--password-file"])
+            .arg(dir.path().join("store.pass"))
+            .arg("--events")
+            .arg(dir.path().join("events"))
+            .args(switches)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+            .spawn()
+            .expect("python3 runs (scripts/deps installs pyftpdlib)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+                panic!("{kind:?} server did not start: {line:?}\n{log}")
+            });
+        Server {
+            child,
+            kind,
+            port,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        match self.kind {
+            Kind::Ftp => "ftp",
+            Kind::Http => "http",
+        }
+    }
+
+    /// The URL of a file in the store directory.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}://127.0.0.1:{}/images/{name}", self.scheme(), self.port)
+    }
+
+    /// A file in the store directory, on the host.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("root/images").join(name)
+    }
+
+    /// Writes a store config for this server (its user, the canary password file, and
+    /// `group` when given) and returns its path.
+    pub fn config(&self, group: Option<&str>) -> PathBuf {
+        let path = self.dir.path().join("store.toml");
+        let mut text = format!(
+            "url = \"{}://127.0.0.1:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
+             password_file = \"{}\"\n",
+            self.scheme(),
+            self.port,
+            self.dir.path().join("store.pass").display()
+        );
+        if let Some(group) = group {
+            text.push_str(&format!("group = \"{group}\"\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

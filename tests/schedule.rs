@@ -1,0 +1,576 @@
+//! The trigger side, on sparse appliance disk files, against real FTP and HTTP servers
+//! on loopback (tests/servers/): `reprov schedule apply`, its refusals, the fleet
+//! (`fleet publish` → `agent` on three "servers" → `fleet status`), and the canary
+//! password nowhere it must not be.
+//!
+//! Every appliance disk (sparse, 197 MiB), in normal operation before the test:
+//!
+//! | slot | role   | size   | type | holds                                  |
+//! |------|--------|--------|------|----------------------------------------|
+//! | 1    | system | 34 MiB | 0x1C | (empty FAT32), hidden, not active      |
+//! | 2    | NOS    | 40 MiB | 0x0C | appliance A: FAT with `appliance` = A  |
+//! | —    | float  | 24 MiB |      |                                        |
+//! | 3    | images | 64 MiB | 0x0C | empty FAT32 "IMAGES"                   |
+//! | 4    | data   | 34 MiB | 0x0C | empty FAT32                            |
+//!
+//! B is a 48 MiB FAT NOS: it fits NOS + float (64 MiB) and makes NOS grow.
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::servers::{Kind, Server, CANARY, KINDS};
+use reprov::disk::{open_disk, PartType, Role, Sizes};
+use reprov::image::{self, CreateOptions};
+use reprov::recovery::runner::{self, Machine};
+use reprov::recovery::Outcome;
+use reprov::store::{Job, State};
+
+const MIB: u64 = 1 << 20;
+
+/// A FAT partition of `len` bytes holding `appliance` = `name` and `noise` bytes of
+/// incompressible data (so its image has chunks to check).
+fn fat_nos(len: u64, name: &str, noise: usize) -> Vec<u8> {
+    let mut part = Cursor::new(vec![0u8; usize::try_from(len).unwrap()]);
+    fatfs::format_volume(&mut part, fatfs::FormatVolumeOptions::new()).unwrap();
+    {
+        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+        let root = fs.root_dir();
+        root.create_file("appliance")
+            .unwrap()
+            .write_all(name.as_bytes())
+            .unwrap();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..noise)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        root.create_file("noise")
+            .unwrap()
+            .write_all(&noise)
+            .unwrap();
+        drop(root);
+        fs.unmount().unwrap();
+    }
+    part.into_inner()
+}
+
+/// An image (tar bytes) of a partition.
+fn image_of(partition: &[u8], name: &str) -> Vec<u8> {
+    let mut options = CreateOptions::new(name);
+    options.chunk_size = MIB;
+    let mut out = Cursor::new(Vec::new());
+    image::create(&mut Cursor::new(partition), &mut out, &options).unwrap();
+    out.into_inner()
+}
+
+fn image_b() -> Vec<u8> {
+    image_of(&fat_nos(48 * MIB, "B", 3 * MIB as usize), "B")
+}
+
+fn identity_text(hostname: &str, serial: &str, address: &str) -> String {
+    format!(
+        "hostname = \"{hostname}\"\n\n[system]\nmodel = \"Test Appliance\"\nserial = \"{serial}\"\n\n\
+         [[interface]]\nmac = \"52:54:00:12:34:56\"\naddresses = [\"{address}\"]\n\
+         gateway4 = \"10.0.2.2\"\n"
+    )
+}
+
+/// One appliance: its disk file and an identity file standing for its live identity.
+struct Appliance {
+    disk: PathBuf,
+    identity: PathBuf,
+}
+
+impl Appliance {
+    fn new(dir: &Path, hostname: &str, serial: &str, address: &str) -> Appliance {
+        let disk = dir.join(format!("{serial}.img"));
+        let sizes = Sizes {
+            system: 34 * MIB,
+            nos: 40 * MIB,
+            float: 24 * MIB,
+            images: 64 * MIB,
+            data: Some(34 * MIB),
+            nos_type: PartType::FAT32_LBA,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&disk)
+            .unwrap();
+        file.set_len(MIB + 34 * MIB + 40 * MIB + 24 * MIB + 64 * MIB + 34 * MIB)
+            .unwrap();
+        reprov::disk::init(&mut file, "disk", &sizes, None, false).unwrap();
+        let appliance = Appliance {
+            disk,
+            identity: dir.join(format!("{serial}.identity")),
+        };
+        std::fs::write(
+            &appliance.identity,
+            identity_text(hostname, serial, address),
+        )
+        .unwrap();
+        let (start, _) = appliance.range(Role::Nos);
+        file.seek(SeekFrom::Start(start)).unwrap();
+        file.write_all(&fat_nos(40 * MIB, "A", 0)).unwrap();
+        appliance
+    }
+
+    fn disk_arg(&self) -> &str {
+        self.disk.to_str().unwrap()
+    }
+
+    fn identity_arg(&self) -> &str {
+        self.identity.to_str().unwrap()
+    }
+
+    fn range(&self, role: Role) -> (u64, u64) {
+        open_disk(&self.disk).unwrap().range(role)
+    }
+
+    fn job(&self) -> Option<Job> {
+        let mut disk = open_disk(&self.disk).unwrap();
+        let store = disk.store().unwrap();
+        let job = store.read_job().unwrap();
+        store.unmount().unwrap();
+        job
+    }
+
+    /// The image files, saved identity and step-log codes on the images partition.
+    fn store_state(&self) -> (Vec<String>, Option<String>, Vec<String>) {
+        let mut disk = open_disk(&self.disk).unwrap();
+        let store = disk.store().unwrap();
+        let files = store
+            .list("images")
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let identity = store
+            .read_identity_text()
+            .unwrap()
+            .map(|b| String::from_utf8(b).unwrap());
+        let codes = store
+            .read_log()
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.code)
+            .collect();
+        store.unmount().unwrap();
+        (files, identity, codes)
+    }
+
+    /// (hidden, active) of the system partition.
+    fn system_state(&self) -> (bool, bool) {
+        let e = open_disk(&self.disk).unwrap().entry(Role::System);
+        (e.ptype.is_hidden(), e.is_active())
+    }
+
+    /// Every byte of the disk outside the images partition.
+    fn outside_images(&self) -> Vec<u8> {
+        let (start, len) = self.range(Role::Images);
+        let mut bytes = std::fs::read(&self.disk).unwrap();
+        bytes.drain(usize::try_from(start).unwrap()..usize::try_from(start + len).unwrap());
+        bytes
+    }
+}
+
+/// Runs the reprov binary; every run's output is kept for the canary check.
+struct Runs {
+    outputs: Vec<String>,
+}
+
+impl Runs {
+    fn new() -> Self {
+        Runs {
+            outputs: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, args: &[&str]) -> Output {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reprov"))
+            .args(args)
+            .output()
+            .unwrap();
+        self.outputs.push(format!(
+            "$ reprov {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        out
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&mut self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "reprov {args:?} failed:\n{}",
+            self.outputs.last().unwrap()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    fn fails(&mut self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "reprov {args:?} succeeded:\n{}",
+            self.outputs.last().unwrap()
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// The canary is in no output, and in no argument given (the commands carry none).
+    fn assert_no_canary(&self) {
+        for out in &self.outputs {
+            assert!(!out.contains(CANARY), "the password leaked:\n{out}");
+        }
+    }
+}
+
+fn assert_no_canary_in(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let found = bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes());
+    assert!(!found, "the password is in {}", path.display());
+}
+
+/// A server's own command line holds no password (it reads it from its file).
+fn assert_no_canary_in_process(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(CANARY));
+}
+
+fn assert_in_order(codes: &[String], expected: &[&str]) {
+    let mut rest = codes.iter();
+    for code in expected {
+        assert!(
+            rest.any(|c| c == code),
+            "{code} missing or out of order in {codes:?}"
+        );
+    }
+}
+
+/// From ftp:// (a URL) and http:// (a bare name in the store): the image, the identity
+/// and a pending job on the images partition, the system partition visible and active,
+/// R001–R004 in the log; a second schedule is refused; and the recovery then applies B
+/// with A's identity.
+#[test]
+fn schedule_apply_fetches_verifies_writes_the_job_and_arms() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        std::fs::write(server.file("B.tar"), image_b()).unwrap();
+        let config = server.config(None);
+        let dir = tempfile::tempdir().unwrap();
+        let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+        let mut runs = Runs::new();
+        let url = server.url("B.tar");
+        let image = match kind {
+            Kind::Ftp => url.as_str(),
+            Kind::Http => "B.tar",
+        };
+        let args = [
+            "schedule",
+            "apply",
+            image,
+            "--disk",
+            a.disk_arg(),
+            "--no-reboot",
+            "--config",
+            config.to_str().unwrap(),
+            "--identity",
+            a.identity_arg(),
+        ];
+        let out = runs.ok(&args);
+        assert!(out.contains("scheduled apply B.tar"), "{out}");
+
+        let (files, identity, codes) = a.store_state();
+        assert_eq!(files, ["B.tar"], "{kind:?}: only the whole image, no .part");
+        assert!(identity.unwrap().contains("hostname = \"appliance-a\""));
+        let job = a.job().expect("a job");
+        assert_eq!((job.state, job.image.as_str()), (State::Pending, "B.tar"));
+        assert_eq!(a.system_state(), (false, true), "system visible and active");
+        assert_in_order(&codes, &["R001", "R002", "R003", "R004"]);
+
+        let mbr = a.outside_images();
+        let refused = runs.fails(&args);
+        assert!(refused.contains("already scheduled"), "{refused}");
+        assert!(refused.contains("reprov job clear"), "{refused}");
+        assert_eq!(a.outside_images(), mbr, "the refusal changed the disk");
+
+        if kind == Kind::Ftp {
+            // The loop's other half on the same disk: the recovery applies B.
+            let machine = Machine {
+                model: None,
+                serial: None,
+                mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
+                unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
+            };
+            assert_eq!(runner::run(&a.disk, &machine).unwrap(), Outcome::Done);
+            let (start, len) = a.range(Role::Nos);
+            assert_eq!(len, 48 * MIB, "NOS grew into the float for B");
+            let mut nos = vec![0u8; usize::try_from(len).unwrap()];
+            let mut file = File::open(&a.disk).unwrap();
+            file.seek(SeekFrom::Start(start)).unwrap();
+            file.read_exact(&mut nos).unwrap();
+            let fs = fatfs::FileSystem::new(Cursor::new(nos), fatfs::FsOptions::new()).unwrap();
+            let read = |path: &str| {
+                let mut text = String::new();
+                fs.root_dir()
+                    .open_file(path)
+                    .unwrap()
+                    .read_to_string(&mut text)
+                    .unwrap();
+                text
+            };
+            assert_eq!(read("appliance"), "B");
+            assert_eq!(read("etc/hostname"), "appliance-a\n");
+            assert_eq!(a.system_state(), (true, false), "NOS boots again");
+        }
+        runs.assert_no_canary();
+        assert_no_canary_in(&a.disk);
+        assert_no_canary_in_process(server.pid());
+    }
+}
+
+/// Refusals after the fetch: an image too big for NOS + float, and a corrupt one. The
+/// guarantee: no job, the MBR and every byte outside the images partition unchanged, the
+/// refused image removed (no file under its name, no partial); only the saved identity
+/// and the step log (R001) changed on the images partition.
+#[test]
+fn too_big_and_corrupt_images_are_refused_before_anything_is_armed() {
+    let mut corrupt = image_b();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xFF;
+    let too_big = image_of(&vec![0u8; usize::try_from(70 * MIB).unwrap()], "huge");
+    let cases = [
+        ("big.tar", too_big, "does not fit"),
+        ("bad.tar", corrupt, "not a whole, valid image"),
+    ];
+    let server = Server::start(Kind::Ftp, &[]);
+    let config = server.config(None);
+    for (name, bytes, why) in cases {
+        std::fs::write(server.file(name), bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+        let before = a.outside_images();
+        let mut runs = Runs::new();
+        let err = runs.fails(&[
+            "schedule",
+            "apply",
+            &server.url(name),
+            "--disk",
+            a.disk_arg(),
+            "--no-reboot",
+            "--config",
+            config.to_str().unwrap(),
+            "--identity",
+            a.identity_arg(),
+        ]);
+        assert!(err.contains(why), "{name}: {err}");
+        assert!(err.contains("nothing scheduled"), "{name}: {err}");
+        if name == "big.tar" {
+            // The numbers: 70 MiB needed, 40 MiB NOS + 24 MiB float = 64 MiB.
+            for n in ["73400320", "41943040", "25165824", "67108864"] {
+                assert!(err.contains(n), "{err} lacks {n}");
+            }
+        }
+        assert_eq!(a.job(), None, "{name}: no job");
+        assert_eq!(a.outside_images(), before, "{name}: the disk changed");
+        assert_eq!(a.system_state(), (true, false), "{name}: not armed");
+        let (files, _, codes) = a.store_state();
+        assert!(files.is_empty(), "{name}: left {files:?}");
+        assert!(!codes.iter().any(|c| c == "R003" || c == "R004"));
+        runs.assert_no_canary();
+    }
+}
+
+/// `--at` in the future writes the job and arms nothing; `arm_due` arms it once due.
+#[test]
+fn a_deferred_job_is_armed_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+    let image = dir.path().join("B.tar");
+    std::fs::write(&image, image_b()).unwrap();
+    let mut runs = Runs::new();
+    let out = runs.ok(&[
+        "schedule",
+        "apply",
+        image.to_str().unwrap(),
+        "--disk",
+        a.disk_arg(),
+        "--at",
+        "+2h",
+        "--identity",
+        a.identity_arg(),
+    ]);
+    assert!(out.contains("deferred"), "{out}");
+    let job = a.job().unwrap();
+    let not_before = job.not_before.expect("not_before set");
+    assert_eq!(a.system_state(), (true, false), "not armed yet");
+    let out = runs.ok(&["schedule", "arm-due", "--disk", a.disk_arg(), "--no-reboot"]);
+    assert!(out.contains("no deferred job is due"), "{out}");
+
+    let mut disk = open_disk(&a.disk).unwrap();
+    let early = reprov::schedule::arm_due(&mut disk, not_before - time::Duration::minutes(1));
+    assert_eq!(early.unwrap(), None);
+    let armed = reprov::schedule::arm_due(&mut disk, not_before).unwrap();
+    assert_eq!(armed.map(|j| j.image.to_string()).as_deref(), Some("B.tar"));
+    drop(disk);
+    assert_eq!(a.system_state(), (false, true));
+    let (_, _, codes) = a.store_state();
+    assert_in_order(&codes, &["R001", "R002", "R003", "R004"]);
+}
+
+/// Three "servers" (disks with their own serials and host names) pick up one desired
+/// state published for their group, each schedules B with its own identity, and
+/// `fleet status` shows all three; a second agent run does nothing, a new publish waits
+/// while the job is pending.
+#[test]
+fn fleet_publish_then_agents_then_status() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        std::fs::write(server.file("B.tar"), image_b()).unwrap();
+        let config = server.config(Some("web"));
+        let config = config.to_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let appliances: Vec<(Appliance, String)> = (1..=3)
+            .map(|n| {
+                let host = format!("web-0{n}");
+                let a = Appliance::new(
+                    dir.path(),
+                    &host,
+                    &format!("SN{n}"),
+                    &format!("10.0.2.{n}/24"),
+                );
+                (a, host)
+            })
+            .collect();
+        let mut runs = Runs::new();
+        let out = runs.ok(&[
+            "fleet", "publish", "--group", "web", "--image", "B.tar", "--config", config,
+        ]);
+        assert!(out.contains("generation 1"), "{out}");
+        for (a, host) in &appliances {
+            let agent = [
+                "agent",
+                "--config",
+                config,
+                "--disk",
+                a.disk_arg(),
+                "--no-reboot",
+                "--identity",
+                a.identity_arg(),
+            ];
+            let out = runs.ok(&agent);
+            assert!(out.contains("scheduled apply B.tar"), "{kind:?}: {out}");
+            let job = a.job().unwrap();
+            assert_eq!((job.state, job.image.as_str()), (State::Pending, "B.tar"));
+            let (_, identity, codes) = a.store_state();
+            assert!(identity
+                .unwrap()
+                .contains(&format!("hostname = \"{host}\"")));
+            assert_in_order(&codes, &["R001", "R002", "R003", "R004"]);
+            assert_eq!(a.system_state(), (false, true));
+            let out = runs.ok(&agent);
+            assert!(out.contains("up to date"), "{out}");
+        }
+
+        let table = runs.ok(&["fleet", "status", "--config", config]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        for (n, line) in lines[1..].iter().enumerate() {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            let n = n + 1;
+            let want = [
+                format!("SN{n}"),
+                format!("web-0{n}"),
+                "B.tar".into(),
+                "pending".into(),
+                "R004".into(),
+            ];
+            assert_eq!(cells[..5], want, "{table}");
+        }
+        let json = runs.ok(&["fleet", "status", "--config", config, "--json"]);
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[2]["hostname"], "web-03");
+
+        // A new command for one server waits while its job is pending.
+        let out = runs.ok(&[
+            "fleet", "publish", "--server", "SN2", "--image", "B.tar", "--config", config,
+        ]);
+        assert!(out.contains("generation 1"), "{out}");
+        let (a, _) = &appliances[1];
+        let out = runs.ok(&[
+            "agent",
+            "--config",
+            config,
+            "--disk",
+            a.disk_arg(),
+            "--no-reboot",
+            "--identity",
+            a.identity_arg(),
+        ]);
+        assert!(
+            out.contains("waiting: a re-provisioning is already scheduled"),
+            "{out}"
+        );
+
+        runs.assert_no_canary();
+        for (a, _) in &appliances {
+            assert_no_canary_in(&a.disk);
+        }
+        assert_no_canary_in_process(server.pid());
+    }
+}
+
+#[test]
+fn install_agent_writes_and_enables_the_units() {
+    let root = tempfile::tempdir().unwrap();
+    let mut runs = Runs::new();
+    runs.ok(&[
+        "install-agent",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--binary",
+        "/opt/reprov/bin/reprov",
+    ]);
+    let units = root.path().join("etc/systemd/system");
+    let service = std::fs::read_to_string(units.join("reprov-agent.service")).unwrap();
+    assert!(
+        service.contains("ExecStart=/opt/reprov/bin/reprov agent"),
+        "{service}"
+    );
+    let after = std::fs::read_to_string(units.join("reprov-after-boot.service")).unwrap();
+    assert!(after.contains("ExecStart=/opt/reprov/bin/reprov after-boot"));
+    assert!(std::fs::read_to_string(units.join("reprov-agent.timer"))
+        .unwrap()
+        .contains("OnUnitActiveSec="));
+    for (wants, unit) in [
+        ("timers.target.wants", "reprov-agent.timer"),
+        ("multi-user.target.wants", "reprov-after-boot.service"),
+    ] {
+        let link = std::fs::read_link(units.join(wants).join(unit)).unwrap();
+        assert_eq!(link, Path::new("/etc/systemd/system").join(unit));
+    }
+    let refused = runs.fails(&[
+        "install-agent",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--binary",
+        "reprov",
+    ]);
+    assert!(refused.contains("absolute path"), "{refused}");
+}
