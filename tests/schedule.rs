@@ -574,3 +574,92 @@ fn install_agent_writes_and_enables_the_units() {
     ]);
     assert!(refused.contains("absolute path"), "{refused}");
 }
+
+/// `schedule create`, the recovery packs NOS, and after the boot back into NOS
+/// `after-boot` uploads the image to the store named from model + serial, closes the job
+/// and reports; `reprov image verify` accepts what landed on the server.
+#[test]
+fn schedule_create_then_after_boot_uploads_the_image() {
+    let server = Server::start(Kind::Ftp, &[]);
+    let config = server.config(Some("web"));
+    let config = config.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+    let mut runs = Runs::new();
+    let out = runs.ok(&[
+        "schedule",
+        "create",
+        "--disk",
+        a.disk_arg(),
+        "--no-reboot",
+        "--identity",
+        a.identity_arg(),
+    ]);
+    assert!(
+        out.contains("scheduled create Test_Appliance_SN-A.tar"),
+        "{out}"
+    );
+    assert_eq!(a.system_state(), (false, true));
+    let machine = Machine {
+        model: Some("Test Appliance".into()),
+        serial: Some("SN-A".into()),
+        mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
+        unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
+    };
+    assert_eq!(runner::run(&a.disk, &machine).unwrap(), Outcome::Done);
+    assert_eq!(a.job().map(|j| j.state), Some(State::Done));
+
+    runs.ok(&[
+        "after-boot",
+        "--config",
+        config,
+        "--disk",
+        a.disk_arg(),
+        "--identity",
+        a.identity_arg(),
+    ]);
+    let uploaded = server.file("Test_Appliance_SN-A.tar");
+    assert!(uploaded.exists(), "the created image is on the store");
+    runs.ok(&["image", "verify", uploaded.to_str().unwrap()]);
+    assert_eq!(a.job(), None, "the job is closed");
+    let (_, _, codes) = a.store_state();
+    assert_in_order(
+        &codes,
+        &["R001", "R003", "R004", "R036", "R060", "R070", "R071"],
+    );
+    let status = std::fs::read_to_string(server.file("fleet/status/SN-A.toml")).unwrap();
+    assert!(status.contains("state = \"idle\""), "{status}");
+    assert!(status.contains("step = \"R071\""), "{status}");
+    runs.assert_no_canary();
+    assert_no_canary_in(&a.disk);
+}
+
+/// `schedule factory` picks the only image in factory/ on the data partition.
+#[test]
+fn schedule_factory_uses_the_data_partitions_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+    let mut runs = Runs::new();
+    let args = [
+        "schedule",
+        "factory",
+        "--disk",
+        a.disk_arg(),
+        "--no-reboot",
+        "--identity",
+        a.identity_arg(),
+    ];
+    let err = runs.fails(&args);
+    assert!(err.contains("0 images in factory/"), "{err}");
+    assert_eq!(a.job(), None);
+    {
+        let mut disk = open_disk(&a.disk).unwrap();
+        let part = disk.partition(Role::Data).unwrap();
+        let data = reprov::store::Store::open(part).unwrap();
+        data.write("factory/F.tar", &image_b()).unwrap();
+        data.unmount().unwrap();
+    }
+    let out = runs.ok(&args);
+    assert!(out.contains("scheduled factory F.tar"), "{out}");
+    assert_eq!(a.system_state(), (false, true));
+}
