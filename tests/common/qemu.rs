@@ -55,6 +55,12 @@ pub struct Qemu {
 impl Qemu {
     /// Boots `disk` (raw) from its MBR; the serial console goes to `serial`.
     pub fn boot(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
+        Qemu::boot_with_nic(qemu, disk, serial, "user,model=virtio-net-pci,restrict=on")
+    }
+
+    /// [`Qemu::boot`] with another `-nic` (e.g. without `restrict=on`, so the guest
+    /// reaches the host's loopback servers at 10.0.2.2).
+    pub fn boot_with_nic(qemu: &Path, disk: &Path, serial: &Path, nic: &str) -> Qemu {
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let child = Command::new(qemu)
@@ -65,7 +71,7 @@ impl Qemu {
             .arg(format!("file:{}", serial.display()))
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", disk.display()))
-            .args(["-nic", "user,model=virtio-net-pci,restrict=on"])
+            .args(["-nic", nic])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
