@@ -82,7 +82,7 @@ fn appliance_a_schedules_b_over_ftp_and_b_comes_up_as_a() {
     std::fs::write(
         files.join("at-boot"),
         format!(
-            "cp /nos/etc/reprov/store.pass /tmp/store.pass && chmod 600 /tmp/store.pass\n\
+            "mkdir -p /tmp && cp /nos/etc/reprov/store.pass /tmp/store.pass && chmod 600 /tmp/store.pass\n\
              mac=$(cat /sys/class/net/eth0/address)\n\
              printf 'hostname = \"%s\"\\n\\n[[interface]]\\nmac = \"%s\"\\naddresses = [\"%s\"]\\n' \
              \"$(hostname)\" \"$mac\" \"$address\" >/tmp/identity\n\
