@@ -1,19 +1,23 @@
-//! The whole loop in QEMU, triggered from inside: appliance A runs
-//! `reprov schedule apply ftp://10.0.2.2:PORT/images/B.tar` at boot, reboots into the
-//! recovery, which applies B, and B comes up with A's hostname and address.
+//! The trigger side in QEMU, from inside the appliances:
+//! - A runs `reprov schedule apply ftp://10.0.2.2:PORT/images/B.tar` at boot, reboots into
+//!   the recovery, which applies B, and B comes up with A's hostname and address;
+//! - A runs `reprov schedule create`; the recovery packs A's NOS; back in A, `reprov
+//!   after-boot` uploads it to the store named from model + serial (QEMU's SMBIOS);
+//! - three appliances at once run `reprov agent` against one published desired state and
+//!   all end on B, each with its own identity; `reprov fleet status` shows them.
 //!
 //! The guest disk is the one of tests/qemu_boot.rs (system 64 MiB, NOS 64 MiB, float
 //! 32 MiB, images 64 MiB, data 64 MiB), in normal operation with appliance A on NOS. A's
 //! NOS also carries the static reprov, `etc/reprov/store.toml` naming the host's FTP
-//! server, its password file, and `etc/reprov/at-boot`, which `qemu/appliance-init` runs.
-//! B's NOS has no network file of its own: its address can only come from the identity
-//! the recovery restores. The guest's network is QEMU's user network without
-//! `restrict=on`, so it reaches the test's FTP server on the host's loopback (10.0.2.2);
-//! it has no DNS and dials nothing else.
+//! server, its password file, and `etc/reprov/at-boot`, which `qemu/appliance-init` runs
+//! after A has printed its APPLIANCE line. B's NOS has no network file of its own: its
+//! address can only come from the identity the recovery restores. The guests use QEMU's
+//! user network without `restrict=on`, so they reach the test's FTP server on the host's
+//! loopback (10.0.2.2); they have no DNS and dial nothing else.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,6 +26,11 @@ use common::qemu::{qemu_or_skip, Qemu};
 use common::servers::{Kind, Server, CANARY, USER};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
+const NIC: &str = "user,model=virtio-net-pci";
+
+fn text(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
 
 fn mtools(args: &[&str]) {
     let out = Command::new(args[0])
@@ -36,83 +45,107 @@ fn mtools(args: &[&str]) {
     );
 }
 
-#[test]
-fn appliance_a_schedules_b_over_ftp_and_b_comes_up_as_a() {
-    let Some(qemu) = qemu_or_skip() else { return };
-    let server = Server::start(Kind::Ftp, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let path = |p: &Path| p.to_str().unwrap().to_string();
+/// The static reprov the guests run (built once, cached by cargo).
+fn static_reprov() -> String {
+    fixtures::run(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-static"),
+        &[],
+    )
+}
 
-    let nos_b = fixtures::nos_image(dir.path(), "B", "appliance-b", "10.0.2.16/24");
+/// B's image on the store: B's NOS without a network file of its own.
+fn put_b_on(server: &Server, dir: &Path) {
+    let nos_b = fixtures::nos_image(dir, "B", "appliance-b", "10.0.2.99/24");
     mtools(&[
         "mdel",
         "-i",
-        &path(&nos_b),
+        &text(&nos_b),
         "::/etc/systemd/network/10-eth0.network",
     ]);
     fixtures::reprov(&[
         "image",
         "create",
         "--from",
-        &path(&nos_b),
+        &text(&nos_b),
         "--out",
-        &path(&server.file("B.tar")),
+        &text(&server.file("B.tar")),
         "--name",
         "B",
     ]);
+}
 
-    let reprov = fixtures::run(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-static"),
-        &[],
-    );
-    let nos_a = fixtures::nos_image(dir.path(), "A", A_HOSTNAME, A_ADDRESS);
-    let files = dir.path().join("a-files");
+/// An appliance disk in `dir` with A (`hostname`, `address`) on NOS, carrying reprov,
+/// the store config (for the host's server, group `web`), the password file, and an
+/// at-boot script: write the identity to /tmp/identity (hostname, eth0's MAC and address,
+/// `serial`, and the DMI model), then run `command`.
+fn appliance(
+    dir: &Path,
+    server: &Server,
+    hostname: &str,
+    address: &str,
+    serial: &str,
+    command: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let nos = fixtures::nos_image(dir, "A", hostname, address);
+    let files = dir.join("a-files");
     std::fs::create_dir(&files).unwrap();
     std::fs::write(
         files.join("store.toml"),
         format!(
             "url = \"ftp://10.0.2.2:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
-             password_file = \"/tmp/store.pass\"\n",
+             password_file = \"/tmp/store.pass\"\ngroup = \"web\"\n",
             server.port
         ),
     )
     .unwrap();
     std::fs::write(files.join("store.pass"), format!("{CANARY}\n")).unwrap();
     // FAT has no modes: the password file goes to /tmp with mode 600 before use.
-    std::fs::write(
-        files.join("at-boot"),
-        format!(
-            "mkdir -p /tmp && cp /nos/etc/reprov/store.pass /tmp/store.pass && chmod 600 /tmp/store.pass\n\
-             mac=$(cat /sys/class/net/eth0/address)\n\
-             printf 'hostname = \"%s\"\\n\\n[[interface]]\\nmac = \"%s\"\\naddresses = [\"%s\"]\\n' \
-             \"$(hostname)\" \"$mac\" \"$address\" >/tmp/identity\n\
-             /nos/reprov schedule apply ftp://10.0.2.2:{}/images/B.tar \
-             --config /nos/etc/reprov/store.toml --identity /tmp/identity\n",
-            server.port
-        ),
-    )
-    .unwrap();
-    let image = path(&nos_a);
+    let script = format!(
+        "mkdir -p /tmp && cp /nos/etc/reprov/store.pass /tmp/store.pass && chmod 600 /tmp/store.pass\n\
+         mac=$(cat /sys/class/net/eth0/address)\n\
+         model=$(cat /sys/class/dmi/id/product_name)\n\
+         printf 'hostname = \"%s\"\\n\\n[system]\\nmodel = \"%s\"\\nserial = \"%s\"\\n\\n[[interface]]\\nmac = \"%s\"\\naddresses = [\"%s\"]\\n' \
+         \"$(hostname)\" \"$model\" \"{serial}\" \"$mac\" \"$address\" >/tmp/identity\n\
+         R='/nos/reprov'\nC='--config /nos/etc/reprov/store.toml'\nI='--identity /tmp/identity'\n\
+         {command}\n"
+    );
+    std::fs::write(files.join("at-boot"), script).unwrap();
+    let image = text(&nos);
     mtools(&["mmd", "-i", &image, "::/etc/reprov"]);
-    mtools(&["mcopy", "-i", &image, &reprov, "::/reprov"]);
+    mtools(&["mcopy", "-i", &image, &static_reprov(), "::/reprov"]);
     for name in ["store.toml", "store.pass", "at-boot"] {
         mtools(&[
             "mcopy",
             "-i",
             &image,
-            &path(&files.join(name)),
+            &text(&files.join(name)),
             &format!("::/etc/reprov/{name}"),
         ]);
     }
-    let disk = fixtures::recovery_disk(dir.path());
-    fixtures::put_nos(&nos_a, &disk);
+    let disk = fixtures::recovery_disk(dir);
+    fixtures::put_nos(&nos, &disk);
+    disk
+}
 
-    let mut vm = Qemu::boot_with_nic(
-        &qemu,
-        &disk,
-        &dir.path().join("serial.log"),
-        "user,model=virtio-net-pci",
+fn assert_no_canary(what: &str, bytes: &[u8]) {
+    let found = bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes());
+    assert!(!found, "the password is in {what}");
+}
+
+#[test]
+fn appliance_a_schedules_b_over_ftp_and_b_comes_up_as_a() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let server = Server::start(Kind::Ftp, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    put_b_on(&server, dir.path());
+    let command = format!(
+        "$R schedule apply ftp://10.0.2.2:{}/images/B.tar $C $I",
+        server.port
     );
+    let disk = appliance(dir.path(), &server, A_HOSTNAME, A_ADDRESS, "SN-A", &command);
+
+    let mut vm = Qemu::boot_with_nic(&qemu, &disk, &dir.path().join("serial.log"), NIC);
     let a = vm.wait_for_line("APPLIANCE name=A", TIMEOUT);
     assert_eq!(
         a,
@@ -137,8 +170,119 @@ fn appliance_a_schedules_b_over_ftp_and_b_comes_up_as_a() {
             "{code} not on the console"
         );
     }
-    assert!(!console.contains(CANARY), "the password is on the console");
-    let bytes = std::fs::read(&disk).unwrap();
+    assert_no_canary("the console", console.as_bytes());
     // The password file was on A's NOS, which B replaced; it must be nowhere now.
-    assert!(!bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()));
+    assert_no_canary("the disk", &std::fs::read(&disk).unwrap());
+}
+
+/// `schedule create` in A; the recovery packs NOS; back in A, `after-boot` uploads it as
+/// MODEL_SERIAL.tar (from QEMU's SMBIOS) and closes the job, and A stops there.
+#[test]
+fn appliance_a_creates_its_image_and_uploads_it_after_the_reboot() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let server = Server::start(Kind::Ftp, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let command = "$R after-boot $C $I\n\
+                   if $R log --disk /dev/vda | grep -q R071; then echo CREATE-UPLOADED; \
+                   else $R schedule create $I; fi";
+    let disk = appliance(dir.path(), &server, A_HOSTNAME, A_ADDRESS, "SN42", command);
+    let mut vm = Qemu::boot_with(
+        &qemu,
+        &disk,
+        &dir.path().join("serial.log"),
+        NIC,
+        &["-smbios", "type=1,product=TestAppliance,serial=SN42"],
+    );
+    vm.wait_for_line("scheduled create TestAppliance_SN42.tar", TIMEOUT);
+    vm.wait_for_line("[R036]", TIMEOUT);
+    vm.wait_for_line("CREATE-UPLOADED", TIMEOUT);
+    eprintln!("created and uploaded: {:.1?}", vm.elapsed());
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+
+    let uploaded = server.file("TestAppliance_SN42.tar");
+    let verified = fixtures::reprov(&["image", "verify", &text(&uploaded)]);
+    eprintln!("{verified}");
+    let status = std::fs::read_to_string(server.file("fleet/status/SN42.toml")).unwrap();
+    assert!(status.contains("step = \"R071\""), "{status}");
+    assert_no_canary("the console", vm.console().as_bytes());
+}
+
+/// Three appliances at once (as many as this 2-core machine bears in a few minutes),
+/// each with its own serial, host name and address, pick up one desired state published
+/// for their group; each schedules B, reports, reboots into the recovery, and B comes up
+/// with that appliance's identity.
+#[test]
+fn three_appliances_follow_one_published_desired_state() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let server = Server::start(Kind::Ftp, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    put_b_on(&server, dir.path());
+    let host_config = server.config(Some("web"));
+    let out = fixtures::reprov(&[
+        "fleet",
+        "publish",
+        "--group",
+        "web",
+        "--image",
+        "B.tar",
+        "--config",
+        &text(&host_config),
+    ]);
+    assert!(out.contains("generation 1"), "{out}");
+
+    let servers: Vec<(String, String, PathBuf)> = (1..=3)
+        .map(|n| {
+            let host = format!("web-0{n}");
+            let address = format!("10.0.2.{}/24", 20 + n);
+            let disk = appliance(
+                &dir.path().join(&host),
+                &server,
+                &host,
+                &address,
+                &format!("SN{n}"),
+                "$R agent $C $I",
+            );
+            (host, address, disk)
+        })
+        .collect();
+    let mut vms: Vec<Qemu> = servers
+        .iter()
+        .map(|(host, _, disk)| {
+            Qemu::boot_with_nic(
+                &qemu,
+                disk,
+                &dir.path().join(format!("{host}.serial.log")),
+                NIC,
+            )
+        })
+        .collect();
+    for (vm, (host, address, _)) in vms.iter_mut().zip(&servers) {
+        let b = vm.wait_for_line("APPLIANCE name=B", TIMEOUT * 2);
+        assert_eq!(b, format!("APPLIANCE name=B hostname={host} ip={address}"));
+        eprintln!("{host} is B: {:.1?}", vm.elapsed());
+        assert!(vm.wait_exit(Duration::from_secs(60)).success());
+        assert_no_canary("a console", vm.console().as_bytes());
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_reprov"))
+        .args(["fleet", "status", "--config", &text(&host_config)])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    eprintln!("{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    for (n, (row, (host, _, _))) in rows.iter().zip(&servers).enumerate() {
+        // Reported by each agent just before its reboot into the recovery.
+        let serial = format!("SN{}", n + 1);
+        let want = [serial.as_str(), host.as_str(), "B.tar", "pending", "R004"];
+        assert_eq!(row[..5], want, "{table}");
+    }
+    for (_, _, disk) in &servers {
+        assert_no_canary("a disk", &std::fs::read(disk).unwrap());
+    }
 }

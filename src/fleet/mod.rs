@@ -159,6 +159,7 @@ pub fn server_name(identity: &Identity) -> String {
 }
 
 fn now_text(now: OffsetDateTime) -> String {
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.to_string())
 }

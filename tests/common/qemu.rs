@@ -61,6 +61,11 @@ impl Qemu {
     /// [`Qemu::boot`] with another `-nic` (e.g. without `restrict=on`, so the guest
     /// reaches the host's loopback servers at 10.0.2.2).
     pub fn boot_with_nic(qemu: &Path, disk: &Path, serial: &Path, nic: &str) -> Qemu {
+        Qemu::boot_with(qemu, disk, serial, nic, &[])
+    }
+
+    /// [`Qemu::boot_with_nic`] with more QEMU arguments (e.g. `-smbios type=1,serial=…`).
+    pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, nic: &str, extra: &[&str]) -> Qemu {
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let child = Command::new(qemu)
@@ -72,6 +77,7 @@ impl Qemu {
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", disk.display()))
             .args(["-nic", nic])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
