@@ -28,6 +28,7 @@ enum Verb {
     Apply(Apply),
     Verify(Verify),
     Info(Info),
+    Add(Add),
 }
 
 /// Pack a partition into an image file.
@@ -104,6 +105,25 @@ struct Info {
     json: bool,
 }
 
+/// Copy an image file onto an appliance disk: into images/ on the images partition, or
+/// with --factory into factory/ on the data partition (where a factory job looks).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+struct Add {
+    /// the image file
+    #[argh(positional)]
+    image: PathBuf,
+    /// the appliance disk: an image file or a block device
+    #[argh(option)]
+    disk: PathBuf,
+    /// the name on the disk (default: the file's name)
+    #[argh(option, long = "as")]
+    name: Option<String>,
+    /// store it as the factory image, in factory/ on the data partition
+    #[argh(switch)]
+    factory: bool,
+}
+
 impl ImageCommand {
     pub fn run(self) -> crate::Result<()> {
         match self.verb {
@@ -111,6 +131,7 @@ impl ImageCommand {
             Verb::Apply(a) => apply(a),
             Verb::Verify(v) => verify(v),
             Verb::Info(i) => info(i),
+            Verb::Add(a) => add(a),
         }
     }
 }
@@ -307,6 +328,57 @@ fn verify(v: Verify) -> crate::Result<()> {
         manifest.chunks.len(),
         format_size(manifest.source_size)
     );
+    Ok(())
+}
+
+fn add(a: Add) -> crate::Result<()> {
+    let name = match &a.name {
+        Some(name) => name.clone(),
+        None => a
+            .image
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| usage("image add: the file has no UTF-8 name; give --as NAME"))?
+            .to_string(),
+    };
+    let name = crate::store::ImageName::new(&name)
+        .map_err(|why| Error::Usage(format!("image add: name {name:?}: {why}")))?;
+    let mut source = open_read(&a.image)?;
+    let size = source
+        .metadata()
+        .map_err(|e| Error::io("measuring", a.image.display(), e))?
+        .len();
+    let mut disk = open_disk(&a.disk)?;
+    let place = if a.factory {
+        let path = format!("{}/{name}", crate::recovery::runner::FACTORY_DIR);
+        let part = disk
+            .partition(Role::Data)
+            .map_err(|e| Error::io("opening the data partition of", a.disk.display(), e))?;
+        let store = crate::store::Store::open(part)?;
+        let copied = (|| {
+            let mut file = store.create_file(&path)?;
+            std::io::copy(&mut source, &mut file)
+                .map_err(|e| Error::io("copying the image to", &path, e))?;
+            file.flush().map_err(|e| Error::io("flushing", &path, e))?;
+            Ok::<_, Error>(())
+        })();
+        store.unmount()?;
+        copied?;
+        format!("{path} on the data partition")
+    } else {
+        let store = disk.store()?;
+        let added = store.add_image(&name, &mut source, size);
+        store.unmount()?;
+        added?;
+        format!(
+            "{} on the images partition",
+            crate::store::image_path(&name)
+        )
+    };
+    disk.into_inner()
+        .sync_all()
+        .map_err(|e| Error::io("syncing", a.disk.display(), e))?;
+    log::info!("added {} as {place}", a.image.display());
     Ok(())
 }
 

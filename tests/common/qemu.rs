@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 /// The console text that fails any test.
 pub const KERNEL_PANIC: &str = "Kernel panic";
+/// The guest NIC's MAC (the identity's interfaces are matched by it).
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+/// The guest's DMI product name and serial number.
+pub const GUEST_MODEL: &str = "Appliance";
+pub const GUEST_SERIAL: &str = "A0001";
 const POLL: Duration = Duration::from_millis(100);
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -65,7 +70,15 @@ impl Qemu {
             .arg(format!("file:{}", serial.display()))
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", disk.display()))
-            .args(["-nic", "user,model=virtio-net-pci,restrict=on"])
+            .args([
+                "-nic",
+                &format!("user,model=virtio-net-pci,restrict=on,mac={GUEST_MAC}"),
+            ])
+            // DMI model and serial: what a `create` job names its image after.
+            .args([
+                "-smbios",
+                &format!("type=1,product={GUEST_MODEL},serial={GUEST_SERIAL}"),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
