@@ -60,6 +60,11 @@ pub struct Qemu {
 impl Qemu {
     /// Boots `disk` (raw) from its MBR; the serial console goes to `serial`.
     pub fn boot(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
+        Qemu::boot_with(qemu, disk, serial, "")
+    }
+
+    /// [`Qemu::boot`], with more `-drive` options (e.g. `throttling.iops-total=50`).
+    pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, drive_options: &str) -> Qemu {
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let child = Command::new(qemu)
@@ -69,7 +74,10 @@ impl Qemu {
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio", disk.display()))
+            .arg(format!(
+                "file={},format=raw,if=virtio{drive_options}",
+                disk.display()
+            ))
             .args([
                 "-nic",
                 &format!("user,model=virtio-net-pci,restrict=on,mac={GUEST_MAC}"),
@@ -136,7 +144,9 @@ impl Qemu {
             if console.contains(KERNEL_PANIC) {
                 self.fail("the guest's kernel panicked");
             }
-            if let Some(line) = console.lines().find(|line| line.contains(needle)) {
+            // Whole lines only: the last one may still be arriving.
+            let whole = &console[..console.rfind('\n').map_or(0, |end| end + 1)];
+            if let Some(line) = whole.lines().find(|line| line.contains(needle)) {
                 return line.trim().to_string();
             }
             match self.child.try_wait() {
