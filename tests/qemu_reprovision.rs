@@ -310,7 +310,8 @@ fn corrupt_a_data_chunk(image: &Path) {
 
 /// Boots into the apply, cuts the power when `line` shows up, boots again: the job
 /// converges to B with A's identity.
-fn power_cut_at(line: &str, name: &str, drive_options: &str) {
+/// `durable(checkpoint, chunks)` says whether the cut came at the point the test is about.
+fn power_cut_at(line: &str, name: &str, drive_options: &str, durable: fn(u64, u64) -> bool) {
     let Some(qemu) = qemu_or_skip() else { return };
     let _one = sc::one_at_a_time();
     let started = Instant::now();
@@ -327,6 +328,18 @@ fn power_cut_at(line: &str, name: &str, drive_options: &str) {
         !codes.iter().any(|c| c == "R060"),
         "done before the cut: {codes:?}"
     );
+    let job = sc::job(&disk);
+    assert_eq!(job["state"].as_str(), Some("running"), "{job:?}");
+    // It resumes from its checkpoint; after a whole write it writes NOS again (the
+    // identity restore may have begun).
+    let checkpoint = u64::try_from(job["checkpoint"].as_integer().unwrap()).unwrap();
+    let chunks = sc::chunk_count(&sc::artefacts().image_b);
+    let resume = if checkpoint >= chunks { 0 } else { checkpoint };
+    eprintln!("{name}: cut with {checkpoint} of {chunks} chunks durable");
+    assert!(
+        durable(checkpoint, chunks),
+        "{name}: cut with {checkpoint} of {chunks} chunks durable"
+    );
 
     let again = boot_to_appliance(&qemu, &disk, dir.path(), &format!("{name}-again"));
     assert_eq!(again, sc::b_with_a_identity());
@@ -338,23 +351,46 @@ fn power_cut_at(line: &str, name: &str, drive_options: &str) {
         2,
         "{codes:?}"
     );
+    let entries = sc::log_entries(&disk);
+    let restarts: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["code"] == "R030")
+        .map(|e| e["detail"].as_str().unwrap_or_default())
+        .collect();
+    let expected = format!("from chunk {resume}");
+    assert_eq!(
+        restarts.last().copied(),
+        Some(expected.as_str()),
+        "{restarts:?}"
+    );
     assert_in_order(&codes, &["R030", "R012", "R041", "R040", "R051", "R060"]);
     eprintln!("scenario power cut {name}: {:.1?}", started.elapsed());
 }
 
 #[test]
 fn power_cut_early_right_after_the_apply_starts_converges() {
-    power_cut_at("[R030]", "early", "");
+    power_cut_at("[R030]", "early", "", |checkpoint, _| checkpoint == 0);
 }
 
+/// The disk throttled to 8 MB/s: the apply takes several checkpoints (every 2 s).
 #[test]
 fn power_cut_in_the_middle_after_a_checkpoint_converges() {
-    power_cut_at("[R031]", "middle", "");
+    power_cut_at(
+        "[R031]",
+        "middle",
+        ",throttling.bps-total=8000000",
+        |checkpoint, chunks| 0 < checkpoint && checkpoint < chunks,
+    );
 }
 
 /// From the read-back check to the commit takes the guest well under the host's 100 ms
 /// poll; a disk throttled to 50 I/O operations a second stretches it to seconds.
 #[test]
 fn power_cut_just_before_the_commit_converges() {
-    power_cut_at("[R041]", "before-commit", ",throttling.iops-total=50");
+    power_cut_at(
+        "[R041]",
+        "before-commit",
+        ",throttling.iops-total=50",
+        |checkpoint, chunks| checkpoint == chunks,
+    );
 }

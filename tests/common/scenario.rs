@@ -214,11 +214,22 @@ pub fn partition<'a>(layout: &'a serde_json::Value, role: &str) -> &'a serde_jso
         .unwrap_or_else(|| panic!("no {role} partition in {layout:#}"))
 }
 
-/// The job's state, from `reprov job show`.
-pub fn job_state(disk: &Path) -> String {
+/// The job file, from `reprov job show`.
+pub fn job(disk: &Path) -> toml::Table {
     let text = reprov_out(&["job", "show", "--disk", s(disk)]);
-    let job: toml::Table = toml::from_str(&text).expect("job show prints the job file");
-    job["state"].as_str().expect("state").to_string()
+    toml::from_str(&text).expect("job show prints the job file")
+}
+
+/// The job's state.
+pub fn job_state(disk: &Path) -> String {
+    job(disk)["state"].as_str().expect("state").to_string()
+}
+
+/// The number of chunks in an image (`reprov image info --json`).
+pub fn chunk_count(image: &Path) -> u64 {
+    let text = reprov_out(&["image", "info", "--json", s(image)]);
+    let info: serde_json::Value = serde_json::from_str(&text).expect("image info --json");
+    info["chunk_count"].as_u64().expect("chunk_count")
 }
 
 /// The step log's entries (`reprov log --json`).
