@@ -234,7 +234,10 @@ fn boot_to_failure(qemu: &Path, disk: &Path, dir: &Path, name: &str, code: &str)
     let mut vm = boot(qemu, disk, dir, name);
     let error = vm.wait_for_line(&format!("[{code}]"), RUN_TIMEOUT);
     let waiting = vm.wait_for_line("system partition stays active; waiting", RUN_TIMEOUT);
-    eprintln!("{name}: boot to the failure: {:.1?}", vm.elapsed());
+    eprintln!(
+        "{name}: boot to the failure: {:.1?}\n  {error}\n  {waiting}",
+        vm.elapsed()
+    );
     // PID 1 keeps waiting; it does not exit (which would panic the kernel).
     std::thread::sleep(Duration::from_secs(2));
     let console = vm.console();
