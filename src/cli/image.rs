@@ -56,7 +56,7 @@ struct Create {
     /// what the image is, free text (e.g. the appliance and its version)
     #[argh(option, default = "String::new()")]
     description: String,
-    /// chunk size, a power of two from 64K to 16M (default 4M)
+    /// chunk size, a power of two from 64K to 8M (default 4M)
     #[argh(option, from_str_fn(parse_size))]
     chunk_size: Option<u64>,
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::container::{open, Layout};
 use super::manifest::{Kind, Manifest};
-use super::{pipeline, threads, CheckpointError, Error};
+use super::{parallelism, pipeline, CheckpointError, Error};
 use crate::io::{Limited, Progress, Show, SyncAll, ZeroRange};
 
 /// How an apply runs.
@@ -168,9 +168,10 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
         what: "reading",
         source,
     };
+    let (threads, window) = parallelism(m.chunk_size);
     pipeline::ordered(
-        threads(),
-        2 * threads(),
+        threads,
+        window,
         || {
             let Some(chunk) = m.chunks.get(next as usize) else {
                 return Ok(None);

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::container::{chunk_path, header, padding, BLOCK, INCOMPLETE_MARK, MANIFEST_PATH};
 use super::manifest::{self, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE};
-use super::{pipeline, threads, Error};
+use super::{parallelism, pipeline, Error};
 use crate::io::{Progress, Show};
 
 /// gzip level of new chunks. zlib-rs' level 1 (deflate_quick) makes larger output than
@@ -114,9 +114,10 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
     let mut next_index = 0u64;
     let level = Compression::new(options.level);
     let zero_crc = (chunk_size as usize, manifest::zero_crc(chunk_size));
+    let (threads, window) = parallelism(chunk_size);
     pipeline::ordered(
-        threads(),
-        2 * threads(),
+        threads,
+        window,
         || {
             if next_index == count {
                 return Ok(None);
