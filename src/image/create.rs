@@ -6,7 +6,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use time::OffsetDateTime;
 
 use super::container::{chunk_path, header, padding, BLOCK, INCOMPLETE_MARK, MANIFEST_PATH};
-use super::manifest::{self, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE};
+use super::manifest::{
+    self, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+};
 use super::{parallelism, pipeline, Error};
 use crate::io::{Progress, Show};
 
@@ -77,6 +80,13 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
         .seek(SeekFrom::Start(0))
         .map_err(read_err("seeking in", 0))?;
     let chunk_size = options.chunk_size;
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || !chunk_size.is_power_of_two() {
+        return Err(Error::Create {
+            why: format!(
+                "chunk size {chunk_size}: not a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
+            ),
+        });
+    }
     let count = chunk_count(source_size, chunk_size);
     let mut manifest = Manifest {
         name: options.name.clone(),
@@ -97,9 +107,10 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
             .collect(),
         ..manifest.clone()
     };
-    // Validate what the user gave (name, description, chunk size) before writing.
-    Manifest::parse(&largest.to_toml()).map_err(|e| Error::Create { why: e.to_string() })?;
-    let reserved = largest.to_toml().len() as u64 + 2;
+    // Validate what the user gave (name, description, sizes) before writing.
+    let largest = largest.to_toml();
+    Manifest::parse(&largest).map_err(|e| Error::Create { why: e.to_string() })?;
+    let reserved = largest.len() as u64 + 2;
     drop(largest);
 
     let mtime = u64::try_from(options.created.unix_timestamp()).unwrap_or(0);
@@ -239,6 +250,53 @@ mod tests {
         buf[4098] = 0;
         buf[3] = 0x80;
         assert!(!is_zero(&buf));
+    }
+
+    #[test]
+    fn refuses_bad_options_before_writing() {
+        for (chunk_size, name, expected) in [
+            (0, "a", "chunk size 0"),
+            (MIN_CHUNK_SIZE + 1, "a", "not a power of two"),
+            (MAX_CHUNK_SIZE * 2, "a", "not a power of two"),
+            (MIN_CHUNK_SIZE, "bad\u{7}name", "control characters"),
+        ] {
+            let mut options = CreateOptions::new(name);
+            options.chunk_size = chunk_size;
+            let mut out = std::io::Cursor::new(Vec::new());
+            let source = &mut std::io::Cursor::new(vec![1u8; 1000]);
+            let err = create(source, &mut out, &options).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(
+                out.into_inner().is_empty(),
+                "{expected}: wrote to the image"
+            );
+        }
+    }
+
+    #[test]
+    fn round_trips_in_memory() {
+        let mut source: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        source[70_000..200_000].fill(0);
+        let mut options = CreateOptions::new("mem");
+        options.chunk_size = MIN_CHUNK_SIZE;
+        let mut image = std::io::Cursor::new(Vec::new());
+        let made = create(
+            &mut std::io::Cursor::new(source.clone()),
+            &mut image,
+            &options,
+        )
+        .unwrap();
+        assert_eq!(made.chunks.len(), 5);
+        assert_eq!(
+            made.chunks[2].kind,
+            Kind::Zero,
+            "bytes 131072..196608 are zero"
+        );
+        let mut target = std::io::Cursor::new(vec![0xEE; 300_000]);
+        let applied =
+            super::super::apply(&mut image, &mut target, &mut Default::default()).unwrap();
+        assert_eq!(applied, made);
+        assert!(target.into_inner() == source);
     }
 
     #[test]
