@@ -15,10 +15,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Something failed while doing `what` on a disk.
+    #[error("{what} on {disk}: {source}")]
+    OnDisk {
+        what: &'static str,
+        disk: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
     Disk(#[from] crate::disk::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Job(#[from] crate::store::JobError),
+    #[error(transparent)]
+    Install(#[from] crate::install::Error),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::Error),
     #[error(transparent)]
     Image(#[from] crate::image::Error),
     #[error(transparent)]

@@ -9,8 +9,10 @@ pub mod disk;
 pub mod error;
 pub mod identity;
 pub mod image;
+pub mod install;
 pub mod io;
 pub mod kernel;
+pub mod recovery;
 pub mod store;
 pub mod units;
 

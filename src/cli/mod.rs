@@ -1,13 +1,18 @@
 //! The command line: one file per verb group, each a thin layer over the library.
 
+mod job;
+// Not `mod log`: that would hide the log crate in this file.
+#[path = "log.rs"]
+mod step_log;
+
 use argh::FromArgs;
 use std::process::ExitCode;
 
-mod disk;
 mod identity;
 pub mod image;
+mod install;
 mod layout;
-pub use disk::open_disk;
+pub use crate::disk::open_disk;
 
 /// reprov: appliance servers that re-provision themselves.
 #[derive(FromArgs)]
@@ -23,8 +28,11 @@ struct Top {
 #[argh(subcommand)]
 enum Command {
     Version(Version),
+    InstallSystem(install::InstallSystem),
     Image(image::ImageCommand),
     Layout(layout::Layout),
+    Job(job::JobArgs),
+    Log(step_log::LogArgs),
     Identity(identity::IdentityCmd),
 }
 
@@ -42,8 +50,11 @@ pub fn main() -> ExitCode {
             println!("reprov {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::InstallSystem(args) => args.run(),
         Command::Image(command) => command.run(),
         Command::Layout(args) => layout::run(args),
+        Command::Job(args) => job::run(args),
+        Command::Log(args) => step_log::run(args),
         Command::Identity(cmd) => identity::run(cmd),
     };
     match result {

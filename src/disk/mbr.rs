@@ -43,6 +43,11 @@ impl PartType {
         matches!(self.0, 0x05 | 0x0F | 0x85 | 0xC5 | 0xD5)
     }
 
+    /// True for the FAT types (12, 16, 32; CHS or LBA), visible or hidden.
+    pub fn is_fat(self) -> bool {
+        matches!(self.unhide().0, 0x01 | 0x04 | 0x06 | 0x0B | 0x0C | 0x0E)
+    }
+
     /// True for a FAT/NTFS type with its hidden bit set (`0x1C` is hidden `0x0C`).
     pub fn is_hidden(self) -> bool {
         self.0 & Self::HIDDEN_BIT != 0 && Self::HIDEABLE.contains(&(self.0 & !Self::HIDDEN_BIT))

@@ -4,6 +4,7 @@ mod appliance;
 mod detect;
 pub mod init;
 pub mod mbr;
+mod open;
 #[cfg(test)]
 mod tests;
 
@@ -11,6 +12,7 @@ pub use appliance::ApplianceDisk;
 pub use detect::Role;
 pub use init::{init, Sizes};
 pub use mbr::{Entry, Mbr, PartType};
+pub use open::open_disk;
 
 /// What went wrong with a disk.
 #[derive(Debug, thiserror::Error)]

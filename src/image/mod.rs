@@ -6,6 +6,7 @@
 //! be `Send` and memory stays bounded by a few chunks whatever the image size.
 
 mod apply;
+mod check;
 mod container;
 mod create;
 mod manifest;
@@ -14,6 +15,7 @@ mod pipeline;
 mod verify;
 
 pub use apply::{apply, ApplyOptions};
+pub use check::check_target;
 pub use container::{chunk_path, open, Layout, MANIFEST_PATH};
 pub use create::{create, CreateOptions, COMPRESSION_LEVEL};
 pub use manifest::{

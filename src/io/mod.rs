@@ -3,11 +3,13 @@
 mod limit;
 mod progress;
 mod sync;
+mod sync_on_flush;
 mod window;
 mod zero;
 
 pub use limit::Limited;
 pub use progress::{Progress, Show};
 pub use sync::SyncAll;
+pub use sync_on_flush::SyncOnFlush;
 pub use window::Window;
 pub use zero::{write_zeros, ZeroRange};

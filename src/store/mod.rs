@@ -6,6 +6,16 @@
 
 use std::io::{Read, Seek, Write};
 
+mod files;
+mod job;
+mod log;
+mod name;
+
+pub use files::{image_path, IDENTITY_PATH, IMAGES_DIR, JOB_PATH};
+pub use job::{Job, JobError, Kind, State};
+pub use log::{parse_log, Code, Entry, LogRead, CODES, LOG_LIMIT, LOG_PATH, OLD_LOG_PATH};
+pub use name::{ImageName, MAX_IMAGE_NAME_BYTES};
+
 /// Directory of reprov's own files on the images partition.
 pub const REPROV_DIR: &str = "reprov";
 /// Directory of the MBR copies taken before every MBR write.
@@ -26,6 +36,34 @@ pub enum Error {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path} {source}")]
+    BadJob {
+        path: String,
+        #[source]
+        source: JobError,
+    },
+    #[error("{path} on the images partition is {len} bytes long, more than the {limit} allowed")]
+    TooBig { path: String, len: u64, limit: u64 },
+    #[error("image {name} is not on the images partition")]
+    ImageMissing { name: String },
+    #[error("image {name} is already on the images partition (remove it first)")]
+    ImageExists { name: String },
+    #[error(
+        "image {name} is {size} bytes, more than the {free} bytes free on the images partition"
+    )]
+    NoRoom { name: String, size: u64, free: u64 },
+    #[error("reading the source of image {name}: {source}")]
+    Source {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("adding image {name}: the source gave {got} of the {size} bytes announced")]
+    SourceSize {
+        name: String,
+        size: u64,
+        got: String,
     },
 }
 
@@ -171,11 +209,12 @@ impl<D: Read + Write + Seek> Store<D> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Cursor;
+    use std::process::Command;
 
-    fn formatted(bytes: usize) -> Cursor<Vec<u8>> {
+    pub(crate) fn formatted(bytes: usize) -> Cursor<Vec<u8>> {
         let mut disk = Cursor::new(vec![0u8; bytes]);
         fatfs::format_volume(
             &mut disk,
@@ -215,5 +254,40 @@ mod tests {
         let last = format!("{MBR_BACKUP_DIR}/{}", kept.last().unwrap().0);
         assert_eq!(store.read(&last).unwrap().unwrap(), vec![66u8; 512]);
         store.unmount().unwrap();
+    }
+
+    /// fsck.vfat's verdict on a volume after the store made nested directories in it
+    /// (plain fatfs 0.3.6 fails this; see vendor/fatfs/README.reprov.md).
+    fn fsck_after_mkdirs(fat_type: fatfs::FatType, bytes: usize) -> (bool, String) {
+        let mut disk = Cursor::new(vec![0u8; bytes]);
+        let options = fatfs::FormatVolumeOptions::new()
+            .fat_type(fat_type)
+            .volume_label(*b"IMAGES     ");
+        fatfs::format_volume(&mut disk, options).unwrap();
+        let store = Store::open(&mut disk).unwrap();
+        store.write("reprov/job", b"x").unwrap();
+        store.save_mbr_backup(&[7; 512]).unwrap();
+        store.write("images/a/b/c.img", b"deep").unwrap();
+        store.unmount().unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), disk.get_ref()).unwrap();
+        let out = Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(file.path())
+            .output()
+            .expect("fsck.vfat (dosfstools) runs");
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && !report.contains("Expected"), report)
+    }
+
+    #[test]
+    fn new_directories_pass_fsck() {
+        for (fat_type, bytes) in [
+            (fatfs::FatType::Fat32, 40 << 20),
+            (fatfs::FatType::Fat16, 16 << 20),
+        ] {
+            let (clean, report) = fsck_after_mkdirs(fat_type, bytes);
+            assert!(clean, "{fat_type:?}: {report}");
+        }
     }
 }

@@ -1,9 +1,9 @@
-//! Opening the disk a verb's `--disk D` names.
+//! Opening an appliance disk by path: a block device, or a disk image file.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-use crate::disk::ApplianceDisk;
+use super::ApplianceDisk;
 
 /// Opens a file or block device read-write and detects its appliance layout; refuses a
 /// disk that is not one. Writes nothing.

@@ -1,0 +1,185 @@
+//! The recovery environment: reprov as PID 1, the `/init` of the recovery initramfs.
+//!
+//! Bring-up: mount /proc, /sys, /dev; log to the console and /dev/kmsg; load the modules the
+//! initramfs carries; wait for the appliance disk. Then the job on the images partition
+//! ([`run_job`]). PID 1 never exits: with no job, or after a failure, it says so on the
+//! console and waits, with the system partition still active.
+
+pub mod cmdline;
+pub mod disks;
+pub mod log;
+pub mod modules;
+pub mod mounts;
+mod panic;
+pub mod runner;
+
+use crate::disk::ApplianceDisk;
+use crate::kernel;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+/// What the console shows when there is nothing to do.
+pub const NO_JOB_MESSAGE: &str =
+    "no job on the images partition; system partition stays active; waiting";
+/// How long drivers get to find the appliance disk.
+const DISK_TIMEOUT: Duration = Duration::from_secs(30);
+const DISK_POLL: Duration = Duration::from_millis(200);
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do.
+    NoJob,
+    /// The job committed: reboot into the new NOS.
+    Done,
+}
+
+/// What went wrong in the recovery's bring-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error("no appliance disk found after {waited_secs} s among the block devices [{devices}]")]
+    NoApplianceDisk { waited_secs: u64, devices: String },
+    #[error(
+        "the job ({job}) failed: {why}; fix the cause, then set the job again (reprov job set)"
+    )]
+    JobFailed { job: String, why: String },
+}
+
+/// Whether reprov runs as init: PID 1, or started under a name ending in `init`.
+pub fn is_init(pid: u32, argv0: Option<&OsStr>) -> bool {
+    pid == 1 || argv0.is_some_and(|arg| arg.to_string_lossy().ends_with("init"))
+}
+
+/// The recovery's main: bring-up, the job, then reboot or wait forever.
+pub fn main() -> ! {
+    log::init(false);
+    panic::install();
+    match run() {
+        Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
+        Ok(Outcome::Done) => {
+            ::log::info!("job done; rebooting");
+            reboot();
+        }
+        Err(error) => ::log::error!("{error}; system partition stays active; waiting"),
+    }
+    wait_forever()
+}
+
+fn run() -> crate::Result<Outcome> {
+    mounts::mount_all(&mounts::BOOT_MOUNTS, |row| {
+        kernel::mount::mount(row.source, Path::new(row.target), row.fstype, row.data)
+    })
+    .map_err(Error::from)?;
+    if let Err(error) = log::attach_kmsg(Path::new("/dev/kmsg")) {
+        ::log::warn!("opening /dev/kmsg: {error}; logging to the console only");
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| crate::Error::io("reading", "/proc/cmdline", e))?;
+    log::set_debug(cmdline::Cmdline::parse(&cmdline).debug);
+    ::log::info!("reprov {} starting", env!("CARGO_PKG_VERSION"));
+    load_modules()?;
+    let disk = find_disk()?;
+    ::log::info!("appliance disk: {}", disk.name());
+    run_job(disk)
+}
+
+fn load_modules() -> crate::Result<()> {
+    let order = match std::fs::read_to_string(modules::ORDER_FILE) {
+        Ok(text) => modules::parse_order(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ::log::info!("no {}: no modules to load", modules::ORDER_FILE);
+            return Ok(());
+        }
+        Err(e) => return Err(crate::Error::io("reading", modules::ORDER_FILE, e)),
+    };
+    ::log::debug!("{} lists {} modules", modules::ORDER_FILE, order.len());
+    let report = modules::load_all(Path::new("/"), &order, kernel::modules::load);
+    ::log::info!(
+        "modules: {} loaded, {} already there, {} failed",
+        report.loaded,
+        report.already,
+        report.failed.len()
+    );
+    Ok(())
+}
+
+fn find_disk() -> crate::Result<ApplianceDisk<File>> {
+    let sys_block = Path::new("/sys/block");
+    let found = disks::wait_for(DISK_TIMEOUT, DISK_POLL, || {
+        match disks::block_devices(sys_block) {
+            Ok(names) => disks::find_appliance(Path::new("/dev"), &names),
+            Err(error) => {
+                ::log::warn!("listing {}: {error}", sys_block.display());
+                None
+            }
+        }
+    });
+    found.ok_or_else(|| {
+        let devices = disks::block_devices(sys_block)
+            .map(|names| names.join(" "))
+            .unwrap_or_else(|e| format!("unreadable: {e}"));
+        Error::NoApplianceDisk {
+            waited_secs: DISK_TIMEOUT.as_secs(),
+            devices,
+        }
+        .into()
+    })
+}
+
+/// Runs the pending job on `disk`, if any (see [`runner`]). Writes to the disk.
+pub fn run_job(disk: ApplianceDisk<File>) -> crate::Result<Outcome> {
+    let device = std::path::PathBuf::from(disk.name());
+    // The runner opens the disk itself, as many times as it needs.
+    drop(disk);
+    runner::run(&device, &runner::Machine::this())
+}
+
+/// Reboots the machine; logs when it cannot. Only PID 1 reboots: reprov started as
+/// `…init` by hand on a running system must not take the machine down.
+pub(crate) fn reboot() {
+    if std::process::id() != 1 {
+        ::log::error!("not PID 1: not rebooting");
+        return;
+    }
+    let error = kernel::power::reboot();
+    ::log::error!("rebooting: {error}");
+}
+
+/// PID 1's last state: reap orphans, sleep, forever.
+pub(crate) fn wait_forever() -> ! {
+    loop {
+        if let Err(error) = kernel::process::reap_children() {
+            ::log::warn!("reaping child processes: {error}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_as_init_as_pid_1_or_by_name() {
+        let cases = [
+            (1, Some("/usr/bin/reprov"), true),
+            (1, None, true),
+            (42, Some("/init"), true),
+            (42, Some("/sbin/reprov-init"), true),
+            (42, Some("reprov"), false),
+            (42, Some("/usr/bin/reprov"), false),
+            (42, None, false),
+        ];
+        for (pid, argv0, expected) in cases {
+            assert_eq!(
+                is_init(pid, argv0.map(OsStr::new)),
+                expected,
+                "pid {pid}, argv0 {argv0:?}"
+            );
+        }
+    }
+}

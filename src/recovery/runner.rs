@@ -1,0 +1,555 @@
+//! The job runner: what recovery does with the job on the images partition.
+//!
+//! The rule that makes it safe: until the commit the system partition stays active, so
+//! a power cut at any moment brings the machine back here, and the job converges — a
+//! `running` job resumes from its checkpoint, a `committing` one just commits again.
+//! Every step is idempotent, and every step is logged (console and step log) with its code.
+//!
+//! The disk is opened more than once: one handle edits the MBR and writes NOS, the others
+//! mount the images (and data) partitions to read the image and record checkpoints. Only
+//! one file system instance per partition is ever mounted at a time.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::Outcome;
+use crate::disk::{open_disk, ApplianceDisk, Role};
+use crate::identity::{self, Identity};
+use crate::image::{self, ApplyOptions, CreateOptions};
+use crate::io::{Show, SyncOnFlush, Window};
+use crate::store::{Code, ImageName, Job, Kind as JobKind, State as JobState, Store};
+
+/// Where the factory image lives on the data partition (the "recovery CD" on disk).
+pub const FACTORY_DIR: &str = "factory";
+/// Where recovery mounts a NOS that is not FAT (ext4) to restore the identity.
+const NOS_MOUNT: &str = "/run/reprov/nos";
+/// How often an apply syncs NOS and records its checkpoint in the job.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// A partition's file system mounted through its own handle on the disk, synced on
+/// every flush so each job write and log entry is durable.
+type Mounted = Store<SyncOnFlush<Window<File>>>;
+
+/// What the runner needs from the machine it runs on.
+pub struct Machine {
+    /// The firmware's model and serial number (DMI), for naming created images.
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    /// Mounts a non-FAT NOS partition (its device path) at a directory, and unmounts it.
+    pub mount_nos: fn(&Path, &Path) -> std::io::Result<()>,
+    pub unmount_nos: fn(&Path) -> std::io::Result<()>,
+}
+
+impl Machine {
+    /// This machine, as the recovery sees it (DMI from /sys, mounts through the kernel).
+    pub fn this() -> Self {
+        let dmi = |field: &str| {
+            std::fs::read_to_string(format!("/sys/class/dmi/id/{field}"))
+                .ok()
+                .map(|text| text.trim().to_string())
+                .filter(|text| !text.is_empty())
+        };
+        Machine {
+            model: dmi("product_name"),
+            serial: dmi("product_serial"),
+            mount_nos: |device, at| {
+                let device = device.to_str().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "non-UTF-8 device path")
+                })?;
+                crate::kernel::mount::mount(device, at, "ext4", None)
+            },
+            unmount_nos: crate::kernel::mount::unmount,
+        }
+    }
+}
+
+/// Runs the pending job on the appliance disk at `device` (a block device, or a disk
+/// image file in tests). Writes to the disk. On a failure the job is marked `failed`
+/// with its reason, the error is logged with its code, and the system partition stays
+/// active.
+pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
+    let mut disk = open_disk(device)?;
+    let job = with_store(&mut disk, |store| Ok(store.read_job()?))?;
+    let Some(job) = job else {
+        note(&mut disk, Code::NoJob, None)?;
+        return Ok(Outcome::NoJob);
+    };
+    let what = format!("{} {}", job.kind.as_str(), job.image.as_str());
+    match job.state {
+        JobState::Done => {
+            log::info!("the last job ({what}) is done; nothing to do");
+            Ok(Outcome::NoJob)
+        }
+        JobState::Failed => Err(super::Error::JobFailed {
+            job: what,
+            why: job.last_error.clone().unwrap_or_default(),
+        }
+        .into()),
+        JobState::Committing => {
+            log::info!("the job ({what}) was committing when recovery stopped: committing again");
+            commit(&mut disk, job)
+        }
+        JobState::Pending | JobState::Running => {
+            let job = job.start()?;
+            with_store(&mut disk, |store| {
+                store.write_job(&job)?;
+                step(
+                    store,
+                    Code::JobRead,
+                    &format!(
+                        "{what}, attempt {}, from chunk {}",
+                        job.attempts, job.checkpoint
+                    ),
+                )
+            })?;
+            let mut runner = Runner {
+                device: device.to_path_buf(),
+                disk,
+                job,
+                machine,
+            };
+            match runner.execute() {
+                Ok(()) => commit(&mut runner.disk, runner.job),
+                Err(error) => {
+                    runner.record_failure(&error);
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
+/// One job in progress.
+struct Runner<'a> {
+    device: PathBuf,
+    disk: ApplianceDisk<File>,
+    job: Job,
+    machine: &'a Machine,
+}
+
+impl Runner<'_> {
+    /// Everything up to (not including) the commit.
+    fn execute(&mut self) -> crate::Result<()> {
+        match self.job.kind {
+            JobKind::Apply => self.apply(FromStore::Images),
+            JobKind::Factory => self.apply(FromStore::Factory),
+            JobKind::Create => self.create(),
+        }
+    }
+
+    /// Validate, grow, stream, check, restore identity: an image onto NOS.
+    fn apply(&mut self, from: FromStore) -> crate::Result<()> {
+        // Everything that can be known up front is checked before the first write.
+        // A closure, not the function item: it takes the store's borrow as it comes.
+        #[allow(clippy::redundant_closure)]
+        let identity = with_store(&mut self.disk, |store| identity::load(store))?;
+        if identity.is_none() {
+            log::warn!("no saved identity on the images partition: the new OS keeps its own");
+        }
+        let manifest = self.with_image(from, |mut image, _| {
+            Ok(image::verify(&mut image, Show::detect())?)
+        })?;
+        let (_, nos_len) = self.disk.range(Role::Nos);
+        let grown = image::nos_growth(manifest.source_size, nos_len, self.disk.float_len())?;
+        self.note(
+            Code::ImageValidated,
+            &format!(
+                "{} ({}), {} chunks",
+                manifest.name,
+                crate::units::format_size(manifest.source_size),
+                manifest.chunks.len()
+            ),
+        )?;
+        if let Some(new_len) = grown {
+            // Its own commit, before NOS is written: nothing is ever written past the end
+            // of NOS as the MBR on the disk describes it. The system partition stays active.
+            self.disk.grow_nos(new_len)?;
+            self.disk.commit()?;
+            self.note(
+                Code::NosGrown,
+                &format!(
+                    "from {} to {}",
+                    crate::units::format_size(nos_len),
+                    crate::units::format_size(new_len)
+                ),
+            )?;
+        }
+
+        let resume_from = self.job.checkpoint;
+        self.note(Code::ApplyStarted, &format!("from chunk {resume_from}"))?;
+        let mut job = self.job.clone();
+        let name = job.image.clone();
+        let stores = Stores::of(&self.disk);
+        let disk = &mut self.disk;
+        let manifest = with_image_store(&self.device, stores, from, &name, |image, jobs| {
+            let mut record = |chunks: u64| -> Result<(), image::CheckpointError> {
+                job = job.checkpoint(chunks)?;
+                jobs.write_job(&job)?;
+                jobs.log(
+                    Code::ApplyProgress,
+                    Some(&format!("{chunks} chunks durable")),
+                )?;
+                Ok(())
+            };
+            let mut options = ApplyOptions {
+                resume_from,
+                checkpoint_every: CHECKPOINT_EVERY,
+                on_checkpoint: Some(&mut record),
+                show: Show::detect(),
+            };
+            let mut image = image;
+            image::apply_to_nos(&mut image, disk, &mut options)
+        })?;
+        self.job = job;
+        self.note(Code::ApplyDone, &manifest.name)?;
+
+        let mut nos = self
+            .disk
+            .partition(Role::Nos)
+            .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
+        image::check_target(&manifest, &mut nos)?;
+        self.note(Code::Verified, "every chunk reads back with its CRC32")?;
+
+        if let Some(identity) = identity {
+            self.restore_identity(&identity)?;
+            self.note(Code::IdentityRestored, identity.hostname.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Pack NOS into an image on the images partition, named from model and serial.
+    fn create(&mut self) -> crate::Result<()> {
+        let name = match (&self.machine.model, &self.machine.serial) {
+            (None, None) => self.job.image.as_str().to_string(),
+            (model, serial) => format!(
+                "{}.{}",
+                identity::default_image_name(
+                    model.as_deref().unwrap_or(""),
+                    serial.as_deref().unwrap_or("")
+                ),
+                image::EXTENSION
+            ),
+        };
+        let name = ImageName::new(&name).map_err(|why| {
+            crate::Error::Usage(format!("naming the created image {name:?}: {why}"))
+        })?;
+        self.note(Code::CreateStarted, name.as_str())?;
+        let (start, len) = self.disk.range(Role::Images);
+        let store = mount(&self.device, start, len, "images")?;
+        let mut options = CreateOptions::new(name.as_str().trim_end_matches(".tar"));
+        options.description = format!("NOS of {}", self.device.display());
+        options.show = Show::detect();
+        let created = (|| {
+            let mut file = store.create_file(&crate::store::image_path(&name))?;
+            let mut nos = self
+                .disk
+                .partition(Role::Nos)
+                .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
+            let manifest = image::create(&mut nos, &mut file, &options)?;
+            std::io::Write::flush(&mut file)
+                .map_err(|e| crate::Error::io("flushing", name.as_str(), e))?;
+            Ok::<_, crate::Error>(manifest)
+        })();
+        store.unmount()?;
+        let manifest = created?;
+        self.note(
+            Code::CreateDone,
+            &format!(
+                "{} ({} stored)",
+                name.as_str(),
+                crate::units::format_size(manifest.stored_total())
+            ),
+        )
+    }
+
+    /// Writes the saved identity into the new OS: through fatfs on a FAT NOS, through
+    /// the kernel's file system (ext4) otherwise.
+    fn restore_identity(&mut self, identity: &Identity) -> crate::Result<()> {
+        let files = identity::render(identity);
+        let is_fat = self.disk.entry(Role::Nos).ptype.is_fat();
+        let nos = self
+            .disk
+            .partition(Role::Nos)
+            .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
+        if is_fat {
+            let fs = fatfs::FileSystem::new(nos, fatfs::FsOptions::new()).map_err(|e| {
+                crate::Error::io(
+                    "mounting the FAT file system of NOS on",
+                    self.device.display(),
+                    e,
+                )
+            })?;
+            identity::restore_into(&files, &mut identity::FatSink::new(&fs))?;
+            fs.unmount()
+                .map_err(|e| crate::Error::io("unmounting NOS of", self.device.display(), e))?;
+            return Ok(());
+        }
+        let part = partition_device(&self.device, Role::Nos.slot());
+        let at = Path::new(NOS_MOUNT);
+        (self.machine.mount_nos)(&part, at)
+            .map_err(|e| crate::Error::io("mounting NOS", part.display(), e))?;
+        let restored = identity::restore_into(&files, &mut identity::DirSink::new(at));
+        (self.machine.unmount_nos)(at)
+            .map_err(|e| crate::Error::io("unmounting NOS at", at.display(), e))?;
+        Ok(restored?)
+    }
+
+    /// Reads from the job's image through its own mount, with no job store needed.
+    fn with_image<T>(
+        &mut self,
+        from: FromStore,
+        f: impl FnOnce(&mut dyn ReadSeek, &Mounted) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        with_image_store(
+            &self.device,
+            Stores::of(&self.disk),
+            from,
+            &self.job.image,
+            f,
+        )
+    }
+
+    fn note(&mut self, code: Code, detail: &str) -> crate::Result<()> {
+        note(&mut self.disk, code, Some(detail))
+    }
+
+    /// Marks the job failed with its reason and logs the error's code. A failure to
+    /// record is logged too: the original error is what the operator needs to see.
+    fn record_failure(&mut self, error: &crate::Error) {
+        let message = error.to_string();
+        let code = code_for(error);
+        log::error!("[{}] {}: {message}", code.id(), code.verbose());
+        let recorded = self
+            .job
+            .fail(&message)
+            .map_err(crate::Error::from)
+            .and_then(|job| {
+                with_store(&mut self.disk, |store| {
+                    store.write_job(&job)?;
+                    Ok(store.log(code, Some(&message))?)
+                })
+            });
+        if let Err(e) = recorded {
+            log::error!("recording the failure on the images partition: {e}");
+        }
+    }
+}
+
+/// Where a job's image comes from.
+#[derive(Clone, Copy)]
+enum FromStore {
+    /// `images/NAME` on the images partition.
+    Images,
+    /// `factory/NAME` on the data partition.
+    Factory,
+}
+
+/// Byte ranges of the partitions that hold files: known before the disk is lent out.
+#[derive(Clone, Copy)]
+struct Stores {
+    images: (u64, u64),
+    data: (u64, u64),
+}
+
+impl Stores {
+    fn of(disk: &ApplianceDisk<File>) -> Self {
+        Stores {
+            images: disk.range(Role::Images),
+            data: disk.range(Role::Data),
+        }
+    }
+}
+
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// Mounts the images partition (and, for a factory image, the data partition) through
+/// their own handles, opens the image, and runs `f` with it and the images store (for the
+/// job's checkpoints). Unmounts both afterwards, whatever `f` returned.
+fn with_image_store<T>(
+    device: &Path,
+    stores: Stores,
+    from: FromStore,
+    name: &ImageName,
+    f: impl FnOnce(&mut dyn ReadSeek, &Mounted) -> crate::Result<T>,
+) -> crate::Result<T> {
+    let (start, len) = stores.images;
+    let images = mount(device, start, len, "images")?;
+    let result = match from {
+        FromStore::Images => images
+            .open_image(name)
+            .map_err(crate::Error::from)
+            .and_then(|mut image| f(&mut image, &images)),
+        FromStore::Factory => {
+            let (start, len) = stores.data;
+            let data = mount(device, start, len, "data")?;
+            let result = data
+                .open_in(FACTORY_DIR, name)
+                .map_err(crate::Error::from)
+                .and_then(|mut image| f(&mut image, &images));
+            data.unmount()?;
+            result
+        }
+    };
+    images.unmount()?;
+    result
+}
+
+/// Mounts the FAT file system of `[start, start + len)` of `device` through a handle of its own.
+fn mount(device: &Path, start: u64, len: u64, what: &str) -> crate::Result<Mounted> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|e| crate::Error::io("opening", device.display(), e))?;
+    let window = Window::new(file, start, len)
+        .map_err(|e| crate::Error::io("opening a partition of", device.display(), e))?;
+    Store::open(SyncOnFlush(window)).map_err(|e| crate::Error::OnDisk {
+        what: if what == "data" {
+            "mounting the data partition"
+        } else {
+            "mounting the images partition"
+        },
+        disk: device.display().to_string(),
+        source: Box::new(e.into()),
+    })
+}
+
+/// The commit: one MBR write that hides the system partition and makes NOS active.
+/// The job says `committing` first, so a cut during the commit commits again.
+fn commit(disk: &mut ApplianceDisk<File>, job: Job) -> crate::Result<Outcome> {
+    let job = if job.state == JobState::Committing {
+        job
+    } else {
+        job.commit_started()?
+    };
+    with_store(disk, |store| {
+        store.write_job(&job)?;
+        step(store, Code::CommitStarted, "")
+    })?;
+    disk.hide_system();
+    disk.activate(Role::Nos);
+    if let Err(error) = disk.commit() {
+        log::error!(
+            "[{}] {}: {error}",
+            Code::CommitFailed.id(),
+            Code::CommitFailed.verbose()
+        );
+        return Err(error);
+    }
+    let done = job.done()?;
+    with_store(disk, |store| {
+        step(store, Code::Committed, "")?;
+        store.write_job(&done)?;
+        step(
+            store,
+            Code::JobDone,
+            &format!("{} {}", done.kind.as_str(), done.image.as_str()),
+        )
+    })?;
+    Ok(Outcome::Done)
+}
+
+/// Mounts the images partition through the disk's own handle, runs `f`, unmounts (always)
+/// and syncs the disk.
+fn with_store<T>(
+    disk: &mut ApplianceDisk<File>,
+    f: impl FnOnce(&Store<Window<&mut File>>) -> crate::Result<T>,
+) -> crate::Result<T> {
+    let store = disk.store()?;
+    let result = f(&store);
+    let unmounted = store.unmount();
+    let value = result?;
+    unmounted?;
+    disk.device()
+        .sync_all()
+        .map_err(|e| crate::Error::io("syncing", disk.name(), e))?;
+    Ok(value)
+}
+
+/// Logs a step on the console and appends it to the step log.
+fn step<D: Read + std::io::Write + Seek>(
+    store: &Store<D>,
+    code: Code,
+    detail: &str,
+) -> crate::Result<()> {
+    if detail.is_empty() {
+        log::info!("[{}] {}", code.id(), code.verbose());
+    } else {
+        log::info!("[{}] {}: {detail}", code.id(), code.verbose());
+    }
+    store.log(code, (!detail.is_empty()).then_some(detail))?;
+    Ok(())
+}
+
+fn note(disk: &mut ApplianceDisk<File>, code: Code, detail: Option<&str>) -> crate::Result<()> {
+    with_store(disk, |store| step(store, code, detail.unwrap_or("")))
+}
+
+/// The step-log code of an error.
+fn code_for(error: &crate::Error) -> Code {
+    use crate::image::Error as I;
+    match error {
+        crate::Error::Image(I::TooBig { .. }) => Code::ImageTooBig,
+        crate::Error::Image(
+            I::NotAnImage { .. }
+            | I::UnknownVersion { .. }
+            | I::BadManifest { .. }
+            | I::Incomplete
+            | I::Damaged { .. }
+            | I::BadChunk { .. },
+        ) => Code::ImageCorrupt,
+        crate::Error::Image(I::Target { what, .. }) if what.starts_with("checking") => {
+            Code::VerifyFailed
+        }
+        crate::Error::Store(crate::store::Error::ImageMissing { .. }) => Code::ImageMissing,
+        crate::Error::Store(crate::store::Error::BadJob { .. }) => Code::BadJob,
+        crate::Error::Identity(_) => Code::IdentityError,
+        crate::Error::Disk(_) => Code::DiskError,
+        _ => Code::IoError,
+    }
+}
+
+/// The device of partition `slot` of a disk: `/dev/vda` → `/dev/vda2`,
+/// `/dev/nvme0n1` → `/dev/nvme0n1p2` (a disk name ending in a digit takes a `p`).
+fn partition_device(disk: &Path, slot: usize) -> PathBuf {
+    let name = disk.to_string_lossy();
+    let separator = if name.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
+    PathBuf::from(format!("{name}{separator}{slot}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_partition_devices_as_the_kernel_does() {
+        for (disk, slot, part) in [
+            ("/dev/vda", 2, "/dev/vda2"),
+            ("/dev/sda", 2, "/dev/sda2"),
+            ("/dev/nvme0n1", 2, "/dev/nvme0n1p2"),
+            ("/dev/mmcblk0", 3, "/dev/mmcblk0p3"),
+        ] {
+            assert_eq!(partition_device(Path::new(disk), slot), PathBuf::from(part));
+        }
+    }
+
+    #[test]
+    fn codes_errors_as_the_log_table_says() {
+        let too_big = crate::Error::Image(image::Error::TooBig { needed: 2, room: 1 });
+        assert_eq!(code_for(&too_big), Code::ImageTooBig);
+        let corrupt = crate::Error::Image(image::Error::BadChunk {
+            index: 3,
+            why: "CRC32 mismatch".into(),
+        });
+        assert_eq!(code_for(&corrupt), Code::ImageCorrupt);
+        let missing = crate::Error::Store(crate::store::Error::ImageMissing { name: "B".into() });
+        assert_eq!(code_for(&missing), Code::ImageMissing);
+    }
+}

@@ -1,0 +1,154 @@
+//! Appliance disks for the QEMU tests, made with the project's own scripts and binary.
+//!
+//! Built artefacts that every test shares (the recovery initramfs) go to
+//! CARGO_TARGET_TMPDIR once per test binary; disks go to each test's own directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Test appliance A's identity, as the NOS made by `qemu/make-nos` carries it.
+pub const A_HOSTNAME: &str = "appliance-a";
+pub const A_ADDRESS: &str = "10.0.2.15/24";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a program and returns its stdout's last line; panics with its stderr on failure.
+pub fn run(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed ({}): {}",
+        program.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().last().unwrap_or_default().to_string()
+}
+
+/// The newest kernel that has both /boot/vmlinuz-V and /lib/modules/V.
+pub fn kernel_version() -> String {
+    let mut versions: Vec<String> = std::fs::read_dir("/boot")
+        .expect("listing /boot")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let version = name.strip_prefix("vmlinuz-")?.to_string();
+            Path::new("/lib/modules")
+                .join(&version)
+                .is_dir()
+                .then_some(version)
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("a kernel in /boot with modules in /lib/modules")
+}
+
+/// The recovery initramfs (static reprov as /init), built once per test binary.
+pub fn recovery_initramfs() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("recovery.initrd.gz");
+        let out_arg = out.to_str().expect("UTF-8 path");
+        run(
+            &root().join("scripts/mkinitramfs"),
+            &[&kernel_version(), out_arg],
+        );
+        out
+    })
+}
+
+/// Runs the reprov binary under test.
+pub fn reprov(args: &[&str]) -> String {
+    run(Path::new(env!("CARGO_BIN_EXE_reprov")), args)
+}
+
+/// A fresh appliance disk `dir/disk.img` from `reprov layout init`, in normal operation
+/// (system hidden, NOS active):
+///
+/// | slot | role   | start (MiB) | size (MiB) | type | file system        |
+/// |------|--------|-------------|------------|------|--------------------|
+/// | 1    | system | 1           | 64         | 0x1C | FAT32              |
+/// | 2    | NOS    | 65          | 64         | 0x0C | none               |
+/// | —    | float  | 129         | 32         |      |                    |
+/// | 3    | images | 161         | 64         | 0x0C | FAT32 "IMAGES"     |
+/// | 4    | data   | 225         | 64         | 0x0C | FAT32 "DATA"       |
+pub fn layout_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.img");
+    reprov(&[
+        "layout",
+        "init",
+        "--disk",
+        disk.to_str().expect("UTF-8 path"),
+        "--system",
+        "64M",
+        "--nos",
+        "64M",
+        "--float",
+        "32M",
+        "--images",
+        "64M",
+        "--data",
+        "64M",
+        "--nos-type",
+        "0x0c",
+    ]);
+    disk
+}
+
+/// A fresh appliance disk in `dir` with the recovery installed and the system partition
+/// visible and active, as after `reprov schedule`: it boots into recovery.
+pub fn recovery_disk(dir: &Path) -> PathBuf {
+    recovery_disk_with(dir, &[])
+}
+
+/// [`recovery_disk`], with more `reprov install-system` options (e.g. `--debug`).
+pub fn recovery_disk_with(dir: &Path, options: &[&str]) -> PathBuf {
+    let disk = layout_disk(dir);
+    let disk_arg = disk.to_str().expect("UTF-8 path");
+    let kernel = format!("/boot/vmlinuz-{}", kernel_version());
+    let initramfs = recovery_initramfs().to_str().expect("UTF-8 path");
+    let mut args = vec![
+        "install-system",
+        "--disk",
+        disk_arg,
+        "--kernel",
+        &kernel,
+        "--initramfs",
+        initramfs,
+    ];
+    args.extend_from_slice(options);
+    reprov(&args);
+    reprov(&["layout", "unhide", "--disk", disk_arg]);
+    reprov(&["layout", "activate", "--disk", disk_arg, "system"]);
+    disk
+}
+
+/// Makes a NOS partition image of test appliance `name` in `dir`.
+pub fn nos_image(dir: &Path, name: &str, hostname: &str, address: &str) -> PathBuf {
+    let nos = dir.join(format!("nos-{name}.img"));
+    let nos_arg = nos.to_str().expect("UTF-8 path");
+    run(
+        &root().join("qemu/make-nos"),
+        &[name, hostname, address, nos_arg],
+    );
+    nos
+}
+
+/// Writes `nos` onto slot 2 of `disk`, hides the system partition and makes NOS active.
+pub fn put_nos(nos: &Path, disk: &Path) {
+    let disk = disk.to_str().expect("UTF-8 path");
+    run(
+        &root().join("qemu/put-nos"),
+        &[nos.to_str().expect("UTF-8 path"), disk],
+    );
+    reprov(&["layout", "hide", "--disk", disk]);
+    reprov(&["layout", "activate", "--disk", disk, "nos"]);
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests (each test file uses what it needs).
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod qemu;

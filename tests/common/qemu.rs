@@ -1,0 +1,183 @@
+//! Boots a raw appliance disk image in QEMU and watches its serial console.
+//!
+//! QEMU runs under TCG only (KVM hangs guests on these machines), with the disk on virtio,
+//! user networking restricted to the host (`restrict=on`: no way out), and the serial
+//! console written to a file in the test's directory, which the test polls. A hard timeout
+//! bounds every wait; "Kernel panic" on the console fails the test at once.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The console text that fails any test.
+pub const KERNEL_PANIC: &str = "Kernel panic";
+const POLL: Duration = Duration::from_millis(100);
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// The QEMU binary and the tools the disk fixtures need, or `None` to skip the test when
+/// one is missing. With `REPROV_REQUIRE_QEMU=1` (scripts/test, CI) a missing tool fails.
+pub fn qemu_or_skip() -> Option<PathBuf> {
+    let tools = [
+        "qemu-system-x86_64",
+        "syslinux",
+        "mcopy",
+        "mkfs.fat",
+        "sfdisk",
+        "cpio",
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| find_in_path(tool).is_none())
+        .collect();
+    if missing.is_empty() {
+        return find_in_path("qemu-system-x86_64");
+    }
+    let required = std::env::var("REPROV_REQUIRE_QEMU").is_ok_and(|v| v == "1");
+    assert!(!required, "REPROV_REQUIRE_QEMU=1 but missing: {missing:?}");
+    eprintln!("skipping: missing {missing:?} (scripts/deps installs them)");
+    None
+}
+
+/// A running QEMU; killed when dropped.
+pub struct Qemu {
+    child: Child,
+    serial: PathBuf,
+    started: Instant,
+}
+
+impl Qemu {
+    /// Boots `disk` (raw) from its MBR; the serial console goes to `serial`.
+    pub fn boot(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
+        let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
+            .expect("creating QEMU's stderr file");
+        let child = Command::new(qemu)
+            .args([
+                "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", disk.display()))
+            .args(["-nic", "user,model=virtio-net-pci,restrict=on"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting qemu-system-x86_64");
+        Qemu {
+            child,
+            serial: serial.to_path_buf(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Time since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The console so far (empty until QEMU creates the file).
+    pub fn console(&self) -> String {
+        fs::read(&self.serial)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        let console = self.console();
+        // The test's directory goes away with the failing test: keep the console.
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "failed-{}-{}.serial.log",
+            std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-"),
+            std::process::id()
+        ));
+        let kept = match fs::write(&kept, &console) {
+            Ok(()) => kept.display().to_string(),
+            Err(e) => format!("{} (not kept: {e})", self.serial.display()),
+        };
+        let tail: Vec<&str> = console.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{why} after {:.1?}; console kept in {kept}, last lines:\n{}",
+            self.elapsed(),
+            tail.join("\n")
+        );
+    }
+
+    /// Waits for a console line containing `needle` and returns that line (trimmed).
+    /// Fails on a kernel panic, on QEMU exiting first, or after `timeout`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let console = self.console();
+            if console.contains(KERNEL_PANIC) {
+                self.fail("the guest's kernel panicked");
+            }
+            if let Some(line) = console.lines().find(|line| line.contains(needle)) {
+                return line.trim().to_string();
+            }
+            match self.child.try_wait() {
+                Ok(Some(status)) => self.fail(&format!("QEMU exited ({status}) before {needle:?}")),
+                Ok(None) => {}
+                Err(e) => self.fail(&format!("checking on QEMU: {e}")),
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("no line with {needle:?}"));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits for QEMU to exit by itself (the guest powered off), at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.assert_no_panic();
+                    return status;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                Ok(None) => self.fail("QEMU still running"),
+                Err(e) => self.fail(&format!("checking on QEMU: {e}")),
+            }
+        }
+    }
+
+    /// Fails if the console shows a kernel panic.
+    pub fn assert_no_panic(&self) {
+        if self.console().contains(KERNEL_PANIC) {
+            self.fail("the guest's kernel panicked");
+        }
+    }
+
+    /// Stops QEMU (as a power cut would) and waits for it to go.
+    pub fn kill(mut self) {
+        self.assert_no_panic();
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Killing a process we started and still own; it may exit on its own meanwhile.
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
