@@ -278,11 +278,13 @@ fn apply(a: Apply) -> crate::Result<()> {
     }
 }
 
-/// Opens the target read-write; a missing path becomes a sparse file of the image's size.
+/// Opens the target read-write; a missing path (outside `/dev`) becomes a sparse file of
+/// the image's size.
 fn open_target(path: &Path, img: &mut File) -> crate::Result<File> {
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => Ok(file),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A mistyped device must not become a file in /dev (a RAM file system).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.starts_with("/dev") => {
             let size = image::open(img)?.manifest.source_size;
             let file = OpenOptions::new()
                 .read(true)
