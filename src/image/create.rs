@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use super::container::{chunk_path, header, padding, BLOCK, INCOMPLETE_MARK, MANIFEST_PATH};
 use super::manifest::{
-    self, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE,
+    self, check_text, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MIN_CHUNK_SIZE,
 };
 use super::{parallelism, pipeline, Error};
 use crate::io::{Progress, Show};
@@ -43,6 +43,24 @@ impl CreateOptions {
             level: COMPRESSION_LEVEL,
             show: Show::Quiet,
         }
+    }
+}
+
+impl CreateOptions {
+    /// Checks the chunk size, name and description (pure); `create` does it first too.
+    pub fn validate(&self) -> Result<(), Error> {
+        let chunk_size = self.chunk_size;
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || !chunk_size.is_power_of_two()
+        {
+            return Err(Error::Create {
+                why: format!(
+                    "chunk size {chunk_size}: not a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
+                ),
+            });
+        }
+        let create = |e: Error| Error::Create { why: e.to_string() };
+        check_text("name", &self.name, MAX_NAME_LEN).map_err(create)?;
+        check_text("description", &self.description, MAX_DESCRIPTION_LEN).map_err(create)
     }
 }
 
@@ -81,14 +99,8 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
     source
         .seek(SeekFrom::Start(0))
         .map_err(read_err("seeking in", 0))?;
+    options.validate()?;
     let chunk_size = options.chunk_size;
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || !chunk_size.is_power_of_two() {
-        return Err(Error::Create {
-            why: format!(
-                "chunk size {chunk_size}: not a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
-            ),
-        });
-    }
     let count = chunk_count(source_size, chunk_size);
     let mut manifest = Manifest {
         name: options.name.clone(),

@@ -268,7 +268,7 @@ impl Manifest {
 }
 
 /// Checks a free-text field: bounded, no control characters but newline and tab.
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
     if value.len() > max {
         return Err(bad(format!("{field} is longer than {max} bytes")));
     }
