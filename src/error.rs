@@ -37,6 +37,8 @@ pub enum Error {
     Image(#[from] crate::image::Error),
     #[error(transparent)]
     Identity(#[from] crate::identity::Error),
+    #[error(transparent)]
+    Transfer(#[from] crate::transfer::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

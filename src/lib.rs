@@ -14,6 +14,7 @@ pub mod io;
 pub mod kernel;
 pub mod recovery;
 pub mod store;
+pub mod transfer;
 pub mod units;
 
 pub use error::{Error, Result};

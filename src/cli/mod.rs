@@ -12,6 +12,7 @@ mod identity;
 pub mod image;
 mod install;
 mod layout;
+mod transfer;
 pub use crate::disk::open_disk;
 
 /// reprov: appliance servers that re-provision themselves.
@@ -34,6 +35,8 @@ enum Command {
     Job(job::JobArgs),
     Log(step_log::LogArgs),
     Identity(identity::IdentityCmd),
+    Fetch(transfer::Fetch),
+    Upload(transfer::Upload),
 }
 
 /// Print the version of reprov.
@@ -56,6 +59,8 @@ pub fn main() -> ExitCode {
         Command::Job(args) => job::run(args),
         Command::Log(args) => step_log::run(args),
         Command::Identity(cmd) => identity::run(cmd),
+        Command::Fetch(args) => transfer::fetch(args),
+        Command::Upload(args) => transfer::upload(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,8 +23,6 @@ use std::time::Duration;
 /// What the console shows when there is nothing to do.
 pub const NO_JOB_MESSAGE: &str =
     "no job on the images partition; system partition stays active; waiting";
-/// The pending job's file on the images partition.
-pub const JOB_PATH: &str = "reprov/job";
 /// How long drivers get to find the appliance disk.
 const DISK_TIMEOUT: Duration = Duration::from_secs(30);
 const DISK_POLL: Duration = Duration::from_millis(200);

@@ -160,6 +160,25 @@ impl<D: Read + Write + Seek> Store<D> {
         Ok(())
     }
 
+    /// Opens a file for writing, creating it (and its directories) when missing; never
+    /// truncates, so a partial download can be resumed. Writes through the returned file.
+    pub fn open_write(&self, path: &str) -> Result<fatfs::File<'_, D>, Error> {
+        self.create_dirs_for(path)?;
+        self.fs
+            .root_dir()
+            .create_file(path)
+            .map_err(file_error("opening for writing", path))
+    }
+
+    /// Renames a file, replacing `to` if it exists (FAT has no atomic replace: `to` is
+    /// removed first, so for a moment neither name exists). Writes.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        self.remove(to)?;
+        let root = self.fs.root_dir();
+        root.rename(from, &root, to)
+            .map_err(file_error("renaming", from))
+    }
+
     /// Names of the files in a directory, sorted; empty when it does not exist.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, Error> {
         let dir = match self.fs.root_dir().open_dir(dir) {

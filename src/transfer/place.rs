@@ -1,0 +1,176 @@
+//! Places downloaded files go: a plain directory, or a directory of the images store
+//! (FAT on the images partition). A download needs only these few operations, so it runs
+//! the same over both.
+
+use super::Error;
+use crate::store::Store;
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+
+/// A file being written that can be cut short where it stands (a restart from zero must
+/// not leave old bytes after the new ones).
+pub trait PartFile: Write + Seek {
+    /// Truncates the file at the current position.
+    fn truncate_here(&mut self) -> std::io::Result<()>;
+    /// Makes the bytes written durable before the file is renamed to its final name.
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl PartFile for std::fs::File {
+    fn truncate_here(&mut self) -> std::io::Result<()> {
+        let position = self.stream_position()?;
+        self.set_len(position)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
+}
+
+impl<T: Read + Write + Seek> PartFile for fatfs::File<'_, T> {
+    fn truncate_here(&mut self) -> std::io::Result<()> {
+        self.truncate()
+    }
+
+    /// Flushes into the partition; syncing the device is for whoever owns the store.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.flush()
+    }
+}
+
+/// A directory files are downloaded into. Names are plain file names.
+pub trait Place {
+    /// Where `name` is, for messages.
+    fn describe(&self, name: &str) -> String;
+    /// The size of `name`, `None` when it does not exist.
+    fn len(&self, name: &str) -> Result<Option<u64>, Error>;
+    /// A small file's content, `None` when it does not exist.
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Writes a small file whole. Writes.
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), Error>;
+    /// Opens `name` for writing, created when missing, never truncated. Writes.
+    fn open(&self, name: &str) -> Result<Box<dyn PartFile + '_>, Error>;
+    /// Renames `from` to `to`, replacing `to`. Writes.
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
+    /// Removes `name`; a missing file is not an error. Writes.
+    fn remove(&self, name: &str) -> Result<(), Error>;
+}
+
+/// A directory of the host's file system.
+pub struct DirPlace {
+    dir: PathBuf,
+}
+
+impl DirPlace {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirPlace { dir: dir.into() }
+    }
+}
+
+fn local(what: &'static str, path: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_string();
+    move |source| Error::Local { what, path, source }
+}
+
+fn missing_is_none<T>(result: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl Place for DirPlace {
+    fn describe(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn len(&self, name: &str) -> Result<Option<u64>, Error> {
+        let meta = missing_is_none(std::fs::metadata(self.dir.join(name)))
+            .map_err(local("reading the size of", self.describe(name)))?;
+        Ok(meta.map(|m| m.len()))
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        missing_is_none(std::fs::read(self.dir.join(name)))
+            .map_err(local("reading", self.describe(name)))
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), Error> {
+        std::fs::write(self.dir.join(name), data).map_err(local("writing", self.describe(name)))
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn PartFile + '_>, Error> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join(name))
+            .map_err(local("opening", self.describe(name)))?;
+        Ok(Box::new(file))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
+            .map_err(local("renaming", self.describe(from)))
+    }
+
+    fn remove(&self, name: &str) -> Result<(), Error> {
+        missing_is_none(std::fs::remove_file(self.dir.join(name)))
+            .map(|_| ())
+            .map_err(local("removing", self.describe(name)))
+    }
+}
+
+/// A directory of the images store (e.g. `images`).
+pub struct StorePlace<'s, D: Read + Write + Seek> {
+    store: &'s Store<D>,
+    dir: String,
+}
+
+impl<'s, D: Read + Write + Seek> StorePlace<'s, D> {
+    pub fn new(store: &'s Store<D>, dir: &str) -> Self {
+        StorePlace {
+            store,
+            dir: dir.trim_matches('/').to_string(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}/{}", self.dir, name)
+    }
+}
+
+impl<D: Read + Write + Seek> Place for StorePlace<'_, D> {
+    fn describe(&self, name: &str) -> String {
+        format!("{} on the images partition", self.path(name))
+    }
+
+    fn len(&self, name: &str) -> Result<Option<u64>, Error> {
+        let files = self.store.list(&self.dir)?;
+        Ok(files
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, len)| len))
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.store.read(&self.path(name))?)
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), Error> {
+        Ok(self.store.write(&self.path(name), data)?)
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn PartFile + '_>, Error> {
+        Ok(Box::new(self.store.open_write(&self.path(name))?))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        Ok(self.store.rename(&self.path(from), &self.path(to))?)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), Error> {
+        Ok(self.store.remove(&self.path(name))?)
+    }
+}

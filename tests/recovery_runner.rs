@@ -1,0 +1,525 @@
+//! The recovery's job runner on sparse disk-image files: every job kind and every
+//! refusal, checked from the outside as an operator would (the MBR, the job, the step
+//! log, the files in the new NOS). The QEMU tests run the same code as PID 1.
+//!
+//! The disk of every test (sparse, 198 MiB):
+//!
+//! | slot | role   | size   | type | holds                                  |
+//! |------|--------|--------|------|----------------------------------------|
+//! | 1    | system | 34 MiB | 0x0C | (empty FAT32), visible and active      |
+//! | 2    | NOS    | 40 MiB | 0x0C | appliance A: FAT with `appliance` = A  |
+//! | —    | float  | 24 MiB |      |                                        |
+//! | 3    | images | 64 MiB | 0x0C | `images/B.tar`, the job, A's identity  |
+//! | 4    | data   | 34 MiB | 0x0C | `factory/F.tar` when a test puts it    |
+
+use std::fs::{File, OpenOptions};
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use reprov::disk::{open_disk, PartType, Role, Sizes};
+use reprov::image::{self, CreateOptions};
+use reprov::io::Window;
+use reprov::recovery::runner::{self, Machine, FACTORY_DIR};
+use reprov::recovery::Outcome;
+use reprov::store::{ImageName, Job, Kind, State, Store};
+
+const MIB: u64 = 1 << 20;
+
+const IDENTITY_A: &str = r#"
+hostname = "appliance-a"
+
+[[interface]]
+mac = "52:54:00:12:34:56"
+addresses = ["10.0.2.15/24"]
+gateway4 = "10.0.2.2"
+"#;
+
+/// A machine with no DMI and no kernel mounts (the test NOS is FAT).
+fn machine() -> Machine {
+    Machine {
+        model: None,
+        serial: None,
+        mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
+        unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
+    }
+}
+
+/// A FAT partition image of `len` bytes holding `appliance` = `name`, its own
+/// `/etc/hostname`, and `noise` bytes of incompressible data (so images have chunks).
+fn fat_nos(len: u64, name: &str, noise: usize) -> Vec<u8> {
+    let mut part = Cursor::new(vec![0u8; usize::try_from(len).unwrap()]);
+    fatfs::format_volume(&mut part, fatfs::FormatVolumeOptions::new()).unwrap();
+    {
+        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+        let root = fs.root_dir();
+        root.create_file("appliance")
+            .unwrap()
+            .write_all(name.as_bytes())
+            .unwrap();
+        let etc = root.create_dir("etc").unwrap();
+        etc.create_file("hostname")
+            .unwrap()
+            .write_all(format!("appliance-{}\n", name.to_lowercase()).as_bytes())
+            .unwrap();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..noise)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        root.create_file("noise")
+            .unwrap()
+            .write_all(&noise)
+            .unwrap();
+        drop((etc, root));
+        fs.unmount().unwrap();
+    }
+    part.into_inner()
+}
+
+/// An image (tar bytes) of a partition.
+fn image_of(partition: &[u8], name: &str) -> Vec<u8> {
+    let mut options = CreateOptions::new(name);
+    options.chunk_size = MIB;
+    let mut out = Cursor::new(Vec::new());
+    image::create(&mut Cursor::new(partition), &mut out, &options).unwrap();
+    out.into_inner()
+}
+
+struct Scenario {
+    _dir: tempfile::TempDir,
+    disk: PathBuf,
+}
+
+impl Scenario {
+    /// Appliance A on NOS, image B (of a `b_len` NOS) in the store, A's identity saved,
+    /// a pending `apply B.tar` job, and the system partition visible and active.
+    fn apply_b(b_len: u64) -> Scenario {
+        Scenario::apply(&fat_nos(b_len, "B", 3 * MIB as usize))
+    }
+
+    /// [`Scenario::apply_b`] with B's NOS given.
+    fn apply(b: &[u8]) -> Scenario {
+        let s = Scenario::blank();
+        s.write_role(Role::Nos, &fat_nos(40 * MIB, "A", 0));
+        s.add_image("B.tar", &image_of(b, "B"));
+        s.with_store(|store| store.write_identity_text(IDENTITY_A.as_bytes()).unwrap());
+        s.set_job(Kind::Apply, "B.tar");
+        s.arm();
+        s
+    }
+
+    fn blank() -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        let sizes = Sizes {
+            system: 34 * MIB,
+            nos: 40 * MIB,
+            float: 24 * MIB,
+            images: 64 * MIB,
+            data: Some(34 * MIB),
+            nos_type: PartType::FAT32_LBA,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&disk)
+            .unwrap();
+        file.set_len(MIB + 34 * MIB + 40 * MIB + 24 * MIB + 64 * MIB + 34 * MIB)
+            .unwrap();
+        reprov::disk::init(&mut file, "disk.img", &sizes, None, false).unwrap();
+        Scenario { _dir: dir, disk }
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&Store<Window<&mut File>>) -> T) -> T {
+        let mut disk = open_disk(&self.disk).unwrap();
+        let store = disk.store().unwrap();
+        let value = f(&store);
+        store.unmount().unwrap();
+        value
+    }
+
+    fn add_image(&self, name: &str, bytes: &[u8]) {
+        self.with_store(|store| {
+            store
+                .add_image(&ImageName::new(name).unwrap(), bytes, bytes.len() as u64)
+                .unwrap()
+        });
+    }
+
+    fn set_job(&self, kind: Kind, image: &str) {
+        let job = Job::new(
+            kind,
+            ImageName::new(image).unwrap(),
+            time::OffsetDateTime::now_utc(),
+        );
+        self.with_store(|store| store.write_job(&job).unwrap());
+    }
+
+    fn job(&self) -> Job {
+        self.with_store(|store| store.read_job().unwrap().expect("a job"))
+    }
+
+    fn log_codes(&self) -> Vec<String> {
+        self.with_store(|store| store.read_log().unwrap())
+            .entries
+            .into_iter()
+            .map(|e| e.code)
+            .collect()
+    }
+
+    /// As `reprov schedule` leaves it: system visible and active.
+    fn arm(&self) {
+        let mut disk = open_disk(&self.disk).unwrap();
+        disk.unhide_system();
+        disk.activate(Role::System);
+        disk.commit().unwrap();
+    }
+
+    fn range(&self, role: Role) -> (u64, u64) {
+        open_disk(&self.disk).unwrap().range(role)
+    }
+
+    fn read_role(&self, role: Role) -> Vec<u8> {
+        let (start, len) = self.range(role);
+        let mut file = File::open(&self.disk).unwrap();
+        file.seek(SeekFrom::Start(start)).unwrap();
+        let mut bytes = vec![0; usize::try_from(len).unwrap()];
+        file.read_exact(&mut bytes).unwrap();
+        bytes
+    }
+
+    fn write_role(&self, role: Role, bytes: &[u8]) {
+        let (start, len) = self.range(role);
+        assert!(bytes.len() as u64 <= len);
+        let mut file = OpenOptions::new().write(true).open(&self.disk).unwrap();
+        file.seek(SeekFrom::Start(start)).unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    /// A file in the FAT file system of NOS.
+    fn nos_file(&self, path: &str) -> Option<String> {
+        let mut nos = Cursor::new(self.read_role(Role::Nos));
+        let fs = fatfs::FileSystem::new(&mut nos, fatfs::FsOptions::new()).unwrap();
+        let mut text = String::new();
+        let mut file = fs.root_dir().open_file(path).ok()?;
+        file.read_to_string(&mut text).unwrap();
+        Some(text)
+    }
+
+    fn run(&self) -> reprov::Result<Outcome> {
+        runner::run(&self.disk, &machine())
+    }
+
+    /// (type, active) of the system and NOS entries.
+    fn boot_state(&self) -> ((u8, bool), (u8, bool)) {
+        let disk = open_disk(&self.disk).unwrap();
+        let state = |role| {
+            let e = disk.entry(role);
+            (e.ptype.0, e.is_active())
+        };
+        (state(Role::System), state(Role::Nos))
+    }
+}
+
+const RECOVERY_ARMED: ((u8, bool), (u8, bool)) = ((0x0C, true), (0x0C, false));
+const NOS_BOOTS: ((u8, bool), (u8, bool)) = ((0x1C, false), (0x0C, true));
+
+fn assert_in_order(codes: &[String], expected: &[&str]) {
+    let mut rest = codes.iter();
+    for code in expected {
+        assert!(
+            rest.any(|c| c == code),
+            "step {code} missing or out of order in the log: {codes:?}"
+        );
+    }
+}
+
+#[test]
+fn apply_writes_b_restores_a_identity_and_commits() {
+    let s = Scenario::apply_b(40 * MIB);
+    assert_eq!(s.boot_state(), RECOVERY_ARMED);
+
+    assert_eq!(s.run().unwrap(), Outcome::Done);
+
+    assert_eq!(
+        s.boot_state(),
+        NOS_BOOTS,
+        "system hidden and inactive, NOS active"
+    );
+    assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
+    assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-a\n"));
+    let network = s
+        .nos_file("etc/systemd/network/10-reprov-525400123456.network")
+        .expect("a networkd file for A's interface");
+    assert!(network.contains("Address=10.0.2.15/24"), "{network}");
+    let job = s.job();
+    assert_eq!(job.state, State::Done);
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.checkpoint, 40, "every 1 MiB chunk durable");
+    assert_in_order(
+        &s.log_codes(),
+        &[
+            "R012", "R020", "R030", "R031", "R032", "R041", "R040", "R050", "R051", "R060",
+        ],
+    );
+}
+
+#[test]
+fn a_bigger_image_grows_nos_into_the_float_and_nothing_else_moves() {
+    let s = Scenario::apply_b(56 * MIB);
+    let before: Vec<_> = [Role::System, Role::Images, Role::Data]
+        .map(|r| s.range(r))
+        .into();
+    let (nos_start, _) = s.range(Role::Nos);
+
+    assert_eq!(s.run().unwrap(), Outcome::Done);
+
+    assert_eq!(s.range(Role::Nos), (nos_start, 56 * MIB));
+    assert_eq!(open_disk(&s.disk).unwrap().float_len(), 8 * MIB);
+    let after: Vec<_> = [Role::System, Role::Images, Role::Data]
+        .map(|r| s.range(r))
+        .into();
+    assert_eq!(before, after);
+    assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
+    assert_in_order(&s.log_codes(), &["R020", "R021", "R030", "R060"]);
+}
+
+/// Every refusal: the job fails with its code, NOS is not touched, and the system
+/// partition stays active so the machine stays in recovery.
+#[test]
+fn refusals_leave_nos_untouched_and_the_machine_in_recovery() {
+    type Breaker = fn(&Scenario);
+    let cases: [(&str, Breaker, &str, &str); 5] = [
+        (
+            "image too big for NOS + float",
+            |s| s.add_image("B.tar", &image_of(&fat_nos(72 * MIB, "B", 0), "B")),
+            "E104",
+            "room for only 64.0 MiB",
+        ),
+        (
+            "corrupted chunk in the middle",
+            |s| {
+                let mut bytes = image_of(&fat_nos(40 * MIB, "B", 3 * MIB as usize), "B");
+                let middle = bytes.len() / 2;
+                for b in &mut bytes[middle..middle + 64] {
+                    *b ^= 0x5A;
+                }
+                s.add_image("B.tar", &bytes);
+            },
+            "E103",
+            "chunk",
+        ),
+        (
+            "image missing",
+            |s| s.add_image("C.tar", &image_of(&fat_nos(40 * MIB, "C", 0), "C")),
+            "E102",
+            "B.tar",
+        ),
+        (
+            "not an image",
+            |s| s.add_image("B.tar", &vec![7u8; 3 * MIB as usize]),
+            "E103",
+            "not a reprov image",
+        ),
+        (
+            "bad saved identity",
+            |s| {
+                s.add_image("B.tar", &image_of(&fat_nos(40 * MIB, "B", 0), "B"));
+                s.with_store(|store| {
+                    store
+                        .write_identity_text(b"hostname = \"bad;name\"\n")
+                        .unwrap()
+                });
+            },
+            "E106",
+            "hostname",
+        ),
+    ];
+    for (what, breaker, code, message) in cases {
+        let s = Scenario::blank();
+        s.write_role(Role::Nos, &fat_nos(40 * MIB, "A", 0));
+        s.with_store(|store| store.write_identity_text(IDENTITY_A.as_bytes()).unwrap());
+        breaker(&s);
+        s.set_job(Kind::Apply, "B.tar");
+        s.arm();
+        let nos_before = s.read_role(Role::Nos);
+
+        let error = s.run().expect_err(what).to_string();
+
+        assert!(error.contains(message), "{what}: {error}");
+        assert_eq!(s.boot_state(), RECOVERY_ARMED, "{what}: stays in recovery");
+        assert!(
+            s.read_role(Role::Nos) == nos_before,
+            "{what}: NOS was written"
+        );
+        let job = s.job();
+        assert_eq!(job.state, State::Failed, "{what}");
+        assert!(job.last_error.unwrap().contains(message), "{what}");
+        assert_eq!(
+            s.log_codes().last().map(String::as_str),
+            Some(code),
+            "{what}"
+        );
+        // A failed job is not retried by itself: the next boot reports it and waits.
+        let again = s.run().expect_err(what).to_string();
+        assert!(again.contains("failed"), "{what}: {again}");
+        assert!(
+            s.read_role(Role::Nos) == nos_before,
+            "{what}: NOS was written"
+        );
+    }
+}
+
+#[test]
+fn a_job_cut_while_committing_just_commits_again() {
+    let s = Scenario::apply_b(40 * MIB);
+    let mut job = s.job().start().unwrap();
+    job = job.commit_started().unwrap();
+    s.with_store(|store| store.write_job(&job).unwrap());
+    let nos_before = s.read_role(Role::Nos);
+
+    assert_eq!(s.run().unwrap(), Outcome::Done);
+
+    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert!(
+        s.read_role(Role::Nos) == nos_before,
+        "NOS is not written again"
+    );
+    assert_eq!(s.job().state, State::Done);
+}
+
+#[test]
+fn a_job_cut_while_running_resumes_from_its_checkpoint() {
+    let b = fat_nos(40 * MIB, "B", 3 * MIB as usize);
+    let s = Scenario::apply(&b);
+    // As a cut leaves it: running, the first 10 chunks of B durably on NOS.
+    s.write_role(Role::Nos, &b[..(10 * MIB) as usize]);
+    let job = s.job().start().unwrap().checkpoint(10).unwrap();
+    s.with_store(|store| store.write_job(&job).unwrap());
+
+    assert_eq!(s.run().unwrap(), Outcome::Done);
+
+    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
+    assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-a\n"));
+    let job = s.job();
+    assert_eq!((job.state, job.attempts), (State::Done, 2));
+}
+
+#[test]
+fn factory_applies_the_image_on_the_data_partition() {
+    let s = Scenario::blank();
+    s.write_role(Role::Nos, &fat_nos(40 * MIB, "A", 0));
+    let factory = image_of(&fat_nos(40 * MIB, "F", 0), "F");
+    {
+        let mut disk = open_disk(&s.disk).unwrap();
+        let data = disk.partition(Role::Data).unwrap();
+        let store = Store::open(data).unwrap();
+        let mut file = store.create_file(&format!("{FACTORY_DIR}/F.tar")).unwrap();
+        file.write_all(&factory).unwrap();
+        file.flush().unwrap();
+        drop(file);
+        store.unmount().unwrap();
+    }
+    s.set_job(Kind::Factory, "F.tar");
+    s.arm();
+
+    assert_eq!(s.run().unwrap(), Outcome::Done);
+
+    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert_eq!(s.nos_file("appliance").as_deref(), Some("F"));
+    assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-f\n"));
+}
+
+#[test]
+fn create_packs_nos_into_the_store_and_boots_it_again() {
+    let s = Scenario::blank();
+    let a = fat_nos(40 * MIB, "A", MIB as usize);
+    s.write_role(Role::Nos, &a);
+    s.set_job(Kind::Create, "A.tar");
+    s.arm();
+    let nos_before = s.read_role(Role::Nos);
+
+    assert_eq!(s.run().unwrap(), Outcome::Done);
+
+    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert!(
+        s.read_role(Role::Nos) == nos_before,
+        "create only reads NOS"
+    );
+    let manifest = s.with_store(|store| {
+        let mut image = store.open_image(&ImageName::new("A.tar").unwrap()).unwrap();
+        image::verify(&mut image, reprov::io::Show::Quiet).unwrap()
+    });
+    assert_eq!(manifest.source_size, 40 * MIB);
+    // Applied elsewhere, it is A again.
+    let mut copy = Cursor::new(vec![0xEEu8; (40 * MIB) as usize]);
+    let bytes = s.with_store(|store| {
+        let mut image = store.open_image(&ImageName::new("A.tar").unwrap()).unwrap();
+        let mut bytes = Vec::new();
+        image.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    image::apply(
+        &mut Cursor::new(bytes),
+        &mut copy,
+        &mut image::ApplyOptions::default(),
+    )
+    .unwrap();
+    assert!(copy.into_inner() == nos_before);
+    assert_in_order(&s.log_codes(), &["R035", "R036", "R050", "R051", "R060"]);
+}
+
+#[test]
+fn create_names_the_image_from_model_and_serial() {
+    let s = Scenario::blank();
+    s.write_role(Role::Nos, &fat_nos(40 * MIB, "A", 0));
+    s.set_job(Kind::Create, "A.tar");
+    s.arm();
+    let machine = Machine {
+        model: Some("Acme Box 3".into()),
+        serial: Some("SN0042".into()),
+        ..machine()
+    };
+
+    assert_eq!(runner::run(&s.disk, &machine).unwrap(), Outcome::Done);
+
+    let names: Vec<String> = s
+        .with_store(|store| store.list_images().unwrap())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let expected = format!(
+        "{}.tar",
+        reprov::identity::default_image_name("Acme Box 3", "SN0042")
+    );
+    assert_eq!(names, vec![expected]);
+}
+
+#[test]
+fn no_job_is_no_job() {
+    let s = Scenario::blank();
+    s.arm();
+    assert_eq!(s.run().unwrap(), Outcome::NoJob);
+    assert_eq!(s.boot_state(), RECOVERY_ARMED);
+    assert_eq!(s.log_codes(), vec!["E100".to_string()]);
+}
+
+#[test]
+fn a_checkpoint_that_lies_is_caught_by_the_read_back_before_the_commit() {
+    let s = Scenario::apply_b(40 * MIB);
+    // The job claims 10 chunks are written, but NOS still holds A there.
+    let job = s.job().start().unwrap().checkpoint(10).unwrap();
+    s.with_store(|store| store.write_job(&job).unwrap());
+
+    let error = s.run().unwrap_err().to_string();
+
+    assert!(error.contains("reads back with CRC32"), "{error}");
+    assert_eq!(s.boot_state(), RECOVERY_ARMED, "never committed");
+    assert_eq!(s.log_codes().last().map(String::as_str), Some("E109"));
+}

@@ -1,0 +1,636 @@
+//! Fetching and uploading against real servers on loopback, started and stopped by each
+//! test: pyftpdlib for FTP and a small Python HTTP server (both in tests/servers/, each
+//! with switches to cut a transfer after N bytes or rewrite the file at the cut).
+//!
+//! Every server's user has the password CANARY; every error message and CLI output line
+//! here is checked not to carry it.
+
+use reprov::transfer::{
+    self, part_names, DirPlace, Options, Place, Progress, Source, StoreConfig, StorePlace,
+};
+use std::io::{BufRead, BufReader, Cursor};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CANARY: &str = "canary-7f3a9c-pw";
+const USER: &str = "reprov";
+const SIZE: usize = 300_000;
+const CUT: usize = 100_000;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Ftp,
+    Http,
+}
+
+const KINDS: [Kind; 2] = [Kind::Ftp, Kind::Http];
+
+/// A test server: its files are under `root/images`, its password file holds CANARY.
+struct Server {
+    child: Child,
+    kind: Kind,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(kind: Kind, switches: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root/images")).unwrap();
+        write_password(&dir.path().join("store.pass"), CANARY);
+        let script = match kind {
+            Kind::Ftp => "ftp_server.py",
+            Kind::Http => "http_server.py",
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/servers")
+            .join(script);
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .args(["--user", USER, "--password-file"])
+            .arg(dir.path().join("store.pass"))
+            .arg("--events")
+            .arg(dir.path().join("events"))
+            .args(switches)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+            .spawn()
+            .expect("python3 runs (scripts/deps installs pyftpdlib)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+                panic!("{kind:?} server did not start: {line:?}\n{log}")
+            });
+        Server {
+            child,
+            kind,
+            port,
+            dir,
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.kind {
+            Kind::Ftp => "ftp",
+            Kind::Http => "http",
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}://127.0.0.1:{}/images/{name}", self.scheme(), self.port)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("root/images").join(name)
+    }
+
+    /// Writes a store config for this server (with this password file) and returns it.
+    fn config(&self, password_file: &Path) -> PathBuf {
+        self.config_at(self.port, password_file)
+    }
+
+    /// A store config for this kind of server on `port`.
+    fn config_at(&self, port: u16, password_file: &Path) -> PathBuf {
+        let path = self.dir.path().join(format!("store-{port}.toml"));
+        let text = format!(
+            "url = \"{}://127.0.0.1:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
+             password_file = \"{}\"\n",
+            self.scheme(),
+            port,
+            password_file.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn store(&self) -> StoreConfig {
+        StoreConfig::read(&self.config(&self.dir.path().join("store.pass"))).unwrap()
+    }
+
+    fn source(&self, name: &str) -> Source {
+        self.store().source(name).unwrap()
+    }
+
+    /// What the server saw (REST 100000, GET … range=…, CUT …), one event a line.
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("events"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_password(path: &Path, password: &str) {
+    std::fs::write(path, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Bytes that differ at every offset, so a splice or shift cannot go unseen.
+fn image(size: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn quick() -> Options {
+    Options {
+        attempts: 3,
+        backoff: Duration::from_millis(20),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn fetch_into(dir: &Path, source: &Source, options: &Options) -> Result<u64, transfer::Error> {
+    transfer::download(source, &DirPlace::new(dir), "B.img", options, &mut |_| {})
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn assert_clean(message: &str) {
+    assert!(!message.contains(CANARY), "the password leaked: {message}");
+}
+
+#[test]
+fn fetches_a_whole_file_and_leaves_only_it() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        let data = image(SIZE);
+        std::fs::write(server.file("B.img"), &data).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut seen = Vec::new();
+        let size = transfer::download(
+            &server.source("B.img"),
+            &DirPlace::new(out.path()),
+            "B.img",
+            &quick(),
+            &mut |p: Progress| seen.push(p),
+        )
+        .unwrap();
+        assert_eq!(size, SIZE as u64, "{kind:?}");
+        assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
+        assert_eq!(names_in(out.path()), ["B.img"], "{kind:?}: no .part left");
+        let last = seen.last().unwrap();
+        assert_eq!((last.done, last.total), (SIZE as u64, Some(SIZE as u64)));
+    }
+}
+
+#[test]
+fn a_cut_connection_is_resumed_from_where_it_broke() {
+    for kind in KINDS {
+        let server = Server::start(kind, &["--cut-after", &CUT.to_string()]);
+        let data = image(SIZE);
+        std::fs::write(server.file("B.img"), &data).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        fetch_into(out.path(), &server.source("B.img"), &quick()).unwrap();
+        assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
+        let resumed = match kind {
+            Kind::Ftp => format!("REST {CUT}"),
+            Kind::Http => format!("range=bytes={CUT}-"),
+        };
+        let events = server.events();
+        let cut = events.iter().position(|e| e == &format!("CUT {CUT}"));
+        let resume = events.iter().position(|e| e.contains(&resumed));
+        assert!(cut.is_some() && resume > cut, "{kind:?}: {events:?}");
+    }
+}
+
+#[test]
+fn a_later_call_resumes_what_an_earlier_one_left() {
+    for kind in KINDS {
+        let server = Server::start(kind, &["--cut-after", &CUT.to_string()]);
+        let data = image(SIZE);
+        std::fs::write(server.file("B.img"), &data).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let once = Options {
+            attempts: 1,
+            ..quick()
+        };
+        let message = fetch_into(out.path(), &server.source("B.img"), &once)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("after 1 attempts"), "{message}");
+        assert_clean(&message);
+        // Only the partial file and its sidecar: nothing under the final name.
+        let (part, meta) = part_names("B.img");
+        assert_eq!(
+            names_in(out.path()),
+            [part.clone(), meta.clone()],
+            "{kind:?}"
+        );
+        assert_eq!(std::fs::read(out.path().join(&part)).unwrap(), data[..CUT]);
+        let sidecar = std::fs::read_to_string(out.path().join(&meta)).unwrap();
+        assert!(sidecar.contains(&server.url("B.img")), "{sidecar}");
+        assert_clean(&sidecar);
+
+        fetch_into(out.path(), &server.source("B.img"), &once).unwrap();
+        assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
+        assert_eq!(names_in(out.path()), ["B.img"]);
+        let resumed = match kind {
+            Kind::Ftp => format!("REST {CUT}"),
+            Kind::Http => format!("range=bytes={CUT}-"),
+        };
+        assert!(
+            server.events().iter().any(|e| e.contains(&resumed)),
+            "{:?}",
+            server.events()
+        );
+    }
+}
+
+/// A file rewritten on the server at a cut (then the resume must not splice) or while it
+/// was sent whole (FTP: caught by asking SIZE and MDTM again after the transfer).
+#[test]
+fn a_file_changed_mid_download_is_fetched_again_never_spliced() {
+    let cut = CUT.to_string();
+    let at_cut = ["--cut-after", cut.as_str(), "--change-on-cut"];
+    let cases: [(Kind, &[&str]); 3] = [
+        (Kind::Ftp, &at_cut),
+        (Kind::Http, &at_cut),
+        (Kind::Ftp, &["--change-after-send"]),
+    ];
+    for (kind, switches) in cases {
+        let server = Server::start(kind, switches);
+        std::fs::write(server.file("B.img"), image(SIZE)).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        fetch_into(out.path(), &server.source("B.img"), &quick()).unwrap();
+        let events = server.events();
+        assert!(events.contains(&"CHANGED".to_string()), "{events:?}");
+        // The new content whole, none of the old bytes before it.
+        let got = std::fs::read(out.path().join("B.img")).unwrap();
+        assert_eq!(got, std::fs::read(server.file("B.img")).unwrap());
+        assert!(
+            got.iter().all(|&b| b == 0xC5),
+            "{kind:?} {switches:?}: spliced"
+        );
+        assert_eq!(names_in(out.path()), ["B.img"]);
+        if let Kind::Ftp = kind {
+            assert!(!events.iter().any(|e| e.starts_with("REST")), "{events:?}");
+        }
+    }
+}
+
+#[test]
+fn an_http_server_ignoring_ranges_gets_the_whole_file_again() {
+    let server = Server::start(
+        Kind::Http,
+        &["--cut-after", &CUT.to_string(), "--ignore-range"],
+    );
+    let data = image(SIZE);
+    std::fs::write(server.file("B.img"), &data).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    fetch_into(out.path(), &server.source("B.img"), &quick()).unwrap();
+    assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
+    let events = server.events();
+    assert!(
+        events.iter().any(|e| e.contains("range=bytes=")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn uploads_under_a_temporary_name_and_fetches_back_the_same() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        let data = image(SIZE);
+        let mut seen = 0;
+        let url = transfer::upload(
+            &mut Cursor::new(data.clone()),
+            SIZE as u64,
+            "A.img",
+            &server.store(),
+            &quick(),
+            &mut |p: Progress| seen = p.done,
+        )
+        .unwrap();
+        assert_eq!(url.to_string(), server.url("A.img"));
+        assert_eq!(seen, SIZE as u64);
+        assert_eq!(std::fs::read(server.file("A.img")).unwrap(), data);
+        assert!(!server.file("A.img.part").exists());
+        if let Kind::Ftp = kind {
+            let events = server.events();
+            let stor = events.iter().position(|e| e == "STOR /images/A.img.part");
+            let rnto = events.iter().position(|e| e == "RNTO /images/A.img");
+            assert!(stor.is_some() && rnto > stor, "{events:?}");
+        }
+        let out = tempfile::tempdir().unwrap();
+        let source = server.source("A.img");
+        transfer::download(
+            &source,
+            &DirPlace::new(out.path()),
+            "A.img",
+            &quick(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(out.path().join("A.img")).unwrap(), data);
+    }
+}
+
+/// Each failure: what to do, then what the message must say. Nothing is left under the
+/// final name, and the password appears in no message.
+#[test]
+fn failures_say_what_happened_and_leave_no_file() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        std::fs::write(server.file("B.img"), image(SIZE)).unwrap();
+        let wrong = server.dir.path().join("wrong.pass");
+        write_password(&wrong, "not-the-password");
+        let wrong_login = StoreConfig::read(&server.config(&wrong))
+            .unwrap()
+            .source("B.img")
+            .unwrap();
+        let down = {
+            let url = format!(
+                "{}://127.0.0.1:{}/images/B.img",
+                server.scheme(),
+                free_port()
+            );
+            Source {
+                url: transfer::RemoteUrl::parse(&url).unwrap(),
+                login: server.source("B.img").login,
+            }
+        };
+        let name = match kind {
+            Kind::Ftp => "FTP",
+            Kind::Http => "HTTP",
+        };
+        let cases = [
+            (
+                wrong_login,
+                format!(
+                    "fetching {}: the server refused the login as \"reprov\"",
+                    server.url("B.img")
+                ),
+            ),
+            (
+                server.source("missing.img"),
+                format!(
+                    "fetching {}: not found on the server",
+                    server.url("missing.img")
+                ),
+            ),
+            (
+                down.clone(),
+                format!(
+                    "fetching {}: connection refused after 3 attempts — is the {name} server up?",
+                    down.url
+                ),
+            ),
+        ];
+        for (source, want) in cases {
+            let out = tempfile::tempdir().unwrap();
+            let message = fetch_into(out.path(), &source, &quick())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&want),
+                "{kind:?}: {message}\nwanted: {want}"
+            );
+            assert_clean(&message);
+            assert!(!out.path().join("B.img").exists(), "{message}");
+        }
+    }
+}
+
+#[test]
+fn upload_failures_say_what_happened_and_leave_no_file() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        let wrong = server.dir.path().join("wrong.pass");
+        write_password(&wrong, "not-the-password");
+        let right = server.dir.path().join("store.pass");
+        let closed = free_port();
+        let name = match kind {
+            Kind::Ftp => "FTP",
+            Kind::Http => "HTTP",
+        };
+        let down_url = format!("{}://127.0.0.1:{closed}/images/A.img", server.scheme());
+        let cases = [
+            (
+                server.config(&wrong),
+                format!(
+                    "uploading to {}: the server refused the login as \"reprov\"",
+                    server.url("A.img")
+                ),
+            ),
+            (
+                server.config_at(closed, &right),
+                format!(
+                    "uploading to {down_url}: connection refused after 3 attempts — is the {name} server up?"
+                ),
+            ),
+        ];
+        for (config, want) in cases {
+            let message = transfer::upload(
+                &mut Cursor::new(image(SIZE)),
+                SIZE as u64,
+                "A.img",
+                &StoreConfig::read(&config).unwrap(),
+                &quick(),
+                &mut |_| {},
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                message.starts_with(&want),
+                "{kind:?}: {message}\nwanted: {want}"
+            );
+            assert_clean(&message);
+            assert!(!server.file("A.img").exists(), "{message}");
+        }
+    }
+}
+
+/// A server that accepts connections and then says nothing: each attempt times out,
+/// and the call ends instead of hanging.
+#[test]
+fn a_silent_server_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    for scheme in ["ftp", "http"] {
+        let url = format!("{scheme}://127.0.0.1:{port}/images/B.img");
+        let options = Options {
+            attempts: 2,
+            backoff: Duration::from_millis(10),
+            timeout: Duration::from_millis(500),
+        };
+        let out = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let message = fetch_into(out.path(), &Source::anonymous(&url).unwrap(), &options)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            format!("fetching {url}: timed out after 2 attempts")
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{message}");
+        assert!(names_in(out.path()).is_empty());
+    }
+}
+
+/// A port nothing listens on.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn fetches_into_the_images_store() {
+    let server = Server::start(Kind::Ftp, &["--cut-after", &CUT.to_string()]);
+    let data = image(SIZE);
+    std::fs::write(server.file("B.img"), &data).unwrap();
+    let mut part = Cursor::new(vec![0u8; 16 << 20]);
+    fatfs::format_volume(
+        &mut part,
+        fatfs::FormatVolumeOptions::new().volume_label(*b"IMAGES     "),
+    )
+    .unwrap();
+    let store = reprov::store::Store::open(&mut part).unwrap();
+    let place = StorePlace::new(&store, "images");
+    let once = Options {
+        attempts: 1,
+        ..quick()
+    };
+    let source = server.source("B.img");
+    assert!(transfer::download(&source, &place, "B.img", &once, &mut |_| {}).is_err());
+    assert_eq!(place.len("B.img").unwrap(), None);
+    assert_eq!(place.len("B.img.part").unwrap(), Some(CUT as u64));
+    transfer::download(&source, &place, "B.img", &once, &mut |_| {}).unwrap();
+    assert_eq!(store.read("images/B.img").unwrap().unwrap(), data);
+    let names: Vec<String> = store
+        .list("images")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["B.img"]);
+    store.unmount().unwrap();
+}
+
+/// The CLI, as an operator runs it with -v: progress and log lines, errors — the
+/// password in none of them, nor in its arguments.
+#[test]
+fn the_cli_fetches_uploads_and_never_shows_the_password() {
+    for kind in KINDS {
+        let server = Server::start(kind, &["--cut-after", &CUT.to_string()]);
+        let data = image(SIZE);
+        std::fs::write(server.file("B.img"), &data).unwrap();
+        let config = server.config(&server.dir.path().join("store.pass"));
+        let out = tempfile::tempdir().unwrap();
+        let wrong = server.dir.path().join("wrong.pass");
+        write_password(&wrong, "not-the-password");
+        let open = server.dir.path().join("open.pass");
+        write_password(&open, CANARY);
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let fetched = out.path().join("B.img");
+        let runs: Vec<(Vec<String>, bool, &str)> = vec![
+            (
+                vec![
+                    "fetch".into(),
+                    "B.img".into(),
+                    "--out".into(),
+                    path(&fetched),
+                ],
+                true,
+                "resuming at byte",
+            ),
+            (
+                vec![
+                    "upload".into(),
+                    path(&fetched),
+                    "--as".into(),
+                    "C.img".into(),
+                ],
+                true,
+                "(100%)",
+            ),
+            (
+                vec![
+                    "fetch".into(),
+                    server.url("missing.img"),
+                    "--out".into(),
+                    path(&out.path().join("m")),
+                ],
+                false,
+                "not found on the server",
+            ),
+        ];
+        let mut all = String::new();
+        for (args, ok, want) in runs {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_reprov"));
+            command.arg("-v").args(&args).arg("--config").arg(&config);
+            let output = command.output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_eq!(output.status.success(), ok, "{kind:?} {args:?}: {text}");
+            assert!(text.contains(want), "{kind:?} {args:?}: {text}");
+            all.push_str(&text);
+            all.push_str(&args.join(" "));
+        }
+        for (password_file, want) in [(&wrong, "refused the login"), (&open, "chmod 600")] {
+            let config = server.config(password_file);
+            let output = Command::new(env!("CARGO_BIN_EXE_reprov"))
+                .args(["-v", "fetch", "B.img", "--out"])
+                .arg(out.path().join("x"))
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success() && text.contains(want), "{text}");
+            all.push_str(&text);
+        }
+        assert_eq!(std::fs::read(&fetched).unwrap(), data);
+        assert_eq!(std::fs::read(server.file("C.img")).unwrap(), data);
+        assert_clean(&all);
+        for file in names_in(out.path()) {
+            assert_clean(&String::from_utf8_lossy(
+                &std::fs::read(out.path().join(file)).unwrap(),
+            ));
+        }
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
