@@ -111,6 +111,20 @@ fn tar_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// Changes the type of the entry named `name` (a pax header `x`, a symlink `2` …).
+fn retype(mut image: Vec<u8>, name: &str, kind: u8) -> Vec<u8> {
+    let at = (0..image.len())
+        .step_by(512)
+        .find(|&at| image[at..].starts_with(name.as_bytes()) && image[at + name.len()] == 0)
+        .unwrap();
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&image[at..at + 512]);
+    h.as_mut_bytes()[156] = kind;
+    h.set_cksum();
+    image[at..at + 512].copy_from_slice(h.as_bytes());
+    image
+}
+
 fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
@@ -214,6 +228,9 @@ fn bad_images_are_refused_clearly() {
         case("an unfinished create", Parts { manifest: incomplete.into(), ..parts.clone() }.build(), "incomplete image", true),
         case("truncated mid-way", good[..good.len() / 2].to_vec(), "truncated", true),
         case("truncated in the last chunk", good[..last_len - 1024 - 700].to_vec(), "truncated", true),
+        case("truncated after the last chunk", good[..last_len - 1024].to_vec(), "truncated", true),
+        case("a pax extension header for a chunk", retype(good.clone(), "chunks/00000003.gz", b'x'), "entry \"chunks/00000003.gz\" at byte", true),
+        case("a symbolic link for a chunk", retype(good.clone(), "chunks/00000004.gz", b'2'), "is not a plain file", true),
         case(
             "a manifest lying about the source size",
             parts.clone().edit(&format!("source_size = {SIZE}"), &format!("source_size = {}", SIZE + K)).build(),

@@ -194,3 +194,42 @@ fn cli_creates_applies_verifies_and_describes() {
     ]);
     assert_same_prefix(&src, &dst, size);
 }
+
+/// The apply's memory is a few chunks whatever the image: its peak RSS, as
+/// `/usr/bin/time` measures it, stays under 64 MiB on an image of incompressible data.
+#[test]
+fn apply_peak_memory_stays_under_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, img, dst) = (
+        dir.path().join("src"),
+        dir.path().join("img.tar"),
+        dir.path().join("dst"),
+    );
+    let size = 32 * DEFAULT_CHUNK_SIZE;
+    random_target(&src, size, 77);
+    create_image(&src, &img, DEFAULT_CHUNK_SIZE);
+    std::fs::File::create(&dst).unwrap().set_len(size).unwrap();
+    let out = Command::new("/usr/bin/time")
+        .args([
+            "-f",
+            "peak-rss-kib %M",
+            env!("CARGO_BIN_EXE_reprov"),
+            "image",
+            "apply",
+        ])
+        .arg(&img)
+        .arg("--to")
+        .arg(&dst)
+        .output()
+        .expect("/usr/bin/time (Debian package time, see scripts/deps)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {stderr}"));
+    println!("apply of {} MiB: peak RSS {kib} KiB", size >> 20);
+    assert!(kib < 64 << 10, "peak RSS {kib} KiB");
+    assert_same_prefix(&src, &dst, size);
+}

@@ -22,11 +22,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::fixtures::{self, A_ADDRESS, A_HOSTNAME};
-use common::qemu::{qemu_or_skip, Qemu};
+use common::qemu::{qemu_or_skip, Qemu, GUEST_MODEL};
 use common::servers::{Kind, Server, CANARY, USER};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-const NIC: &str = "user,model=virtio-net-pci";
 
 fn text(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -77,7 +76,7 @@ fn put_b_on(server: &Server, dir: &Path) {
 /// An appliance disk in `dir` with A (`hostname`, `address`) on NOS, carrying reprov,
 /// the store config (for the host's server, group `web`), the password file, and an
 /// at-boot script: write the identity to /tmp/identity (hostname, eth0's MAC and address,
-/// `serial`, and the DMI model), then run `command`.
+/// `serial`, and the DMI model), then run `command`. Boot it with the same DMI `serial`.
 fn appliance(
     dir: &Path,
     server: &Server,
@@ -145,7 +144,8 @@ fn appliance_a_schedules_b_over_ftp_and_b_comes_up_as_a() {
     );
     let disk = appliance(dir.path(), &server, A_HOSTNAME, A_ADDRESS, "SN-A", &command);
 
-    let mut vm = Qemu::boot_with_nic(&qemu, &disk, &dir.path().join("serial.log"), NIC);
+    let serial = dir.path().join("serial.log");
+    let mut vm = Qemu::boot_reaching_host(&qemu, &disk, &serial, "SN-A");
     let a = vm.wait_for_line("APPLIANCE name=A", TIMEOUT);
     assert_eq!(
         a,
@@ -186,20 +186,16 @@ fn appliance_a_creates_its_image_and_uploads_it_after_the_reboot() {
                    if $R log --disk /dev/vda | grep -q R071; then echo CREATE-UPLOADED; \
                    else $R schedule create $I; fi";
     let disk = appliance(dir.path(), &server, A_HOSTNAME, A_ADDRESS, "SN42", command);
-    let mut vm = Qemu::boot_with(
-        &qemu,
-        &disk,
-        &dir.path().join("serial.log"),
-        NIC,
-        &["-smbios", "type=1,product=TestAppliance,serial=SN42"],
-    );
-    vm.wait_for_line("scheduled create TestAppliance_SN42.tar", TIMEOUT);
+    let serial = dir.path().join("serial.log");
+    let mut vm = Qemu::boot_reaching_host(&qemu, &disk, &serial, "SN42");
+    let name = format!("{GUEST_MODEL}_SN42.tar");
+    vm.wait_for_line(&format!("scheduled create {name}"), TIMEOUT);
     vm.wait_for_line("[R036]", TIMEOUT);
     vm.wait_for_line("CREATE-UPLOADED", TIMEOUT);
     eprintln!("created and uploaded: {:.1?}", vm.elapsed());
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
 
-    let uploaded = server.file("TestAppliance_SN42.tar");
+    let uploaded = server.file(&name);
     let verified = fixtures::reprov(&["image", "verify", &text(&uploaded)]);
     eprintln!("{verified}");
     let status = std::fs::read_to_string(server.file("fleet/status/SN42.toml")).unwrap();
@@ -247,13 +243,10 @@ fn three_appliances_follow_one_published_desired_state() {
         .collect();
     let mut vms: Vec<Qemu> = servers
         .iter()
-        .map(|(host, _, disk)| {
-            Qemu::boot_with_nic(
-                &qemu,
-                disk,
-                &dir.path().join(format!("{host}.serial.log")),
-                NIC,
-            )
+        .enumerate()
+        .map(|(n, (host, _, disk))| {
+            let serial = dir.path().join(format!("{host}.serial.log"));
+            Qemu::boot_reaching_host(&qemu, disk, &serial, &format!("SN{}", n + 1))
         })
         .collect();
     for (vm, (host, address, _)) in vms.iter_mut().zip(&servers) {

@@ -20,6 +20,20 @@ enum Sub {
     Show(Show),
     Capture(Capture),
     Render(Render),
+    Save(Save),
+}
+
+/// Check an identity file and save it on an appliance disk (reprov/identity on the
+/// images partition), where recovery restores it from.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "save")]
+struct Save {
+    /// the appliance disk: an image file or a block device
+    #[argh(option)]
+    disk: PathBuf,
+    /// the identity file (TOML)
+    #[argh(option)]
+    file: PathBuf,
 }
 
 /// Check an identity file and print it in its canonical form.
@@ -70,6 +84,23 @@ pub fn run(cmd: IdentityCmd) -> crate::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Sub::Save(args) => {
+            let identity = read_identity(&args.file)?;
+            let mut disk = crate::disk::open_disk(&args.disk)?;
+            let store = disk.store()?;
+            let saved = identity::save(&store, &identity);
+            store.unmount()?;
+            saved?;
+            disk.into_inner()
+                .sync_all()
+                .map_err(|e| Error::io("syncing", args.disk.display(), e))?;
+            log::info!(
+                "saved the identity of {} on {}",
+                identity.hostname,
+                args.disk.display()
+            );
+            Ok(())
         }
         Sub::Render(args) => {
             let files = identity::render(&read_identity(&args.file)?);

@@ -10,6 +10,7 @@ use super::open_disk;
 use crate::disk::Role;
 use crate::image::{self, ApplyOptions, CreateOptions, Kind, Manifest};
 use crate::io::Show;
+use crate::store::ImageName;
 use crate::units::{format_size, parse_size};
 use crate::Error;
 
@@ -28,6 +29,7 @@ enum Verb {
     Apply(Apply),
     Verify(Verify),
     Info(Info),
+    Add(Add),
 }
 
 /// Pack a partition into an image file.
@@ -56,7 +58,7 @@ struct Create {
     /// what the image is, free text (e.g. the appliance and its version)
     #[argh(option, default = "String::new()")]
     description: String,
-    /// chunk size, a power of two from 64K to 16M (default 4M)
+    /// chunk size, a power of two from 64K to 8M (default 4M)
     #[argh(option, from_str_fn(parse_size))]
     chunk_size: Option<u64>,
 }
@@ -104,6 +106,25 @@ struct Info {
     json: bool,
 }
 
+/// Copy an image file onto an appliance disk: into images/ on the images partition, or
+/// with --factory into factory/ on the data partition (where a factory job looks).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+struct Add {
+    /// the image file
+    #[argh(positional)]
+    image: PathBuf,
+    /// the appliance disk: an image file or a block device
+    #[argh(option)]
+    disk: PathBuf,
+    /// the name on the disk (default: the file's name)
+    #[argh(option, long = "as")]
+    name: Option<String>,
+    /// store it as the factory image, in factory/ on the data partition
+    #[argh(switch)]
+    factory: bool,
+}
+
 impl ImageCommand {
     pub fn run(self) -> crate::Result<()> {
         match self.verb {
@@ -111,6 +132,7 @@ impl ImageCommand {
             Verb::Apply(a) => apply(a),
             Verb::Verify(v) => verify(v),
             Verb::Info(i) => info(i),
+            Verb::Add(a) => add(a),
         }
     }
 }
@@ -133,6 +155,12 @@ fn create(c: Create) -> crate::Result<()> {
     options.show = Show::detect();
     if let Some(size) = c.chunk_size {
         options.chunk_size = size;
+    }
+    options.validate()?;
+    if c.to_store && c.role == Some(Role::Images) {
+        return Err(usage(
+            "image create: the images partition cannot be packed into itself",
+        ));
     }
     match (&c.from, &c.disk, c.role) {
         (Some(from), _, None) => {
@@ -178,7 +206,10 @@ fn create_into<R: Read + Seek>(
         (None, true, Some(disk_path)) => {
             // A second handle on the disk: the source may be a partition of the same disk.
             let mut disk = open_disk(disk_path)?;
-            let path = format!("images/{}.{}", options.name, image::EXTENSION);
+            let file_name = format!("{}.{}", options.name, image::EXTENSION);
+            let path = ImageName::new(&file_name)
+                .map(|name| crate::store::image_path(&name))
+                .map_err(|why| Error::Usage(format!("image create --to-store: {why}")))?;
             log::info!(
                 "creating image {:?} of {what} into {path} on the images partition of {}",
                 options.name,
@@ -278,11 +309,13 @@ fn apply(a: Apply) -> crate::Result<()> {
     }
 }
 
-/// Opens the target read-write; a missing path becomes a sparse file of the image's size.
+/// Opens the target read-write; a missing path (outside `/dev`) becomes a sparse file of
+/// the image's size.
 fn open_target(path: &Path, img: &mut File) -> crate::Result<File> {
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => Ok(file),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A mistyped device must not become a file in /dev (a RAM file system).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.starts_with("/dev") => {
             let size = image::open(img)?.manifest.source_size;
             let file = OpenOptions::new()
                 .read(true)
@@ -307,6 +340,57 @@ fn verify(v: Verify) -> crate::Result<()> {
         manifest.chunks.len(),
         format_size(manifest.source_size)
     );
+    Ok(())
+}
+
+fn add(a: Add) -> crate::Result<()> {
+    let name = match &a.name {
+        Some(name) => name.clone(),
+        None => a
+            .image
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| usage("image add: the file has no UTF-8 name; give --as NAME"))?
+            .to_string(),
+    };
+    let name = crate::store::ImageName::new(&name)
+        .map_err(|why| Error::Usage(format!("image add: name {name:?}: {why}")))?;
+    let mut source = open_read(&a.image)?;
+    let size = source
+        .metadata()
+        .map_err(|e| Error::io("measuring", a.image.display(), e))?
+        .len();
+    let mut disk = open_disk(&a.disk)?;
+    let place = if a.factory {
+        let path = format!("{}/{name}", crate::recovery::runner::FACTORY_DIR);
+        let part = disk
+            .partition(Role::Data)
+            .map_err(|e| Error::io("opening the data partition of", a.disk.display(), e))?;
+        let store = crate::store::Store::open(part)?;
+        let copied = (|| {
+            let mut file = store.create_file(&path)?;
+            std::io::copy(&mut source, &mut file)
+                .map_err(|e| Error::io("copying the image to", &path, e))?;
+            file.flush().map_err(|e| Error::io("flushing", &path, e))?;
+            Ok::<_, Error>(())
+        })();
+        store.unmount()?;
+        copied?;
+        format!("{path} on the data partition")
+    } else {
+        let store = disk.store()?;
+        let added = store.add_image(&name, &mut source, size);
+        store.unmount()?;
+        added?;
+        format!(
+            "{} on the images partition",
+            crate::store::image_path(&name)
+        )
+    };
+    disk.into_inner()
+        .sync_all()
+        .map_err(|e| Error::io("syncing", a.disk.display(), e))?;
+    log::info!("added {} as {place}", a.image.display());
     Ok(())
 }
 
@@ -380,50 +464,11 @@ pub fn info_json(m: &Manifest) -> serde_json::Value {
 }
 
 /// This machine's model and serial number joined (the patent's default image name),
-/// from the firmware's DMI table; `image` when neither can be read.
+/// from the firmware's DMI table, as the recovery names the images it creates.
 fn default_name() -> String {
     let read = |field: &str| {
-        std::fs::read_to_string(format!("/sys/class/dmi/id/{field}"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
+        // Unreadable (no DMI, or the serial needs root): the name goes without it.
+        std::fs::read_to_string(format!("/sys/class/dmi/id/{field}")).unwrap_or_default()
     };
-    image_name(&read("product_name"), &read("product_serial"))
-}
-
-/// `model-serial`, with anything but letters, digits, `.`, `_` and `-` made `-`.
-pub fn image_name(model: &str, serial: &str) -> String {
-    let joined = [model, serial]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join("-");
-    let clean: String = joined
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    if clean.is_empty() {
-        "image".to_string()
-    } else {
-        clean
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_images_from_model_and_serial() {
-        assert_eq!(image_name("Acme Box 3", "SN/0042"), "Acme-Box-3-SN-0042");
-        assert_eq!(image_name("", "X1"), "X1");
-        assert_eq!(image_name("", ""), "image");
-    }
+    crate::identity::default_image_name(&read("product_name"), &read("product_serial"))
 }

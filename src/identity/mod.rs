@@ -537,12 +537,12 @@ pub fn default_image_name(model: &str, serial: &str) -> String {
     name
 }
 
-/// Saves the identity to the images store as [`IDENTITY_PATH`]. Writes.
+/// Saves the identity to the images store as [`IDENTITY_PATH`], power-cut safe. Writes.
 pub fn save<D: std::io::Read + std::io::Write + std::io::Seek>(
     store: &crate::store::Store<D>,
     identity: &Identity,
 ) -> crate::Result<()> {
-    store.write(IDENTITY_PATH, identity.to_toml().as_bytes())?;
+    store.write_identity_text(identity.to_toml().as_bytes())?;
     Ok(())
 }
 
@@ -550,7 +550,7 @@ pub fn save<D: std::io::Read + std::io::Write + std::io::Seek>(
 pub fn load<D: std::io::Read + std::io::Write + std::io::Seek>(
     store: &crate::store::Store<D>,
 ) -> crate::Result<Option<Identity>> {
-    match store.read(IDENTITY_PATH)? {
+    match store.read_identity_text()? {
         Some(data) => Ok(Some(parse_bytes(&data)?)),
         None => Ok(None),
     }

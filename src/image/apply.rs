@@ -1,12 +1,14 @@
 //! Applying an image onto a partition, and the chunk decoding that verify shares.
 
 use flate2::read::GzDecoder;
+use std::cell::RefCell;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::container::{open, Layout};
 use super::manifest::{Kind, Manifest};
-use super::{pipeline, threads, CheckpointError, Error};
+use super::{parallelism, pipeline, CheckpointError, Error};
 use crate::io::{Limited, Progress, Show, SyncAll, ZeroRange};
 
 /// How an apply runs.
@@ -109,7 +111,7 @@ where
                 target
                     .seek(SeekFrom::Start(offset))
                     .map_err(target_err("seeking in"))?;
-                target.write_all(&data).map_err(target_err("writing"))?;
+                target.write_all(data).map_err(target_err("writing"))?;
             }
         }
         progress.advance(len);
@@ -155,12 +157,14 @@ enum Job {
 }
 
 /// Reads chunks `from..` of the image in order, decompresses and checks them on worker
-/// threads, and hands each to `sink` in order. Stops at the first bad chunk.
+/// threads, and hands each to `sink` in order. Stops at the first bad chunk. Buffers go
+/// back to pools after use, so memory is a fixed few chunks and the allocator does not
+/// churn (which would inflate the peak RSS with freed-but-kept arenas).
 pub(crate) fn decode_chunks<R: Read + Seek>(
     image: &mut R,
     layout: &Layout,
     from: u64,
-    mut sink: impl FnMut(u64, Decoded) -> Result<(), Error>,
+    mut sink: impl FnMut(u64, &Decoded) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let m = &layout.manifest;
     let mut next = from;
@@ -168,9 +172,13 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
         what: "reading",
         source,
     };
+    // Compressed buffers live on this thread; decompressed ones are taken by workers.
+    let compressed = RefCell::new(Vec::<Vec<u8>>::new());
+    let decompressed = Mutex::new(Vec::<Vec<u8>>::new());
+    let (threads, window) = parallelism(m.chunk_size);
     pipeline::ordered(
-        threads(),
-        2 * threads(),
+        threads,
+        window,
         || {
             let Some(chunk) = m.chunks.get(next as usize) else {
                 return Ok(None);
@@ -182,7 +190,9 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
             image
                 .seek(SeekFrom::Start(layout.offset(chunk.index)))
                 .map_err(read_err)?;
-            let mut gz = vec![0; chunk.stored as usize];
+            let mut gz = compressed.borrow_mut().pop().unwrap_or_default();
+            gz.clear();
+            gz.resize(chunk.stored as usize, 0);
             image.read_exact(&mut gz).map_err(read_err)?;
             Ok(Some(Job::Data {
                 index: chunk.index,
@@ -192,22 +202,48 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
             }))
         },
         |job| match job {
-            Job::Zero(index) => (index, Ok(Decoded::Zero)),
+            Job::Zero(index) => (index, Ok(Decoded::Zero), None),
             Job::Data {
                 index,
                 gz,
                 len,
                 crc32,
-            } => (index, unpack(index, &gz, len, crc32)),
+            } => {
+                let buf = lock(&decompressed).pop().unwrap_or_default();
+                (index, unpack(index, &gz, len, crc32, buf), Some(gz))
+            }
         },
-        |(index, decoded)| sink(index, decoded?),
+        |(index, decoded, gz)| {
+            if let Some(gz) = gz {
+                compressed.borrow_mut().push(gz);
+            }
+            let decoded = decoded?;
+            sink(index, &decoded)?;
+            if let Decoded::Data(buf) = decoded {
+                lock(&decompressed).push(buf);
+            }
+            Ok(())
+        },
     )
 }
 
-/// Decompresses one chunk, refusing more or fewer bytes than declared and a CRC mismatch.
-fn unpack(index: u64, gz: &[u8], len: u64, crc32: u32) -> Result<Decoded, Error> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A pool of buffers stays usable even if a worker panicked holding it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decompresses one chunk into `data` (a recycled buffer), refusing more or fewer bytes
+/// than declared and a CRC mismatch.
+fn unpack(
+    index: u64,
+    gz: &[u8],
+    len: u64,
+    crc32: u32,
+    mut data: Vec<u8>,
+) -> Result<Decoded, Error> {
     let bad = |why: String| Error::BadChunk { index, why };
-    let mut data = Vec::with_capacity(len as usize);
+    data.clear();
+    data.reserve_exact(len as usize);
     Limited::new(GzDecoder::new(gz), len)
         .read_to_end(&mut data)
         .map_err(|e| bad(format!("decompressing: {e}")))?;

@@ -59,96 +59,154 @@ fn damaged(why: impl Into<String>) -> Error {
     Error::Damaged { why: why.into() }
 }
 
+/// One tar header as read: the entry's path, size, and where its data starts.
+struct Entry {
+    path: String,
+    size: u64,
+    data: u64,
+}
+
+impl Entry {
+    /// Where the next header starts: after the data, padded to a whole block.
+    fn next(&self) -> Option<u64> {
+        self.data
+            .checked_add(self.size)?
+            .checked_add(padding(self.size).len() as u64)
+    }
+}
+
+/// Reads the tar header at `pos`: `Ok(None)` at the end-of-archive (zero) block. Refuses
+/// anything but a plain ustar regular file with a valid checksum, so pax and GNU
+/// extension headers (which could name paths or sizes out of sight) never get through.
+fn read_header<R: Read + Seek>(image: &mut R, pos: u64, len: u64) -> Result<Option<Entry>, String> {
+    if pos.checked_add(BLOCK).map_or(true, |end| end > len) {
+        return Err(format!(
+            "truncated: {len} bytes, a tar header at byte {pos} is missing"
+        ));
+    }
+    let mut block = [0u8; BLOCK as usize];
+    image
+        .seek(SeekFrom::Start(pos))
+        .and_then(|_| image.read_exact(&mut block))
+        .map_err(|e| format!("reading the tar header at byte {pos}: {e}"))?;
+    if block.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let header = tar::Header::from_byte_slice(&block);
+    // The checksum is the sum of the header's bytes with its own field read as spaces.
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u32::from(b' ')
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    if header.cksum().ok() != Some(sum) {
+        return Err(format!("no valid tar header at byte {pos}"));
+    }
+    let path = String::from_utf8_lossy(&header.path_bytes()).into_owned();
+    if header.entry_type() != tar::EntryType::Regular {
+        return Err(format!("entry {path:?} at byte {pos} is not a plain file"));
+    }
+    let size = header
+        .size()
+        .map_err(|e| format!("entry {path:?} at byte {pos}: bad size: {e}"))?;
+    Ok(Some(Entry {
+        path,
+        size,
+        data: pos + BLOCK,
+    }))
+}
+
 /// Reads the manifest and walks every tar header (seeking over the data) to check the
 /// image is whole: each data chunk present, in order, under its name, with the size the
-/// manifest says, inside the file. Decompresses nothing; reads only.
+/// manifest says, inside the file, then the end of the archive. Decompresses nothing;
+/// reads only.
 pub fn open<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
-    let io = |what| move |source| Error::Image { what, source };
-    let len = image.seek(SeekFrom::End(0)).map_err(io("seeking in"))?;
-    image.seek(SeekFrom::Start(0)).map_err(io("seeking in"))?;
-    let mut archive = tar::Archive::new(&mut *image);
-    let mut entries = archive.entries_with_seek().map_err(io("reading"))?;
-
-    let mut first = match entries.next() {
-        None => {
-            return Err(Error::NotAnImage {
-                why: "empty, or not a tar file".into(),
-            })
+    let len = image
+        .seek(SeekFrom::End(0))
+        .map_err(|source| Error::Image {
+            what: "measuring",
+            source,
+        })?;
+    let not_image = |why: String| Error::NotAnImage { why };
+    let first = match read_header(image, 0, len) {
+        _ if len == 0 => return Err(not_image("it is empty".into())),
+        Ok(Some(entry)) => entry,
+        // The header may hold anything: say it plainly rather than quote it.
+        Ok(None) | Err(_) => {
+            return Err(not_image(
+                "not a tar file (no valid tar header at its start)".into(),
+            ))
         }
-        // The tar crate's message may quote the garbage it found: say it plainly.
-        Some(Err(_)) => {
-            return Err(Error::NotAnImage {
-                why: "not a tar file (no valid tar header at its start)".into(),
-            })
-        }
-        Some(Ok(entry)) => entry,
     };
-    if first.path_bytes().as_ref() != MANIFEST_PATH.as_bytes()
-        || first.header().entry_type() != tar::EntryType::Regular
-    {
-        return Err(Error::NotAnImage {
-            why: format!(
-                "its first entry is {:?}, not the file {MANIFEST_PATH}",
-                String::from_utf8_lossy(&first.path_bytes())
-            ),
-        });
+    if first.path != MANIFEST_PATH {
+        return Err(not_image(format!(
+            "its first entry is {:?}, not the file {MANIFEST_PATH}",
+            first.path
+        )));
     }
-    let size = first.size();
-    if size > MAX_MANIFEST_LEN {
+    if first.size > MAX_MANIFEST_LEN {
         return Err(Error::BadManifest {
-            why: format!("{size} bytes long, more than {MAX_MANIFEST_LEN}"),
+            why: format!("{} bytes long, more than {MAX_MANIFEST_LEN}", first.size),
         });
     }
-    if first.raw_file_position() + size > len {
+    if first.data + first.size > len {
         return Err(damaged(format!(
             "truncated: {len} bytes, inside the manifest"
         )));
     }
-    let mut text = Vec::with_capacity(size as usize);
-    (&mut first)
-        .take(size)
-        .read_to_end(&mut text)
-        .map_err(io("reading the manifest of"))?;
-    let text = String::from_utf8(text).map_err(|_| Error::NotAnImage {
-        why: "its manifest is not UTF-8 text".into(),
-    })?;
+    let mut text = vec![0; first.size as usize];
+    image
+        .seek(SeekFrom::Start(first.data))
+        .and_then(|_| image.read_exact(&mut text))
+        .map_err(|source| Error::Image {
+            what: "reading the manifest of",
+            source,
+        })?;
+    let text =
+        String::from_utf8(text).map_err(|_| not_image("its manifest is not UTF-8 text".into()))?;
     let manifest = Manifest::parse(&text)?;
 
     let mut offsets = vec![0; manifest.chunks.len()];
-    let mut data = manifest.chunks.iter().filter(|c| c.kind == Kind::Data);
-    for entry in entries {
-        let entry = entry.map_err(|e| damaged(format!("reading a tar header: {e}")))?;
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some(chunk) = data.next() else {
-            return Err(damaged(format!(
-                "unexpected entry {path:?} after the last chunk"
-            )));
-        };
+    let mut pos = first
+        .next()
+        .ok_or_else(|| damaged("entry sizes overflow"))?;
+    for chunk in manifest.chunks.iter().filter(|c| c.kind == Kind::Data) {
         let expected = chunk_path(chunk.index);
-        if path != expected || entry.header().entry_type() != tar::EntryType::Regular {
+        let entry = read_header(image, pos, len)
+            .map_err(damaged)?
+            .ok_or_else(|| damaged(format!("the archive ends where {expected} belongs")))?;
+        if entry.path != expected {
             return Err(damaged(format!(
-                "entry {path:?} where the file {expected} belongs"
+                "entry {:?} where the file {expected} belongs",
+                entry.path
             )));
         }
-        if entry.size() != chunk.stored {
+        if entry.size != chunk.stored {
             return Err(damaged(format!(
                 "{expected} holds {} bytes, the manifest says {}",
-                entry.size(),
-                chunk.stored
+                entry.size, chunk.stored
             )));
         }
-        let offset = entry.raw_file_position();
-        if offset + chunk.stored > len {
+        if entry.data + entry.size > len {
             return Err(damaged(format!(
                 "truncated: {len} bytes, inside {expected}"
             )));
         }
-        offsets[chunk.index as usize] = offset;
+        offsets[chunk.index as usize] = entry.data;
+        pos = entry
+            .next()
+            .ok_or_else(|| damaged("entry sizes overflow"))?;
     }
-    if let Some(chunk) = data.next() {
+    if let Some(extra) = read_header(image, pos, len).map_err(damaged)? {
         return Err(damaged(format!(
-            "truncated: {} and later chunks are missing",
-            chunk_path(chunk.index)
+            "unexpected entry {:?} after the last chunk",
+            extra.path
         )));
     }
     Ok(Layout { manifest, offsets })

@@ -19,7 +19,7 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Smallest chunk size accepted.
 pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
 /// Largest chunk size accepted: keeps the memory of an apply bounded.
-pub const MAX_CHUNK_SIZE: u64 = 16 << 20;
+pub const MAX_CHUNK_SIZE: u64 = 8 << 20;
 /// Largest manifest accepted (about 200 000 chunks).
 pub const MAX_MANIFEST_LEN: u64 = 16 << 20;
 /// Longest image name and description, in bytes.
@@ -268,7 +268,7 @@ impl Manifest {
 }
 
 /// Checks a free-text field: bounded, no control characters but newline and tab.
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
     if value.len() > max {
         return Err(bad(format!("{field} is longer than {max} bytes")));
     }

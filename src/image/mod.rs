@@ -22,7 +22,7 @@ pub use manifest::{
     chunk_count, Chunk, Kind, Manifest, CODEC, DEFAULT_CHUNK_SIZE, FORMAT, MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE, VERSION,
 };
-pub use nos::{apply_to_nos, nos_growth};
+pub use nos::{apply_to_nos, grow_nos_for, nos_growth};
 pub use verify::verify;
 
 use crate::units::format_size;
@@ -86,7 +86,17 @@ pub enum Error {
     Create { why: String },
 }
 
-/// Worker threads for (de)compression: every core.
-pub(crate) fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// Chunk bytes a pipeline keeps in flight at most (a chunk may be held compressed and
+/// decompressed at once), so memory stays bounded whatever the image size and the
+/// number of cores: an apply of 4 MiB chunks holds at most six.
+const IN_FLIGHT_BYTES: u64 = 24 << 20;
+
+/// Worker threads and chunks in flight for chunks of `chunk_size` bytes: every core,
+/// within the memory budget.
+pub(crate) fn parallelism(chunk_size: u64) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let window = usize::try_from(IN_FLIGHT_BYTES / chunk_size.max(1))
+        .unwrap_or(usize::MAX)
+        .clamp(2, 2 * cores);
+    (cores.min(window), window)
 }

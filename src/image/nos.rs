@@ -25,6 +25,29 @@ pub fn nos_growth(needed: u64, nos_len: u64, float_len: u64) -> Result<Option<u6
     }
 }
 
+/// Makes NOS at least `needed` bytes long, growing it into the float with one MBR commit
+/// when it is shorter; refuses (writing nothing) when NOS + float is too small. For a
+/// caller that reads the image from the same disk's store: grow first, with the store
+/// unmounted, then mount it and apply onto the NOS partition. Writes the MBR (and its
+/// backup on the images partition) only when NOS grows.
+pub fn grow_nos_for<D>(disk: &mut ApplianceDisk<D>, needed: u64) -> crate::Result<()>
+where
+    D: Read + Write + Seek + SyncAll,
+{
+    let (_, nos_len) = disk.range(Role::Nos);
+    if let Some(new_len) = nos_growth(needed, nos_len, disk.float_len())? {
+        log::info!(
+            "growing NOS on {} from {} to {} into the float",
+            disk.name(),
+            crate::units::format_size(nos_len),
+            crate::units::format_size(new_len)
+        );
+        disk.grow_nos(new_len)?;
+        disk.commit()?;
+    }
+    Ok(())
+}
+
 /// Applies `image` onto the NOS partition of `disk`.
 ///
 /// Checks the image (manifest, shape, whole) and that it fits NOS + float before any
@@ -42,18 +65,7 @@ where
     D: Read + Write + Seek + SyncAll + ZeroRange,
 {
     let layout = open(image)?;
-    let (_, nos_len) = disk.range(Role::Nos);
-    let needed = layout.manifest.source_size;
-    if let Some(new_len) = nos_growth(needed, nos_len, disk.float_len())? {
-        log::info!(
-            "growing NOS on {} from {} to {} into the float",
-            disk.name(),
-            crate::units::format_size(nos_len),
-            crate::units::format_size(new_len)
-        );
-        disk.grow_nos(new_len)?;
-        disk.commit()?;
-    }
+    grow_nos_for(disk, layout.manifest.source_size)?;
     let name = disk.name().to_string();
     let mut nos = disk
         .partition(Role::Nos)

@@ -177,7 +177,15 @@ impl Runner<'_> {
             )?;
         }
 
-        let resume_from = self.job.checkpoint;
+        // A checkpoint at the end means the write was whole, and the identity restore may
+        // have changed NOS since (the read-back check would then fail): write it all
+        // again. The job's checkpoint only grows, so it stays at the end meanwhile.
+        let chunks = u64::try_from(manifest.chunks.len()).unwrap_or(u64::MAX);
+        let resume_from = if self.job.checkpoint >= chunks {
+            0
+        } else {
+            self.job.checkpoint
+        };
         self.note(Code::ApplyStarted, &format!("from chunk {resume_from}"))?;
         let mut job = self.job.clone();
         let name = job.image.clone();
@@ -185,12 +193,14 @@ impl Runner<'_> {
         let disk = &mut self.disk;
         let manifest = with_image_store(&self.device, stores, from, &name, |image, jobs| {
             let mut record = |chunks: u64| -> Result<(), image::CheckpointError> {
-                job = job.checkpoint(chunks)?;
-                jobs.write_job(&job)?;
-                jobs.log(
-                    Code::ApplyProgress,
-                    Some(&format!("{chunks} chunks durable")),
-                )?;
+                if chunks > job.checkpoint {
+                    job = job.checkpoint(chunks)?;
+                    jobs.write_job(&job)?;
+                }
+                let detail = format!("{chunks} chunks durable");
+                let code = Code::ApplyProgress;
+                log::info!("[{}] {}: {detail}", code.id(), code.verbose());
+                jobs.log(code, Some(&detail))?;
                 Ok(())
             };
             let mut options = ApplyOptions {

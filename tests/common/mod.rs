@@ -3,4 +3,5 @@
 
 pub mod fixtures;
 pub mod qemu;
+pub mod scenario;
 pub mod servers;

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 /// The console text that fails any test.
 pub const KERNEL_PANIC: &str = "Kernel panic";
+/// The guest NIC's MAC (the identity's interfaces are matched by it).
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+/// The guest's DMI product name and serial number.
+pub const GUEST_MODEL: &str = "Appliance";
+pub const GUEST_SERIAL: &str = "A0001";
 const POLL: Duration = Duration::from_millis(100);
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -55,17 +60,36 @@ pub struct Qemu {
 impl Qemu {
     /// Boots `disk` (raw) from its MBR; the serial console goes to `serial`.
     pub fn boot(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
-        Qemu::boot_with_nic(qemu, disk, serial, "user,model=virtio-net-pci,restrict=on")
+        Qemu::boot_with(qemu, disk, serial, "")
     }
 
-    /// [`Qemu::boot`] with another `-nic` (e.g. without `restrict=on`, so the guest
-    /// reaches the host's loopback servers at 10.0.2.2).
-    pub fn boot_with_nic(qemu: &Path, disk: &Path, serial: &Path, nic: &str) -> Qemu {
-        Qemu::boot_with(qemu, disk, serial, nic, &[])
+    /// [`Qemu::boot`], with more `-drive` options (e.g. `throttling.iops-total=50`).
+    pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, drive_options: &str) -> Qemu {
+        Qemu::launch(
+            qemu,
+            disk,
+            serial,
+            drive_options,
+            ",restrict=on",
+            GUEST_SERIAL,
+        )
     }
 
-    /// [`Qemu::boot_with_nic`] with more QEMU arguments (e.g. `-smbios type=1,serial=…`).
-    pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, nic: &str, extra: &[&str]) -> Qemu {
+    /// [`Qemu::boot`] without `restrict=on`, so the guest reaches the test's servers on
+    /// the host's loopback at 10.0.2.2, and with its own DMI serial number (several
+    /// appliances at once).
+    pub fn boot_reaching_host(qemu: &Path, disk: &Path, serial: &Path, dmi_serial: &str) -> Qemu {
+        Qemu::launch(qemu, disk, serial, "", "", dmi_serial)
+    }
+
+    fn launch(
+        qemu: &Path,
+        disk: &Path,
+        serial: &Path,
+        drive_options: &str,
+        nic_options: &str,
+        dmi_serial: &str,
+    ) -> Qemu {
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let child = Command::new(qemu)
@@ -75,9 +99,19 @@ impl Qemu {
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio", disk.display()))
-            .args(["-nic", nic])
-            .args(extra)
+            .arg(format!(
+                "file={},format=raw,if=virtio{drive_options}",
+                disk.display()
+            ))
+            .args([
+                "-nic",
+                &format!("user,model=virtio-net-pci,mac={GUEST_MAC}{nic_options}"),
+            ])
+            // DMI model and serial: what a `create` job names its image after.
+            .args([
+                "-smbios",
+                &format!("type=1,product={GUEST_MODEL},serial={dmi_serial}"),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -135,7 +169,9 @@ impl Qemu {
             if console.contains(KERNEL_PANIC) {
                 self.fail("the guest's kernel panicked");
             }
-            if let Some(line) = console.lines().find(|line| line.contains(needle)) {
+            // Whole lines only: the last one may still be arriving.
+            let whole = &console[..console.rfind('\n').map_or(0, |end| end + 1)];
+            if let Some(line) = whole.lines().find(|line| line.contains(needle)) {
                 return line.trim().to_string();
             }
             match self.child.try_wait() {

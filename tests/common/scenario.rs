@@ -1,0 +1,297 @@
+//! The re-provisioning scenario: appliance A running on an appliance disk, image B on its
+//! images partition, A's identity saved, a job, and the system partition armed (visible
+//! and active, as `reprov schedule` leaves it).
+//!
+//! The artefacts every test shares (NOS images of A and B, B's image, the disk with A
+//! installed) are built once per test binary in CARGO_TARGET_TMPDIR; each test copies the
+//! disk (sparse) into its own directory and adds what it needs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use super::fixtures::{self, reprov, A_ADDRESS, A_HOSTNAME};
+use super::qemu::GUEST_MAC;
+
+/// Appliance B's own identity, baked into its NOS: the restore must replace it with A's.
+pub const B_HOSTNAME: &str = "appliance-b";
+pub const B_ADDRESS: &str = "10.0.2.99/24";
+/// Incompressible bytes in B's NOS, so the apply takes several checkpoints.
+pub const B_FILLER_MIB: u64 = 24;
+/// The line appliance B prints when it came up with A's identity.
+pub fn b_with_a_identity() -> String {
+    format!("APPLIANCE name=B hostname={A_HOSTNAME} ip={A_ADDRESS}")
+}
+
+/// A's identity as `reprov identity save` takes it: A's hostname, its address on the
+/// NIC QEMU gives the guest.
+pub fn identity_of_a() -> String {
+    format!(
+        "hostname = \"{A_HOSTNAME}\"\n\n[[interface]]\nmac = \"{GUEST_MAC}\"\nname = \"eth0\"\naddresses = [\"{A_ADDRESS}\"]\n"
+    )
+}
+
+/// The shared artefacts.
+pub struct Artefacts {
+    /// A's disk: recovery installed, NOS = appliance A, A's identity saved; normal
+    /// operation (system hidden, NOS active), no job, no image.
+    pub disk_a: PathBuf,
+    /// NOS of appliance B (64 MiB, with the filler).
+    pub nos_b: PathBuf,
+    /// `reprov image create --from nos-B.img`.
+    pub image_b: PathBuf,
+}
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("scenario")
+}
+
+/// Built on first use, once per test binary.
+pub fn artefacts() -> &'static Artefacts {
+    static BUILT: OnceLock<Artefacts> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = dir();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("clearing the scenario directory");
+        }
+        std::fs::create_dir_all(&dir).expect("creating the scenario directory");
+        let started = std::time::Instant::now();
+
+        let disk_a = fixtures::recovery_disk(&dir);
+        let nos_a = fixtures::nos_image(&dir, "A", A_HOSTNAME, A_ADDRESS);
+        fixtures::put_nos(&nos_a, &disk_a);
+        let identity = dir.join("identity-a.toml");
+        std::fs::write(&identity, identity_of_a()).expect("writing A's identity");
+        reprov(&[
+            "identity",
+            "save",
+            "--disk",
+            s(&disk_a),
+            "--file",
+            s(&identity),
+        ]);
+
+        let nos_b = nos_image_with_filler(&dir, "B", B_HOSTNAME, B_ADDRESS, 64, B_FILLER_MIB);
+        let image_b = dir.join("B.tar");
+        make_image(&nos_b, &image_b, "B");
+        eprintln!("scenario artefacts built in {:.1?}", started.elapsed());
+        Artefacts {
+            disk_a,
+            nos_b,
+            image_b,
+        }
+    })
+}
+
+/// A NOS image of test appliance `name` of `mib` MiB, with `filler_mib` MiB of random
+/// bytes in a file on it (nothing reads it; it makes the image big and incompressible).
+pub fn nos_image_with_filler(
+    dir: &Path,
+    name: &str,
+    hostname: &str,
+    address: &str,
+    mib: u64,
+    filler_mib: u64,
+) -> PathBuf {
+    let nos = dir.join(format!("nos-{name}-{mib}M.img"));
+    run(
+        &root().join("qemu/make-nos"),
+        &[name, hostname, address, s(&nos), &mib.to_string()],
+    );
+    if filler_mib > 0 {
+        let filler = dir.join(format!("filler-{name}"));
+        let bytes = random_bytes(filler_mib << 20);
+        std::fs::write(&filler, bytes).expect("writing the filler");
+        let status = Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", s(&nos), s(&filler), "::/filler"])
+            .status()
+            .expect("running mcopy");
+        assert!(
+            status.success(),
+            "mcopy of the filler onto {}",
+            nos.display()
+        );
+        std::fs::remove_file(&filler).expect("removing the filler");
+    }
+    nos
+}
+
+/// Deterministic incompressible bytes (xorshift).
+fn random_bytes(len: u64) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(usize::try_from(len).expect("filler fits memory"));
+    while (out.len() as u64) < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(usize::try_from(len).expect("filler fits memory"));
+    out
+}
+
+/// `reprov image create --from NOS --out IMAGE --name NAME`.
+pub fn make_image(nos: &Path, image: &Path, name: &str) {
+    reprov(&[
+        "image",
+        "create",
+        "--from",
+        s(nos),
+        "--out",
+        s(image),
+        "--name",
+        name,
+        "--description",
+        &format!("test appliance {name}"),
+    ]);
+}
+
+/// What a test's disk gets before it boots.
+pub enum Job<'a> {
+    /// `image add IMAGE` (as `NAME`), then an `apply NAME` job.
+    Apply(&'a Path, &'a str),
+    /// `image add --factory IMAGE` (as `NAME`), then a `factory NAME` job.
+    Factory(&'a Path, &'a str),
+    /// A `create` job.
+    Create,
+}
+
+/// A copy of A's disk in `dir` with `job` set and the system partition armed.
+pub fn scenario_disk(dir: &Path, job: Job) -> PathBuf {
+    let disk = dir.join("disk.img");
+    copy_sparse(&artefacts().disk_a, &disk);
+    let d = s(&disk);
+    let (kind, name) = match job {
+        Job::Apply(image, name) => {
+            reprov(&["image", "add", s(image), "--disk", d, "--as", name]);
+            ("apply", name)
+        }
+        Job::Factory(image, name) => {
+            reprov(&[
+                "image",
+                "add",
+                s(image),
+                "--disk",
+                d,
+                "--as",
+                name,
+                "--factory",
+            ]);
+            ("factory", name)
+        }
+        Job::Create => ("create", "A.tar"),
+    };
+    reprov(&["job", "set", "--disk", d, "--kind", kind, "--image", name]);
+    arm(&disk);
+    disk
+}
+
+/// Makes the system partition visible and active, as `reprov schedule` does.
+pub fn arm(disk: &Path) {
+    reprov(&["layout", "unhide", "--disk", s(disk)]);
+    reprov(&["layout", "activate", "--disk", s(disk), "system"]);
+}
+
+/// `cp --sparse=always`.
+pub fn copy_sparse(from: &Path, to: &Path) {
+    run(Path::new("cp"), &["--sparse=always", s(from), s(to)]);
+}
+
+/// `reprov layout show --json`.
+pub fn layout(disk: &Path) -> serde_json::Value {
+    let text = reprov_out(&["layout", "show", "--json", "--disk", s(disk)]);
+    serde_json::from_str(&text).expect("layout show --json prints JSON")
+}
+
+/// The partition of `role` in a `layout show --json`.
+pub fn partition<'a>(layout: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    layout["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .find(|p| p["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} partition in {layout:#}"))
+}
+
+/// The job file, from `reprov job show`.
+pub fn job(disk: &Path) -> toml::Table {
+    let text = reprov_out(&["job", "show", "--disk", s(disk)]);
+    toml::from_str(&text).expect("job show prints the job file")
+}
+
+/// The job's state.
+pub fn job_state(disk: &Path) -> String {
+    job(disk)["state"].as_str().expect("state").to_string()
+}
+
+/// The number of chunks in an image (`reprov image info --json`).
+pub fn chunk_count(image: &Path) -> u64 {
+    let text = reprov_out(&["image", "info", "--json", s(image)]);
+    let info: serde_json::Value = serde_json::from_str(&text).expect("image info --json");
+    info["chunk_count"].as_u64().expect("chunk_count")
+}
+
+/// The step log's entries (`reprov log --json`).
+pub fn log_entries(disk: &Path) -> Vec<serde_json::Value> {
+    reprov_out(&["log", "--json", "--disk", s(disk)])
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("log --json prints JSON lines"))
+        .collect()
+}
+
+/// The codes of the step log, in order.
+pub fn log_codes(disk: &Path) -> Vec<String> {
+    log_entries(disk)
+        .iter()
+        .map(|e| e["code"].as_str().expect("code").to_string())
+        .collect()
+}
+
+/// The bytes of the NOS partition.
+pub fn nos_bytes(disk: &Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let layout = layout(disk);
+    let nos = partition(&layout, "nos");
+    let (start, size) = (
+        nos["start"].as_u64().unwrap(),
+        nos["size"].as_u64().unwrap(),
+    );
+    let mut file = std::fs::File::open(disk).expect("opening the disk");
+    file.seek(SeekFrom::Start(start)).expect("seeking to NOS");
+    let mut bytes = vec![0; usize::try_from(size).unwrap()];
+    file.read_exact(&mut bytes).expect("reading NOS");
+    bytes
+}
+
+/// One QEMU at a time: the tests of a binary run on threads, and the machine is shared.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs the reprov binary and returns all its stdout.
+pub fn reprov_out(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_reprov"))
+        .args(args)
+        .output()
+        .expect("running reprov");
+    assert!(
+        out.status.success(),
+        "reprov {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn run(program: &Path, args: &[&str]) -> String {
+    fixtures::run(program, args)
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}

@@ -1,0 +1,401 @@
+//! Whole re-provisionings in QEMU: appliance A's disk, armed with a job, boots into
+//! recovery, which does the job, commits, reboots by itself, and the new NOS comes up with
+//! A's identity — then the host checks the disk (layout, job, step log).
+//!
+//! The disk (`common::scenario`): system 64M (recovery), NOS 64M (appliance A), float 32M,
+//! images 64M (the job's image, `reprov/identity` = A's), data 64M (`factory/`). Image B
+//! is a NOS of appliance B with its own identity baked in (appliance-b, 10.0.2.99/24) and
+//! 24 MiB of random bytes, so an apply spans several checkpoints.
+//!
+//! One QEMU at a time (a global lock): the machine's CPUs are shared. Each test prints how
+//! long its boots and the whole scenario took (`--nocapture` shows it). On the 2-core build
+//! machine (TCG): recovery up ~7 s, apply of B ~7 s, B up ~6 s after the reboot; a
+//! scenario takes 12–50 s, the whole file ~4 min (plus ~80 s once for the artefacts).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fixtures::{self, reprov, A_ADDRESS, A_HOSTNAME};
+use common::qemu::{qemu_or_skip, Qemu, GUEST_MODEL, GUEST_SERIAL, KERNEL_PANIC};
+use common::scenario::{self as sc, Job};
+
+/// A whole re-provisioning: recovery, apply, reboot, the new appliance's line.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The step codes of an apply, in order (R021 when NOS grows, R031 per checkpoint).
+const APPLY_STEPS: [&str; 9] = [
+    "R012", "R020", "R030", "R032", "R041", "R040", "R050", "R051", "R060",
+];
+
+fn boot(qemu: &Path, disk: &Path, dir: &Path, name: &str) -> Qemu {
+    Qemu::boot(qemu, disk, &dir.join(format!("{name}.serial.log")))
+}
+
+/// Boots until the appliance's line; returns it. The guest powers off after it.
+fn boot_to_appliance(qemu: &Path, disk: &Path, dir: &Path, name: &str) -> String {
+    let mut vm = boot(qemu, disk, dir, name);
+    let line = vm.wait_for_line("APPLIANCE", RUN_TIMEOUT);
+    eprintln!("{name}: boot to {line:?}: {:.1?}", vm.elapsed());
+    vm.wait_exit(Duration::from_secs(60));
+    line
+}
+
+/// `codes` holds `expected` in this order (other codes may come between).
+fn assert_in_order(codes: &[String], expected: &[&str]) {
+    let mut rest = codes.iter();
+    for code in expected {
+        assert!(
+            rest.any(|c| c == code),
+            "step log {codes:?} lacks {code} in the order {expected:?}"
+        );
+    }
+}
+
+/// After a committed job: system hidden and not active, NOS active, job done.
+fn assert_committed(disk: &Path) {
+    let layout = sc::layout(disk);
+    let system = sc::partition(&layout, "system");
+    assert_eq!(system["hidden"], true, "{layout:#}");
+    assert_eq!(system["active"], false, "{layout:#}");
+    assert_eq!(sc::partition(&layout, "nos")["active"], true, "{layout:#}");
+    assert_eq!(sc::job_state(disk), "done");
+}
+
+/// After a failed job: recovery is still what boots.
+fn assert_still_in_recovery(disk: &Path, code: &str) {
+    let layout = sc::layout(disk);
+    let system = sc::partition(&layout, "system");
+    assert_eq!(system["hidden"], false, "{layout:#}");
+    assert_eq!(system["active"], true, "{layout:#}");
+    assert_eq!(sc::partition(&layout, "nos")["active"], false, "{layout:#}");
+    assert_eq!(sc::job_state(disk), "failed");
+    let codes = sc::log_codes(disk);
+    assert!(codes.iter().any(|c| c == code), "no {code} in {codes:?}");
+    assert!(
+        !codes.iter().any(|c| c == "R050"),
+        "a commit began: {codes:?}"
+    );
+}
+
+#[test]
+fn apply_b_reboots_into_b_with_the_identity_of_a() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
+
+    let mut vm = boot(&qemu, &disk, dir.path(), "apply");
+    vm.wait_for_line("[R012]", RUN_TIMEOUT);
+    let recovery_up = vm.elapsed();
+    vm.wait_for_line("[R060]", RUN_TIMEOUT);
+    let job_done = vm.elapsed();
+    // The same QEMU run: recovery reboots by itself into B.
+    let line = vm.wait_for_line("APPLIANCE", RUN_TIMEOUT);
+    assert_eq!(line, sc::b_with_a_identity());
+    eprintln!(
+        "apply: recovery up {recovery_up:.1?}, job done {job_done:.1?}, B up {:.1?}",
+        vm.elapsed()
+    );
+    vm.wait_exit(Duration::from_secs(60));
+
+    assert_committed(&disk);
+    let entries = sc::log_entries(&disk);
+    let codes: Vec<String> = entries
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().to_string())
+        .collect();
+    assert_in_order(&codes, &APPLY_STEPS);
+    for entry in &entries {
+        let time = entry["time"].as_str().unwrap_or_default();
+        assert!(time.starts_with("20") && time.contains('T'), "{entry}");
+    }
+    eprintln!("scenario apply: {:.1?}", started.elapsed());
+}
+
+#[test]
+fn growth_b_bigger_than_nos_grows_nos_into_the_float_and_boots() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let nos = sc::nos_image_with_filler(dir.path(), "B", sc::B_HOSTNAME, sc::B_ADDRESS, 80, 0);
+    let image = dir.path().join("B80.tar");
+    sc::make_image(&nos, &image, "B");
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&image, "B80.tar"));
+    let before = sc::layout(&disk);
+
+    let line = boot_to_appliance(&qemu, &disk, dir.path(), "growth");
+    assert_eq!(line, sc::b_with_a_identity());
+
+    assert_committed(&disk);
+    let after = sc::layout(&disk);
+    let mib = 1 << 20;
+    assert_eq!(sc::partition(&before, "nos")["size"], 64 * mib);
+    assert_eq!(sc::partition(&after, "nos")["size"], 80 * mib);
+    assert_eq!(after["float"]["size"], 16 * mib);
+    for role in ["system", "nos", "images", "data"] {
+        assert_eq!(
+            sc::partition(&before, role)["start"],
+            sc::partition(&after, role)["start"],
+            "{role} moved"
+        );
+    }
+    for role in ["images", "data"] {
+        assert_eq!(
+            sc::partition(&before, role)["size"],
+            sc::partition(&after, role)["size"],
+            "{role} changed size"
+        );
+    }
+    assert_in_order(&sc::log_codes(&disk), &["R020", "R021", "R030", "R060"]);
+    eprintln!("scenario growth: {:.1?}", started.elapsed());
+}
+
+#[test]
+fn factory_job_brings_back_the_factory_appliance() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let nos = sc::nos_image_with_filler(dir.path(), "F", "appliance-f", "10.0.2.98/24", 64, 0);
+    let image = dir.path().join("F.tar");
+    sc::make_image(&nos, &image, "F");
+    let disk = sc::scenario_disk(dir.path(), Job::Factory(&image, "F.tar"));
+
+    let line = boot_to_appliance(&qemu, &disk, dir.path(), "factory");
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=F hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    assert_committed(&disk);
+    assert_in_order(&sc::log_codes(&disk), &APPLY_STEPS);
+    eprintln!("scenario factory: {:.1?}", started.elapsed());
+}
+
+#[test]
+fn create_job_leaves_an_image_of_a_that_verifies_and_boots_a_on_another_disk() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Create);
+
+    // Create commits too: recovery reboots into A.
+    let line = boot_to_appliance(&qemu, &disk, dir.path(), "create");
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=A hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    assert_committed(&disk);
+    assert_in_order(
+        &sc::log_codes(&disk),
+        &["R012", "R035", "R036", "R050", "R051", "R060"],
+    );
+
+    // Named from the DMI model and serial QEMU gives the guest.
+    let name = format!(
+        "{}.tar",
+        reprov::identity::default_image_name(GUEST_MODEL, GUEST_SERIAL)
+    );
+    let image = dir.path().join(&name);
+    let images_start = sc::partition(&sc::layout(&disk), "images")["start"]
+        .as_u64()
+        .unwrap();
+    let status = std::process::Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{images_start}", disk.display()))
+        .arg(format!("::images/{name}"))
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mcopy ::images/{name} off the disk");
+    let verified = reprov(&["image", "verify", sc::s(&image)]);
+    assert!(verified.contains(": good:"), "{verified}");
+
+    // Another disk: recovery only, an empty NOS; the image makes it appliance A.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other = fixtures::recovery_disk(&other_dir);
+    reprov(&["image", "apply", sc::s(&image), "--disk", sc::s(&other)]);
+    reprov(&["layout", "hide", "--disk", sc::s(&other)]);
+    reprov(&["layout", "activate", "--disk", sc::s(&other), "nos"]);
+    let line = boot_to_appliance(&qemu, &other, dir.path(), "created-image");
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=A hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    eprintln!("scenario create: {:.1?}", started.elapsed());
+}
+
+/// Boots a disk whose job must fail; returns the console once recovery says it waits.
+fn boot_to_failure(qemu: &Path, disk: &Path, dir: &Path, name: &str, code: &str) -> String {
+    let mut vm = boot(qemu, disk, dir, name);
+    let error = vm.wait_for_line(&format!("[{code}]"), RUN_TIMEOUT);
+    let waiting = vm.wait_for_line("system partition stays active; waiting", RUN_TIMEOUT);
+    eprintln!(
+        "{name}: boot to the failure: {:.1?}\n  {error}\n  {waiting}",
+        vm.elapsed()
+    );
+    // PID 1 keeps waiting; it does not exit (which would panic the kernel).
+    std::thread::sleep(Duration::from_secs(2));
+    let console = vm.console();
+    vm.kill();
+    assert!(!console.contains(KERNEL_PANIC));
+    format!("{error}\n{waiting}")
+}
+
+#[test]
+fn failure_a_corrupt_image_leaves_the_machine_in_recovery() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("B-corrupt.tar");
+    std::fs::copy(&sc::artefacts().image_b, &image).unwrap();
+    corrupt_a_data_chunk(&image);
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&image, "B.tar"));
+    let nos_before = sc::nos_bytes(&disk);
+
+    let console = boot_to_failure(&qemu, &disk, dir.path(), "corrupt", "E103");
+    assert!(console.contains("corrupt"), "{console}");
+    assert_still_in_recovery(&disk, "E103");
+    assert!(sc::nos_bytes(&disk) == nos_before, "NOS changed");
+    eprintln!("scenario corrupt image: {:.1?}", started.elapsed());
+}
+
+#[test]
+fn failure_an_image_too_big_for_nos_and_float_leaves_a_untouched() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    // 100 MiB > NOS 64 MiB + float 32 MiB.
+    let nos = sc::nos_image_with_filler(dir.path(), "B", sc::B_HOSTNAME, sc::B_ADDRESS, 100, 0);
+    let image = dir.path().join("B100.tar");
+    sc::make_image(&nos, &image, "B");
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&image, "B100.tar"));
+    let nos_before = sc::nos_bytes(&disk);
+    let layout_before = sc::layout(&disk);
+
+    let console = boot_to_failure(&qemu, &disk, dir.path(), "too-big", "E104");
+    assert!(console.contains("does not fit"), "{console}");
+    assert_still_in_recovery(&disk, "E104");
+    assert!(sc::nos_bytes(&disk) == nos_before, "A's NOS changed");
+    let layout_after = sc::layout(&disk);
+    assert_eq!(
+        layout_before["partitions"][1], layout_after["partitions"][1],
+        "NOS's entry changed"
+    );
+    eprintln!("scenario too-big image: {:.1?}", started.elapsed());
+}
+
+/// Flips bytes in the middle of the stored data of B's first large data chunk.
+fn corrupt_a_data_chunk(image: &Path) {
+    let file = std::fs::File::open(image).unwrap();
+    let mut archive = tar::Archive::new(file);
+    let (offset, size) = archive
+        .entries_with_seek()
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.path().unwrap().to_string_lossy().contains("chunk"))
+        .map(|entry| (entry.raw_file_position(), entry.size()))
+        .find(|(_, size)| *size > 1 << 20)
+        .expect("a data chunk of more than 1 MiB in B");
+    let mut bytes = std::fs::read(image).unwrap();
+    let middle = usize::try_from(offset + size / 2).unwrap();
+    for byte in &mut bytes[middle..middle + 16] {
+        *byte ^= 0xA5;
+    }
+    std::fs::write(image, bytes).unwrap();
+}
+
+/// Boots into the apply, cuts the power when `line` shows up, boots again: the job
+/// converges to B with A's identity.
+/// `durable(checkpoint, chunks)` says whether the cut came at the point the test is about.
+fn power_cut_at(line: &str, name: &str, drive_options: &str, durable: fn(u64, u64) -> bool) {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
+
+    let serial = dir.path().join(format!("{name}-cut.serial.log"));
+    let mut vm = Qemu::boot_with(&qemu, &disk, &serial, drive_options);
+    vm.wait_for_line(line, RUN_TIMEOUT);
+    eprintln!("{name}: power cut at {line:?} after {:.1?}", vm.elapsed());
+    vm.kill();
+    let codes = sc::log_codes(&disk);
+    assert!(
+        !codes.iter().any(|c| c == "R060"),
+        "done before the cut: {codes:?}"
+    );
+    let job = sc::job(&disk);
+    assert_eq!(job["state"].as_str(), Some("running"), "{job:?}");
+    // It resumes from its checkpoint; after a whole write it writes NOS again (the
+    // identity restore may have begun).
+    let checkpoint = u64::try_from(job["checkpoint"].as_integer().unwrap()).unwrap();
+    let chunks = sc::chunk_count(&sc::artefacts().image_b);
+    let resume = if checkpoint >= chunks { 0 } else { checkpoint };
+    eprintln!("{name}: cut with {checkpoint} of {chunks} chunks durable");
+    assert!(
+        durable(checkpoint, chunks),
+        "{name}: cut with {checkpoint} of {chunks} chunks durable"
+    );
+
+    let again = boot_to_appliance(&qemu, &disk, dir.path(), &format!("{name}-again"));
+    assert_eq!(again, sc::b_with_a_identity());
+    assert_committed(&disk);
+    let codes = sc::log_codes(&disk);
+    // Two attempts: the cut one and the one that finished.
+    assert_eq!(
+        codes.iter().filter(|c| *c == "R012").count(),
+        2,
+        "{codes:?}"
+    );
+    let entries = sc::log_entries(&disk);
+    let restarts: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["code"] == "R030")
+        .map(|e| e["detail"].as_str().unwrap_or_default())
+        .collect();
+    let expected = format!("from chunk {resume}");
+    assert_eq!(
+        restarts.last().copied(),
+        Some(expected.as_str()),
+        "{restarts:?}"
+    );
+    assert_in_order(&codes, &["R030", "R012", "R041", "R040", "R051", "R060"]);
+    eprintln!("scenario power cut {name}: {:.1?}", started.elapsed());
+}
+
+#[test]
+fn power_cut_early_right_after_the_apply_starts_converges() {
+    power_cut_at("[R030]", "early", "", |checkpoint, _| checkpoint == 0);
+}
+
+/// The disk throttled to 8 MB/s: the apply takes several checkpoints (every 2 s).
+#[test]
+fn power_cut_in_the_middle_after_a_checkpoint_converges() {
+    power_cut_at(
+        "[R031]",
+        "middle",
+        ",throttling.bps-total=8000000",
+        |checkpoint, chunks| 0 < checkpoint && checkpoint < chunks,
+    );
+}
+
+/// From the read-back check to the commit takes the guest well under the host's 100 ms
+/// poll; a disk throttled to 50 I/O operations a second stretches it to seconds.
+#[test]
+fn power_cut_just_before_the_commit_converges() {
+    power_cut_at(
+        "[R041]",
+        "before-commit",
+        ",throttling.iops-total=50",
+        |checkpoint, chunks| checkpoint == chunks,
+    );
+}
