@@ -133,15 +133,18 @@ pub fn agent(args: Agent) -> crate::Result<()> {
         return finish(disk, armed, args.no_reboot);
     };
     let identity = load_identity(args.identity.as_deref())?;
-    let outcome = fleet::agent(&mut disk, &config, &identity, now, &options);
-    let armed_now = disk.entry(crate::disk::Role::System).is_active();
-    let error = outcome.as_ref().err().map(|e| e.to_string());
-    match &outcome {
-        Ok(AgentOutcome::Scheduled(s)) => println!("scheduled {} {}", s.job.kind, s.job.image),
-        Ok(AgentOutcome::Busy(why)) => println!("waiting: {why}"),
-        Ok(AgentOutcome::UpToDate) => println!("up to date"),
-        Ok(AgentOutcome::NothingPublished) => println!("nothing published for this server"),
-        Err(_) => {}
+    let run = fleet::agent(&mut disk, &config, &identity, now, &options);
+    let error = run.as_ref().err().map(|e| e.to_string());
+    if let Ok(run) = &run {
+        if let Some(job) = &run.armed_due {
+            println!("armed the deferred job {} {}", job.kind, job.image);
+        }
+        match &run.outcome {
+            AgentOutcome::Scheduled(s) => println!("scheduled {} {}", s.job.kind, s.job.image),
+            AgentOutcome::Busy(why) => println!("waiting: {why}"),
+            AgentOutcome::UpToDate => println!("up to date"),
+            AgentOutcome::NothingPublished => println!("nothing published for this server"),
+        }
     }
     // The report goes out before any reboot, and even when the agent failed.
     let reported = fleet::status(&mut disk, &config, &identity, error, now)
@@ -149,8 +152,10 @@ pub fn agent(args: Agent) -> crate::Result<()> {
     if let Err(e) = &reported {
         log::warn!("reporting the status to the store: {e}");
     }
-    outcome?;
-    finish(disk, armed_now, args.no_reboot)
+    // Reboot only for what this run armed: a job armed by hand with --no-reboot waits
+    // for its operator's reboot.
+    let armed = run?.armed();
+    finish(disk, armed, args.no_reboot)
 }
 
 pub fn after_boot(args: AfterBoot) -> crate::Result<()> {

@@ -209,7 +209,22 @@ pub fn publish(
     Ok(desired)
 }
 
-/// What the agent did.
+/// What the agent did: armed a deferred job that was due, and what it made of the
+/// desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRun {
+    pub armed_due: Option<crate::store::Job>,
+    pub outcome: AgentOutcome,
+}
+
+impl AgentRun {
+    /// Whether this run armed the recovery (so the machine should reboot into it).
+    pub fn armed(&self) -> bool {
+        self.armed_due.is_some() || matches!(&self.outcome, AgentOutcome::Scheduled(s) if s.armed)
+    }
+}
+
+/// What the agent made of the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentOutcome {
     /// No desired state for this server or its group.
@@ -250,10 +265,23 @@ pub fn agent<D: Read + Write + Seek + SyncAll>(
     identity: &Identity,
     now: OffsetDateTime,
     options: &Options,
-) -> crate::Result<AgentOutcome> {
-    if let Some(job) = schedule::arm_due(disk, now)? {
+) -> crate::Result<AgentRun> {
+    let armed_due = schedule::arm_due(disk, now)?;
+    if let Some(job) = &armed_due {
         log::info!("armed the deferred job {} {}", job.kind, job.image);
     }
+    let outcome = desired_outcome(disk, config, identity, now, options)?;
+    Ok(AgentRun { armed_due, outcome })
+}
+
+/// The desired-state half of [`agent`].
+fn desired_outcome<D: Read + Write + Seek + SyncAll>(
+    disk: &mut ApplianceDisk<D>,
+    config: &StoreConfig,
+    identity: &Identity,
+    now: OffsetDateTime,
+    options: &Options,
+) -> crate::Result<AgentOutcome> {
     let server = server_name(identity);
     let Some((target, desired)) = desired_for(config, &server, options)? else {
         log::info!("no desired state for server {server} or its group");
