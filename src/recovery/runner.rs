@@ -45,15 +45,9 @@ pub struct Machine {
 impl Machine {
     /// This machine, as the recovery sees it (DMI from /sys, mounts through the kernel).
     pub fn this() -> Self {
-        let dmi = |field: &str| {
-            std::fs::read_to_string(format!("/sys/class/dmi/id/{field}"))
-                .ok()
-                .map(|text| text.trim().to_string())
-                .filter(|text| !text.is_empty())
-        };
         Machine {
-            model: dmi("product_name"),
-            serial: dmi("product_serial"),
+            model: identity::dmi("product_name"),
+            serial: identity::dmi("product_serial"),
             mount_nos: |device, at| {
                 let device = device.to_str().ok_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::InvalidInput, "non-UTF-8 device path")
