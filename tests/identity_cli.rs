@@ -66,7 +66,7 @@ fn render_writes_the_files_under_the_root() {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
     assert_eq!(read("etc/hostname"), "web-01\n");
     assert!(read("etc/hosts").contains("127.0.1.1\tweb-01\n"));
-    let network = read("etc/systemd/network/10-reprov-525400123456.network");
+    let network = read("etc/systemd/network/00-reprov-525400123456.network");
     assert!(
         network.contains("MACAddress=52:54:00:12:34:56\n"),
         "{network}"

@@ -399,3 +399,60 @@ fn power_cut_just_before_the_commit_converges() {
         |checkpoint, chunks| checkpoint == chunks,
     );
 }
+
+/// An ext4 NOS (type 0x83): recovery restores the identity by mounting it with the
+/// kernel's ext4 module from the initramfs. Image E has no boot loader, so the test stops
+/// QEMU once the job is done and reads the file system from the host (debugfs, e2fsck).
+#[test]
+fn ext4_nos_gets_the_identity_through_the_kernel_mount() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("appliance"), "E\n").unwrap();
+    std::fs::write(tree.join("etc/hostname"), "appliance-e\n").unwrap();
+    let nos_e = dir.path().join("nos-E.img");
+    let tree_arg = tree.to_str().unwrap();
+    let nos_arg = nos_e.to_str().unwrap();
+    fixtures::run(
+        Path::new("/sbin/mkfs.ext4"),
+        &["-q", "-F", "-d", tree_arg, nos_arg, "48M"],
+    );
+    let image_e = dir.path().join("E.tar");
+    sc::make_image(&nos_e, &image_e, "E");
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&image_e, "E.tar"));
+    fixtures::run(
+        Path::new("/sbin/sfdisk"),
+        &["--part-type", sc::s(&disk), "2", "83"],
+    );
+
+    let mut vm = boot(&qemu, &disk, dir.path(), "ext4");
+    vm.wait_for_line("[R040]", RUN_TIMEOUT);
+    vm.wait_for_line("[R060]", RUN_TIMEOUT);
+    vm.assert_no_panic();
+    vm.kill();
+
+    assert_committed(&disk);
+    let nos = dir.path().join("nos-after.img");
+    std::fs::write(&nos, sc::nos_bytes(&disk)).unwrap();
+    let nos_arg = nos.to_str().unwrap();
+    let cat = |path: &str| {
+        let out = std::process::Command::new("/sbin/debugfs")
+            .args(["-R", &format!("cat {path}"), nos_arg])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(cat("/appliance"), "E\n");
+    assert_eq!(cat("/etc/hostname"), format!("{A_HOSTNAME}\n"));
+    let network = cat("/etc/systemd/network/00-reprov-525400123456.network");
+    assert!(
+        network.contains(&format!("Address={A_ADDRESS}")),
+        "{network}"
+    );
+    // The kernel unmounted it cleanly: e2fsck finds nothing to fix.
+    fixtures::run(Path::new("/sbin/e2fsck"), &["-fn", nos_arg]);
+    eprintln!("scenario ext4: {:.1?}", started.elapsed());
+}

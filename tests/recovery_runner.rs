@@ -254,7 +254,7 @@ fn apply_writes_b_restores_a_identity_and_commits() {
     assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
     assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-a\n"));
     let network = s
-        .nos_file("etc/systemd/network/10-reprov-525400123456.network")
+        .nos_file("etc/systemd/network/00-reprov-525400123456.network")
         .expect("a networkd file for A's interface");
     assert!(network.contains("Address=10.0.2.15/24"), "{network}");
     let job = s.job();

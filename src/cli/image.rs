@@ -466,9 +466,7 @@ pub fn info_json(m: &Manifest) -> serde_json::Value {
 /// This machine's model and serial number joined (the patent's default image name),
 /// from the firmware's DMI table, as the recovery names the images it creates.
 fn default_name() -> String {
-    let read = |field: &str| {
-        // Unreadable (no DMI, or the serial needs root): the name goes without it.
-        std::fs::read_to_string(format!("/sys/class/dmi/id/{field}")).unwrap_or_default()
-    };
+    // Unreadable (no DMI, or the serial needs root): the name goes without it.
+    let read = |field| crate::identity::dmi(field).unwrap_or_default();
     crate::identity::default_image_name(&read("product_name"), &read("product_serial"))
 }

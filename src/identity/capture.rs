@@ -253,6 +253,15 @@ pub fn read_live() -> Result<Live, Error> {
     })
 }
 
+/// A DMI field of this machine (`product_name`, `product_serial`) as [`parse_dmi`]
+/// cleans it; `None` when the firmware has none or it cannot be read (the serial needs
+/// root). Reads only.
+pub fn dmi(field: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/dmi/id/{field}"))
+        .ok()
+        .and_then(|text| parse_dmi(&text))
+}
+
 /// Captures the running system's identity. Reads only.
 pub fn capture_live() -> Result<Identity, Error> {
     assemble(&read_live()?)

@@ -34,7 +34,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-pub use capture::capture_live;
+pub use capture::{capture_live, dmi};
 pub use render::render;
 pub use restore::{restore_into, DirSink, FatSink, FileSink};
 

@@ -41,9 +41,10 @@ pub fn render(identity: &Identity) -> Vec<(String, String)> {
     files
 }
 
-/// `/etc/systemd/network/10-reprov-<mac without colons>.network`.
+/// `/etc/systemd/network/00-reprov-<mac without colons>.network`: networkd takes the
+/// first matching file in lexical order, so it must sort before the new OS's own files.
 pub fn networkd_path(iface: &Interface) -> String {
-    format!("{NETWORKD_DIR}/10-reprov-{}.network", iface.mac.hex())
+    format!("{NETWORKD_DIR}/00-reprov-{}.network", iface.mac.hex())
 }
 
 pub fn hostname_file(identity: &Identity) -> String {
@@ -219,8 +220,8 @@ gateway4 = "198.51.100.1"
             [
                 "/etc/hostname",
                 "/etc/hosts",
-                "/etc/systemd/network/10-reprov-525400000001.network",
-                "/etc/systemd/network/10-reprov-525400000002.network",
+                "/etc/systemd/network/00-reprov-525400000001.network",
+                "/etc/systemd/network/00-reprov-525400000002.network",
                 "/var/lib/cloud/seed/nocloud/meta-data",
                 "/var/lib/cloud/seed/nocloud/user-data",
                 "/var/lib/cloud/seed/nocloud/network-config",
@@ -256,26 +257,26 @@ gateway4 = "198.51.100.1"
         let cases = [
             (
                 ONE_V4,
-                "/etc/systemd/network/10-reprov-525400123456.network",
+                "/etc/systemd/network/00-reprov-525400123456.network",
                 "[Match]\nMACAddress=52:54:00:12:34:56\nType=ether\n\n[Network]\n\
                  Address=192.0.2.10/24\nGateway=192.0.2.1\nDNS=192.0.2.53\n",
             ),
             (
                 DUAL_STACK,
-                "/etc/systemd/network/10-reprov-525400aabb01.network",
+                "/etc/systemd/network/00-reprov-525400aabb01.network",
                 "[Match]\nMACAddress=52:54:00:aa:bb:01\nType=ether\n\n[Network]\n\
                  Address=192.0.2.20/24\nAddress=2001:db8::20/64\nGateway=192.0.2.1\n\
                  Gateway=fe80::1\nDNS=2001:db8::53\nDNS=192.0.2.53\n",
             ),
             (
                 TWO_IFACES_NO_DNS,
-                "/etc/systemd/network/10-reprov-525400000001.network",
+                "/etc/systemd/network/00-reprov-525400000001.network",
                 "[Match]\nMACAddress=52:54:00:00:00:01\nType=ether\n\n[Network]\n\
                  Address=10.0.0.5/8\n",
             ),
             (
                 TWO_IFACES_NO_DNS,
-                "/etc/systemd/network/10-reprov-525400000002.network",
+                "/etc/systemd/network/00-reprov-525400000002.network",
                 "[Match]\nMACAddress=52:54:00:00:00:02\nType=ether\n\n[Network]\n\
                  Address=198.51.100.7/25\nGateway=198.51.100.1\n",
             ),
@@ -305,11 +306,11 @@ gateway4 = "192.0.2.1"
         let files = files(text);
         let first = file(
             &files,
-            "/etc/systemd/network/10-reprov-525400000001.network",
+            "/etc/systemd/network/00-reprov-525400000001.network",
         );
         let second = file(
             &files,
-            "/etc/systemd/network/10-reprov-525400000002.network",
+            "/etc/systemd/network/00-reprov-525400000002.network",
         );
         assert!(!first.contains("DNS="), "{first}");
         assert!(second.contains("DNS=192.0.2.53\n"), "{second}");

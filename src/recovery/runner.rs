@@ -45,15 +45,9 @@ pub struct Machine {
 impl Machine {
     /// This machine, as the recovery sees it (DMI from /sys, mounts through the kernel).
     pub fn this() -> Self {
-        let dmi = |field: &str| {
-            std::fs::read_to_string(format!("/sys/class/dmi/id/{field}"))
-                .ok()
-                .map(|text| text.trim().to_string())
-                .filter(|text| !text.is_empty())
-        };
         Machine {
-            model: dmi("product_name"),
-            serial: dmi("product_serial"),
+            model: identity::dmi("product_name"),
+            serial: identity::dmi("product_serial"),
             mount_nos: |device, at| {
                 let device = device.to_str().ok_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::InvalidInput, "non-UTF-8 device path")
@@ -148,11 +142,14 @@ impl Runner<'_> {
         if identity.is_none() {
             log::warn!("no saved identity on the images partition: the new OS keeps its own");
         }
-        let manifest = self.with_image(from, |mut image, _| {
+        // The manifest first: a too-big image is refused without reading it all.
+        let manifest =
+            self.with_image(from, |mut image, _| Ok(image::open(&mut image)?.manifest))?;
+        let (_, nos_len) = self.disk.range(Role::Nos);
+        image::nos_growth(manifest.source_size, nos_len, self.disk.float_len())?;
+        self.with_image(from, |mut image, _| {
             Ok(image::verify(&mut image, Show::detect())?)
         })?;
-        let (_, nos_len) = self.disk.range(Role::Nos);
-        let grown = image::nos_growth(manifest.source_size, nos_len, self.disk.float_len())?;
         self.note(
             Code::ImageValidated,
             &format!(
@@ -162,17 +159,17 @@ impl Runner<'_> {
                 manifest.chunks.len()
             ),
         )?;
-        if let Some(new_len) = grown {
-            // Its own commit, before NOS is written: nothing is ever written past the end
-            // of NOS as the MBR on the disk describes it. The system partition stays active.
-            self.disk.grow_nos(new_len)?;
-            self.disk.commit()?;
+        // Its own commit, before NOS is written: nothing is ever written past the end of
+        // NOS as the MBR on the disk describes it. The system partition stays active.
+        image::grow_nos_for(&mut self.disk, manifest.source_size)?;
+        let (_, grown_len) = self.disk.range(Role::Nos);
+        if grown_len != nos_len {
             self.note(
                 Code::NosGrown,
                 &format!(
                     "from {} to {}",
                     crate::units::format_size(nos_len),
-                    crate::units::format_size(new_len)
+                    crate::units::format_size(grown_len)
                 ),
             )?;
         }
