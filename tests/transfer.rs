@@ -8,140 +8,17 @@
 use reprov::transfer::{
     self, part_names, DirPlace, Options, Place, Progress, Source, StoreConfig, StorePlace,
 };
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::Cursor;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-const CANARY: &str = "canary-7f3a9c-pw";
-const USER: &str = "reprov";
+mod common;
+use common::servers::{write_password, Kind, Server, CANARY, KINDS};
+
 const SIZE: usize = 300_000;
 const CUT: usize = 100_000;
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Ftp,
-    Http,
-}
-
-const KINDS: [Kind; 2] = [Kind::Ftp, Kind::Http];
-
-/// A test server: its files are under `root/images`, its password file holds CANARY.
-struct Server {
-    child: Child,
-    kind: Kind,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(kind: Kind, switches: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("root/images")).unwrap();
-        write_password(&dir.path().join("store.pass"), CANARY);
-        let script = match kind {
-            Kind::Ftp => "ftp_server.py",
-            Kind::Http => "http_server.py",
-        };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/servers")
-            .join(script);
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .args(["--user", USER, "--password-file"])
-            .arg(dir.path().join("store.pass"))
-            .arg("--events")
-            .arg(dir.path().join("events"))
-            .args(switches)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .spawn()
-            .expect("python3 runs (scripts/deps installs pyftpdlib)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
-                panic!("{kind:?} server did not start: {line:?}\n{log}")
-            });
-        Server {
-            child,
-            kind,
-            port,
-            dir,
-        }
-    }
-
-    fn scheme(&self) -> &'static str {
-        match self.kind {
-            Kind::Ftp => "ftp",
-            Kind::Http => "http",
-        }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("{}://127.0.0.1:{}/images/{name}", self.scheme(), self.port)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join("root/images").join(name)
-    }
-
-    /// Writes a store config for this server (with this password file) and returns it.
-    fn config(&self, password_file: &Path) -> PathBuf {
-        self.config_at(self.port, password_file)
-    }
-
-    /// A store config for this kind of server on `port`.
-    fn config_at(&self, port: u16, password_file: &Path) -> PathBuf {
-        let path = self.dir.path().join(format!("store-{port}.toml"));
-        let text = format!(
-            "url = \"{}://127.0.0.1:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
-             password_file = \"{}\"\n",
-            self.scheme(),
-            port,
-            password_file.display()
-        );
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn store(&self) -> StoreConfig {
-        StoreConfig::read(&self.config(&self.dir.path().join("store.pass"))).unwrap()
-    }
-
-    fn source(&self, name: &str) -> Source {
-        self.store().source(name).unwrap()
-    }
-
-    /// What the server saw (REST 100000, GET … range=…, CUT …), one event a line.
-    fn events(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("events"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_password(path: &Path, password: &str) {
-    std::fs::write(path, format!("{password}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// Bytes that differ at every offset, so a splice or shift cannot go unseen.
 fn image(size: usize) -> Vec<u8> {
@@ -366,7 +243,7 @@ fn failures_say_what_happened_and_leave_no_file() {
         std::fs::write(server.file("B.img"), image(SIZE)).unwrap();
         let wrong = server.dir.path().join("wrong.pass");
         write_password(&wrong, "not-the-password");
-        let wrong_login = StoreConfig::read(&server.config(&wrong))
+        let wrong_login = StoreConfig::read(&server.config_with(&wrong))
             .unwrap()
             .source("B.img")
             .unwrap();
@@ -438,7 +315,7 @@ fn upload_failures_say_what_happened_and_leave_no_file() {
         let down_url = format!("{}://127.0.0.1:{closed}/images/A.img", server.scheme());
         let cases = [
             (
-                server.config(&wrong),
+                server.config_with(&wrong),
                 format!(
                     "uploading to {}: the server refused the login as \"reprov\"",
                     server.url("A.img")
@@ -552,7 +429,7 @@ fn the_cli_fetches_uploads_and_never_shows_the_password() {
         let server = Server::start(kind, &["--cut-after", &CUT.to_string()]);
         let data = image(SIZE);
         std::fs::write(server.file("B.img"), &data).unwrap();
-        let config = server.config(&server.dir.path().join("store.pass"));
+        let config = server.config_with(&server.dir.path().join("store.pass"));
         let out = tempfile::tempdir().unwrap();
         let wrong = server.dir.path().join("wrong.pass");
         write_password(&wrong, "not-the-password");
@@ -608,7 +485,7 @@ fn the_cli_fetches_uploads_and_never_shows_the_password() {
             all.push_str(&args.join(" "));
         }
         for (password_file, want) in [(&wrong, "refused the login"), (&open, "chmod 600")] {
-            let config = server.config(password_file);
+            let config = server.config_with(password_file);
             let output = Command::new(env!("CARGO_BIN_EXE_reprov"))
                 .args(["-v", "fetch", "B.img", "--out"])
                 .arg(out.path().join("x"))

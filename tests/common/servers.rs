@@ -116,6 +116,47 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A store config for this server with another password file (a wrong one, a
+    /// readable one) and returns its path.
+    pub fn config_with(&self, password_file: &Path) -> PathBuf {
+        self.config_at(self.port, password_file)
+    }
+
+    /// A store config for this kind of server on `port` (a closed one, for "server down").
+    pub fn config_at(&self, port: u16, password_file: &Path) -> PathBuf {
+        let path = self.dir.path().join(format!("store-{port}.toml"));
+        let text = format!(
+            "url = \"{}://127.0.0.1:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
+             password_file = \"{}\"\n",
+            self.scheme(),
+            port,
+            password_file.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The store config, read.
+    pub fn store(&self) -> reprov::transfer::StoreConfig {
+        reprov::transfer::StoreConfig::read(&self.config(None)).unwrap()
+    }
+
+    /// A file on this server's store, as the transfer layer fetches it.
+    pub fn source(&self, name: &str) -> reprov::transfer::Source {
+        self.store().source(name).unwrap()
+    }
+
+    /// What the server saw (REST 100000, GET … range=…, CUT …), one event a line.
+    pub fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("events"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
