@@ -34,6 +34,9 @@ pub enum Outcome {
     NoJob,
     /// The job committed: reboot into the new NOS.
     Done,
+    /// The job failed for good; the previous appliance (or the factory image) is back on
+    /// NOS and committed: reboot into it.
+    RolledBack,
 }
 
 /// What went wrong in the recovery's bring-up.
@@ -47,6 +50,14 @@ pub enum Error {
         "the job ({job}) failed: {why}; fix the cause, then set the job again (reprov job set)"
     )]
     JobFailed { job: String, why: String },
+    #[error(
+        "the job ({job}) was started {started} times without finishing (the limit is {limit})"
+    )]
+    TooManyAttempts {
+        job: String,
+        started: u32,
+        limit: u32,
+    },
 }
 
 /// Whether reprov runs as init: PID 1, or started under a name ending in `init`.
@@ -62,6 +73,10 @@ pub fn main() -> ! {
         Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
         Ok(Outcome::Done) => {
             ::log::info!("job done; rebooting");
+            reboot();
+        }
+        Ok(Outcome::RolledBack) => {
+            ::log::info!("the job failed; the previous appliance is back; rebooting");
             reboot();
         }
         Err(error) => ::log::error!("{error}; system partition stays active; waiting"),
