@@ -16,3 +16,12 @@ pub fn reboot() -> io::Error {
         Err(errno) => errno.into(),
     }
 }
+
+/// Syncs, then powers the machine off. Returns only if the kernel refused.
+pub fn power_off() -> io::Error {
+    sync();
+    match nix_reboot(RebootMode::RB_POWER_OFF) {
+        Ok(never) => match never {},
+        Err(errno) => errno.into(),
+    }
+}

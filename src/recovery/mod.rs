@@ -6,8 +6,10 @@
 //! console and waits, with the system partition still active.
 
 pub mod cmdline;
+pub mod console;
 pub mod disks;
 pub mod log;
+pub mod menu;
 pub mod modules;
 pub mod mounts;
 mod panic;
@@ -69,7 +71,8 @@ pub fn is_init(pid: u32, argv0: Option<&OsStr>) -> bool {
 pub fn main() -> ! {
     log::init(false);
     panic::install();
-    match run() {
+    let mut device = None;
+    match run(&mut device) {
         Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
         Ok(Outcome::Done) => {
             ::log::info!("job done; rebooting");
@@ -81,10 +84,33 @@ pub fn main() -> ! {
         }
         Err(error) => ::log::error!("{error}; system partition stays active; waiting"),
     }
+    // No job, or a failure: the operator takes over on the console.
+    if let Some(device) = device {
+        console_on(&device);
+    }
     wait_forever()
 }
 
-fn run() -> crate::Result<Outcome> {
+/// The console on PID 1's stdin/stdout (/dev/console); reboots or powers off when asked.
+fn console_on(device: &Path) {
+    let machine = runner::Machine::this();
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    match console::Console::new(stdin, stdout, device, &machine).run() {
+        Ok(console::Exit::Reboot) => reboot(),
+        Ok(console::Exit::PowerOff) => {
+            if std::process::id() == 1 {
+                let error = kernel::power::power_off();
+                ::log::error!("powering off: {error}");
+            }
+        }
+        Ok(console::Exit::Eof) => ::log::info!("the console's input ended; waiting"),
+        Err(error) => ::log::error!("the console stopped: {error}; waiting"),
+    }
+}
+
+/// Bring-up and the job; `device` is the appliance disk once found.
+fn run(device: &mut Option<std::path::PathBuf>) -> crate::Result<Outcome> {
     mounts::mount_all(&mounts::BOOT_MOUNTS, |row| {
         kernel::mount::mount(row.source, Path::new(row.target), row.fstype, row.data)
     })
@@ -99,6 +125,11 @@ fn run() -> crate::Result<Outcome> {
     load_modules()?;
     let disk = find_disk()?;
     ::log::info!("appliance disk: {}", disk.name());
+    *device = Some(std::path::PathBuf::from(disk.name()));
+    if cmdline::Cmdline::parse(&cmdline).console {
+        ::log::info!("reprov.console: the console first, the job waits");
+        return Ok(Outcome::NoJob);
+    }
     run_job(disk)
 }
 
