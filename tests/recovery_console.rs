@@ -119,7 +119,7 @@ fn garbage_at_every_prompt_is_answered_and_the_console_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let disk = disk(dir.path());
     let long = "9".repeat(5000);
-    let input = format!("\n   \n\x1b[A\n0\n10\nabc\n{long}\n3\n\n3\n7\n1\nno\n4\n../x\n7\nmaybe\n");
+    let input = format!("\n   \n\x1b[A\n0\n12\nabc\n{long}\n3\n\n3\n7\n1\nno\n4\n../x\n7\nmaybe\n");
 
     let (exit, out) = console(&disk, input.as_bytes());
 
@@ -127,8 +127,8 @@ fn garbage_at_every_prompt_is_answered_and_the_console_goes_on() {
     for answer in [
         "nothing typed",
         "control characters",
-        "\"0\" is not a number from 1 to 9",
-        "\"10\" is not a number from 1 to 9",
+        "\"0\" is not a number from 1 to 11",
+        "\"12\" is not a number from 1 to 11",
         "longer than 256",
         "\"7\" is not a number from 1 to 1; nothing done",
         "not confirmed; nothing done",
@@ -202,4 +202,69 @@ fn apply_picks_an_image_confirms_and_runs_the_job() {
         "the safety backup"
     );
     store.unmount().unwrap();
+}
+
+const IDENTITY: &str = "hostname = \"appliance-a\"\n\n[[interface]]\nmac = \"52:54:00:12:34:56\"\naddresses = [\"10.0.2.15/24\"]\n";
+
+fn saved_identity(disk: &Path) -> Option<String> {
+    let mut d = open_disk(disk).unwrap();
+    let store = d.store().unwrap();
+    let text = store.read_identity_text().unwrap();
+    store.unmount().unwrap();
+    text.map(|t| String::from_utf8(t).unwrap())
+}
+
+#[test]
+fn edit_identity_goes_through_the_parser_and_asks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+    {
+        let mut d = open_disk(&disk).unwrap();
+        let store = d.store().unwrap();
+        store.write_identity_text(IDENTITY.as_bytes()).unwrap();
+        store.unmount().unwrap();
+    }
+
+    // A bad hostname is refused; a good edit not confirmed is dropped; then one is saved.
+    let (_, out) = console(
+        &disk,
+        b"11\nbad;name\n-\n11\nnew-host\n-\nno\n11\nnew-host\n10.0.2.77/24\nyes\n",
+    );
+
+    assert!(out.contains("refused:"), "{out}");
+    assert!(out.contains("not confirmed"), "{out}");
+    assert!(out.contains("identity saved"), "{out}");
+    let saved = saved_identity(&disk).unwrap();
+    let identity = reprov::identity::parse(&saved).unwrap();
+    assert_eq!(identity.hostname.as_str(), "new-host");
+    assert_eq!(
+        identity.interfaces[0].addresses[0].to_string(),
+        "10.0.2.77/24"
+    );
+}
+
+#[test]
+fn verify_tells_a_good_image_from_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+
+    let (_, good) = console(&disk, b"10\n1\n");
+    assert!(good.contains("B.tar verifies: 40 chunks"), "{good}");
+
+    // Cut B in half through the file system, then verify again.
+    {
+        let mut d = open_disk(&disk).unwrap();
+        let store = d.store().unwrap();
+        let mut bytes = Vec::new();
+        store
+            .open_image(&ImageName::new("B.tar").unwrap())
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes.truncate(bytes.len() / 2);
+        store.write("images/B.tar", &bytes).unwrap();
+        store.unmount().unwrap();
+    }
+    let (_, bad) = console(&disk, b"10\n1\n");
+    assert!(bad.contains("B.tar does NOT verify"), "{bad}");
 }

@@ -11,6 +11,7 @@ use super::menu::{self, Choice, MAX_LINE, MENU};
 use super::runner::{self, Machine, FACTORY_DIR};
 use super::Outcome;
 use crate::disk::{open_disk, Role};
+use crate::io::Show;
 use crate::store::{ImageName, Job, Kind};
 
 /// How the console ended: what PID 1 does next.
@@ -89,6 +90,8 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
             Choice::BootNos => self.boot_nos(),
             Choice::Reboot => Ok(Some(Exit::Reboot)),
             Choice::PowerOff => Ok(Some(Exit::PowerOff)),
+            Choice::Verify => self.verify().map(|()| None),
+            Choice::EditIdentity => self.edit_identity().map(|()| None),
         }
     }
 
@@ -276,9 +279,97 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
                 )?;
                 Ok(Some(Exit::Reboot))
             }
-            Ok(Outcome::NoJob) => Ok(None),
+            Ok(Outcome::NoJob | Outcome::Console) => Ok(None),
             Err(e) => Err(Stop::Failed(e)),
         }
+    }
+
+    fn verify(&mut self) -> Result<(), Stop> {
+        let names = self.list_images()?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        let Some(i) = self.pick("image> ", names.len())? else {
+            return Ok(());
+        };
+        let name = &names[i];
+        let mut disk = open_disk(&self.device)?;
+        let store = disk.store()?;
+        let verified = store
+            .open_image(name)
+            .map_err(crate::Error::from)
+            .and_then(|mut image| Ok(crate::image::verify(&mut image, Show::detect())?));
+        store.unmount()?;
+        let text = match verified {
+            Ok(m) => format!(
+                "{name} verifies: {} chunks, every CRC32 good, NOS {}\n",
+                m.chunks.len(),
+                crate::units::format_size(m.source_size)
+            ),
+            Err(e) => format!("{name} does NOT verify: {e}\n"),
+        };
+        Ok(self.say(&text)?)
+    }
+
+    /// Changes the hostname and the first interface's address of the saved identity;
+    /// the identity parser checks the result before it is saved. Writes the store.
+    fn edit_identity(&mut self) -> Result<(), Stop> {
+        let mut disk = open_disk(&self.device)?;
+        let store = disk.store()?;
+        let loaded = crate::identity::load(&store);
+        store.unmount()?;
+        let Some(current) = loaded? else {
+            self.say("no saved identity to edit (save one with reprov identity save)\n")?;
+            return Ok(());
+        };
+        let mut table: toml::Table = toml::from_str(&current.to_toml())
+            .map_err(|e| crate::Error::Usage(format!("re-reading the saved identity: {e}")))?;
+        self.say(&format!("saved identity:\n{}", indent(&current.to_toml())))?;
+        let hostname = match self.ask("new hostname (- keeps it)> ")? {
+            Line::Eof => return Err(Stop::Eof),
+            Line::Bad(why) => return Ok(self.say(&format!("{why}; nothing done\n"))?),
+            Line::Text(text) => text,
+        };
+        if hostname != "-" {
+            table.insert("hostname".into(), toml::Value::String(hostname));
+        }
+        if let Some(first) = table
+            .get_mut("interface")
+            .and_then(|v| v.as_array_mut())
+            .and_then(|a| a.first_mut())
+            .and_then(|v| v.as_table_mut())
+        {
+            let address = match self
+                .ask("new address of the first interface, like 10.0.2.15/24 (- keeps it)> ")?
+            {
+                Line::Eof => return Err(Stop::Eof),
+                Line::Bad(why) => return Ok(self.say(&format!("{why}; nothing done\n"))?),
+                Line::Text(text) => text,
+            };
+            if address != "-" {
+                first.insert(
+                    "addresses".into(),
+                    toml::Value::Array(vec![toml::Value::String(address)]),
+                );
+            }
+        }
+        let text = toml::to_string(&table)
+            .map_err(|e| crate::Error::Usage(format!("writing the identity: {e}")))?;
+        let edited = match crate::identity::parse(&text) {
+            Ok(edited) => edited,
+            Err(e) => return Ok(self.say(&format!("refused: {e}; nothing done\n"))?),
+        };
+        if !self.confirm(&format!(
+            "This saves this identity, restored into every OS recovery applies:\n{}",
+            indent(&edited.to_toml())
+        ))? {
+            return Ok(());
+        }
+        let store = disk.store()?;
+        let saved = crate::identity::save(&store, &edited);
+        store.unmount()?;
+        saved?;
+        Ok(self.say("identity saved\n")?)
     }
 
     fn show_log(&mut self) -> Result<(), Stop> {

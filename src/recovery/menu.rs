@@ -16,6 +16,8 @@ pub enum Choice {
     BootNos,
     Reboot,
     PowerOff,
+    Verify,
+    EditIdentity,
 }
 
 /// The menu, in the order shown (numbered from 1).
@@ -35,6 +37,11 @@ pub const MENU: &[(Choice, &str)] = &[
     ),
     (Choice::Reboot, "reboot"),
     (Choice::PowerOff, "power off"),
+    (Choice::Verify, "verify an image"),
+    (
+        Choice::EditIdentity,
+        "edit the saved identity (hostname, address)",
+    ),
 ];
 
 /// The menu as printed.
@@ -97,6 +104,7 @@ mod tests {
     fn picks_only_numbers_in_range() {
         assert_eq!(pick("1", 3), Ok(0));
         assert_eq!(pick("3", 3), Ok(2));
+        assert_eq!(pick("11", 11), Ok(10));
         for bad in ["0", "4", "-1", "x", "99999999999999999999999"] {
             assert!(pick(bad, 3).is_err(), "{bad}");
         }

@@ -2,8 +2,9 @@
 //!
 //! Bring-up: mount /proc, /sys, /dev; log to the console and /dev/kmsg; load the modules the
 //! initramfs carries; wait for the appliance disk. Then the job on the images partition
-//! ([`run_job`]). PID 1 never exits: with no job, or after a failure, it says so on the
-//! console and waits, with the system partition still active.
+//! ([`run_job`]); a job that fails for good rolls back by itself ([`runner`]). With no
+//! job, after a failure it could not roll back, or with `reprov.console`, the operator's
+//! menu ([`console`]) runs on the console. PID 1 never exits: after the console it waits.
 
 pub mod cmdline;
 pub mod console;
@@ -39,6 +40,8 @@ pub enum Outcome {
     /// The job failed for good; the previous appliance (or the factory image) is back on
     /// NOS and committed: reboot into it.
     RolledBack,
+    /// `reprov.console` on the kernel command line: the console first, the job waits.
+    Console,
 }
 
 /// What went wrong in the recovery's bring-up.
@@ -74,6 +77,7 @@ pub fn main() -> ! {
     let mut device = None;
     match run(&mut device) {
         Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
+        Ok(Outcome::Console) => ::log::info!("reprov.console: the console first; the job waits"),
         Ok(Outcome::Done) => {
             ::log::info!("job done; rebooting");
             reboot();
@@ -127,8 +131,7 @@ fn run(device: &mut Option<std::path::PathBuf>) -> crate::Result<Outcome> {
     ::log::info!("appliance disk: {}", disk.name());
     *device = Some(std::path::PathBuf::from(disk.name()));
     if cmdline::Cmdline::parse(&cmdline).console {
-        ::log::info!("reprov.console: the console first, the job waits");
-        return Ok(Outcome::NoJob);
+        return Ok(Outcome::Console);
     }
     run_job(disk)
 }

@@ -6,6 +6,8 @@
 //! bounds every wait; "Kernel panic" on the console fails the test at once.
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -55,6 +57,9 @@ pub struct Qemu {
     child: Child,
     serial: PathBuf,
     started: Instant,
+    /// The serial line's socket, for [`Qemu::send`].
+    socket: Option<PathBuf>,
+    input: Option<UnixStream>,
 }
 
 impl Qemu {
@@ -65,14 +70,42 @@ impl Qemu {
 
     /// [`Qemu::boot`], with more `-drive` options (e.g. `throttling.iops-total=50`).
     pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, drive_options: &str) -> Qemu {
+        Qemu::spawn(qemu, disk, serial, drive_options, None)
+    }
+
+    /// [`Qemu::boot`] with a serial line the test types into ([`Qemu::send`]): the serial
+    /// port is a Unix socket (`serial` + `.sock`) whose output QEMU also logs to `serial`.
+    pub fn boot_interactive(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
+        Qemu::spawn(qemu, disk, serial, "", Some(serial.with_extension("sock")))
+    }
+
+    fn spawn(
+        qemu: &Path,
+        disk: &Path,
+        serial: &Path,
+        drive_options: &str,
+        socket: Option<PathBuf>,
+    ) -> Qemu {
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
-        let child = Command::new(qemu)
-            .args([
-                "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
-            ])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
+        let mut command = Command::new(qemu);
+        command.args([
+            "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
+        ]);
+        match &socket {
+            None => command
+                .arg("-serial")
+                .arg(format!("file:{}", serial.display())),
+            Some(socket) => command
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=serial0,path={},server=on,wait=off,logfile={}",
+                    socket.display(),
+                    serial.display()
+                ))
+                .args(["-serial", "chardev:serial0"]),
+        };
+        let child = command
             .arg("-drive")
             .arg(format!(
                 "file={},format=raw,if=virtio{drive_options}",
@@ -96,6 +129,30 @@ impl Qemu {
             child,
             serial: serial.to_path_buf(),
             started: Instant::now(),
+            socket,
+            input: None,
+        }
+    }
+
+    /// Types `text` on the serial line (of a [`Qemu::boot_interactive`] machine).
+    pub fn send(&mut self, text: &str) {
+        if self.input.is_none() {
+            let socket = self.socket.clone().expect("send needs boot_interactive");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let stream = loop {
+                match UnixStream::connect(&socket) {
+                    Ok(stream) => break stream,
+                    Err(e) if Instant::now() >= deadline => {
+                        self.fail(&format!("connecting to {}: {e}", socket.display()))
+                    }
+                    Err(_) => std::thread::sleep(POLL),
+                }
+            };
+            self.input = Some(stream);
+        }
+        let stream = self.input.as_mut().expect("connected above");
+        if let Err(e) = stream.write_all(text.as_bytes()) {
+            self.fail(&format!("typing {text:?}: {e}"));
         }
     }
 
