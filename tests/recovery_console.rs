@@ -268,3 +268,39 @@ fn verify_tells_a_good_image_from_a_corrupt_one() {
     let (_, bad) = console(&disk, b"10\n1\n");
     assert!(bad.contains("B.tar does NOT verify"), "{bad}");
 }
+
+#[test]
+fn create_packs_nos_and_factory_restores_the_factory_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+
+    let (exit, out) = console(&disk, b"4\nA-copy.tar\nyes\n");
+    assert_eq!(exit, Exit::Reboot, "{out}");
+    assert!(out.contains("This packs NOS into A-copy.tar"), "{out}");
+    let mut d = open_disk(&disk).unwrap();
+    let store = d.store().unwrap();
+    assert!(store
+        .list_images()
+        .unwrap()
+        .iter()
+        .any(|(n, _)| n == "A-copy.tar"));
+    store.unmount().unwrap();
+    assert_eq!(active(&disk), (false, true));
+
+    // The factory image on the data partition, then "restore factory".
+    let mut f = Cursor::new(Vec::new());
+    let mut options = CreateOptions::new("F");
+    options.chunk_size = MIB;
+    image::create(&mut Cursor::new(fat_nos("F")), &mut f, &options).unwrap();
+    {
+        let data = d.partition(Role::Data).unwrap();
+        let store = reprov::store::Store::open(data).unwrap();
+        store.write("factory/F.tar", f.get_ref()).unwrap();
+        store.unmount().unwrap();
+    }
+    drop(d);
+    let (exit, out) = console(&disk, b"5\nyes\n");
+    assert_eq!(exit, Exit::Reboot, "{out}");
+    assert!(out.contains("factory image F.tar"), "{out}");
+    assert_eq!(appliance(&disk), "F");
+}

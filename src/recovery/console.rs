@@ -485,7 +485,11 @@ impl<E: Into<crate::Error>> From<E> for Stop {
 }
 
 fn log_line(entry: &crate::store::Entry) -> String {
-    let mut line = format!("{}  {}  {}", entry.time, entry.code, entry.verbose());
+    let time = entry
+        .time
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| entry.time.to_string());
+    let mut line = format!("{time}  {}  {}", entry.code, entry.verbose());
     if let Some(detail) = &entry.detail {
         line.push_str(&format!(": {detail}"));
     }

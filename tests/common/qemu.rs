@@ -148,6 +148,10 @@ impl Qemu {
                     Err(_) => std::thread::sleep(POLL),
                 }
             };
+            // The guest's output comes back on the socket too (QEMU logs it to the file):
+            // drain it, or the socket's buffer fills and the guest's serial port stalls.
+            let mut echo = stream.try_clone().expect("cloning the serial socket");
+            std::thread::spawn(move || std::io::copy(&mut echo, &mut std::io::sink()));
             self.input = Some(stream);
         }
         let stream = self.input.as_mut().expect("connected above");
