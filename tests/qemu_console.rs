@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::fixtures::{reprov, A_ADDRESS, A_HOSTNAME};
-use common::qemu::{qemu_or_skip, Qemu};
+use common::qemu::{qemu_or_skip, Qemu, GUEST_MODEL, GUEST_SERIAL};
 use common::scenario::{self as sc, Job};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -124,4 +124,67 @@ fn console_show_log_then_boot_nos_boots_a_without_imaging() {
     );
     assert_eq!(sc::partition(&layout, "nos")["active"], true, "{layout:#}");
     assert!(sc::nos_bytes(&disk) == nos_before, "NOS was written");
+}
+
+#[test]
+fn console_create_packs_a_then_a_boots() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk_without_job(dir.path());
+
+    let mut vm = boot(&qemu, &disk, dir.path(), "console-create");
+    answer(&mut vm, "4\n", "This packs NOS into an image");
+    vm.send("yes\n");
+    vm.wait_for_line("[R036]", TIMEOUT);
+    let line = vm.wait_for_line("APPLIANCE", TIMEOUT);
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=A hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    vm.wait_exit(Duration::from_secs(60));
+
+    // Named after the guest's DMI model and serial, as a create job names it.
+    let mut d = reprov::disk::open_disk(&disk).unwrap();
+    let store = d.store().unwrap();
+    let names: Vec<String> = store
+        .list_images()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    store.unmount().unwrap();
+    let expected = format!(
+        "{}.tar",
+        reprov::identity::default_image_name(GUEST_MODEL, GUEST_SERIAL)
+    );
+    assert!(names.contains(&expected), "{expected} in {names:?}");
+    assert_eq!(sc::job_state(&disk), "done");
+}
+
+#[test]
+fn console_restore_factory_boots_the_factory_appliance() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Factory(&sc::artefacts().image_b, "F.tar"));
+    reprov(&["job", "clear", "--disk", sc::s(&disk)]);
+
+    let mut vm = boot(&qemu, &disk, dir.path(), "console-factory");
+    answer(
+        &mut vm,
+        "5\n",
+        "This writes the factory image F.tar onto NOS",
+    );
+    vm.send("yes\n");
+    let line = vm.wait_for_line("APPLIANCE", TIMEOUT);
+    assert_eq!(
+        line,
+        sc::b_with_a_identity(),
+        "the factory appliance, A's identity"
+    );
+    vm.wait_exit(Duration::from_secs(60));
+    assert_eq!(sc::job_state(&disk), "done");
+    let codes = sc::log_codes(&disk);
+    assert!(codes.iter().any(|c| c == "R060"), "{codes:?}");
 }

@@ -23,6 +23,8 @@ pub enum Exit {
     Eof,
 }
 
+/// The name of a created image when the machine has no model or serial number.
+pub const CREATE_FALLBACK: &str = "nos.tar";
 /// Log entries the status shows.
 const STATUS_LOG_ENTRIES: usize = 5;
 
@@ -209,24 +211,16 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
         self.run_job(Kind::Apply, name, &what)
     }
 
+    /// A create job: the runner names the image after the machine's model and serial
+    /// number, as every create job; [`CREATE_FALLBACK`] when the firmware has none.
     fn create(&mut self) -> Result<Option<Exit>, Stop> {
-        let refused = match self.ask("name of the new image (like A.tar)> ")? {
-            Line::Eof => return Err(Stop::Eof),
-            Line::Bad(why) => why,
-            Line::Text(text) => match ImageName::new(&text) {
-                Ok(name) if text.ends_with(".tar") => {
-                    let what = format!(
-                        "This packs NOS into {name} on the images partition (replacing a file \
-                         of that name), then boots NOS."
-                    );
-                    return self.run_job(Kind::Create, name, &what);
-                }
-                Ok(_) => "an image name ends in .tar".to_string(),
-                Err(why) => why,
-            },
-        };
-        self.say(&format!("{refused}; nothing done\n"))?;
-        Ok(None)
+        let name = ImageName::new(CREATE_FALLBACK).expect("a valid image name");
+        let what = format!(
+            "This packs NOS into an image on the images partition, named after this machine's \
+             model and serial number ({name} when it has none; a file of that name is \
+             replaced), then boots NOS."
+        );
+        self.run_job(Kind::Create, name, &what)
     }
 
     fn factory(&mut self) -> Result<Option<Exit>, Stop> {
