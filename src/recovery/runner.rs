@@ -235,10 +235,12 @@ impl Runner<'_> {
         } else {
             self.job.checkpoint
         };
-        self.note(
-            Code::ApplyStarted,
-            &format!("{name} from chunk {resume_from}"),
-        )?;
+        let detail = if as_job {
+            format!("from chunk {resume_from}")
+        } else {
+            format!("{name} from chunk 0")
+        };
+        self.note(Code::ApplyStarted, &detail)?;
         self.nos_written = true;
         let mut job = self.job.clone();
         let stores = Stores::of(&self.disk);
