@@ -404,3 +404,54 @@ fn power_cut_just_before_the_commit_converges() {
         |checkpoint, chunks| checkpoint == chunks,
     );
 }
+
+#[test]
+fn retry_limit_a_job_started_too_often_restores_a_which_boots() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
+    // As three starts that each died mid-write leave it: B partly on NOS, A's safety
+    // backup on the images partition, the job running after 3 attempts.
+    let nos_a = fixtures::nos_image(dir.path(), "A", A_HOSTNAME, A_ADDRESS);
+    let backup = dir.path().join("previous.tar");
+    sc::make_image(&nos_a, &backup, "previous");
+    reprov(&[
+        "image",
+        "add",
+        sc::s(&backup),
+        "--disk",
+        sc::s(&disk),
+        "--as",
+        "previous.tar",
+    ]);
+    {
+        let mut d = reprov::disk::open_disk(&disk).unwrap();
+        let store = d.store().unwrap();
+        let mut job = store.read_job().unwrap().unwrap().start().unwrap();
+        job.attempts = 3;
+        job.backup_image = Some(reprov::store::ImageName::new("previous.tar").unwrap());
+        store.write_job(&job).unwrap();
+        store.unmount().unwrap();
+    }
+    let (start, _) = reprov::disk::open_disk(&disk)
+        .unwrap()
+        .range(reprov::disk::Role::Nos);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        file.seek(SeekFrom::Start(start)).unwrap();
+        file.write_all(&vec![0xA5; 4 << 20]).unwrap();
+    }
+
+    let line = boot_to_appliance(&qemu, &disk, dir.path(), "retry-limit");
+
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=A hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    assert_eq!(sc::job_state(&disk), "failed");
+    assert_in_order(&sc::log_codes(&disk), &["E110", "R070", "R072", "R051"]);
+    eprintln!("scenario retry limit: {:.1?}", started.elapsed());
+}
