@@ -63,19 +63,18 @@ fn assert_committed(disk: &Path) {
     assert_eq!(sc::job_state(disk), "done");
 }
 
-/// After a failed job: recovery is still what boots.
-fn assert_still_in_recovery(disk: &Path, code: &str) {
+/// After a job that failed before writing NOS: A is committed again (system hidden, NOS
+/// active), the job failed with `code`, and the log tells the fallback.
+fn assert_a_is_back(disk: &Path, code: &str) {
     let layout = sc::layout(disk);
     let system = sc::partition(&layout, "system");
-    assert_eq!(system["hidden"], false, "{layout:#}");
-    assert_eq!(system["active"], true, "{layout:#}");
-    assert_eq!(sc::partition(&layout, "nos")["active"], false, "{layout:#}");
+    assert_eq!(system["hidden"], true, "{layout:#}");
+    assert_eq!(system["active"], false, "{layout:#}");
+    assert_eq!(sc::partition(&layout, "nos")["active"], true, "{layout:#}");
     assert_eq!(sc::job_state(disk), "failed");
-    let codes = sc::log_codes(disk);
-    assert!(codes.iter().any(|c| c == code), "no {code} in {codes:?}");
-    assert!(
-        !codes.iter().any(|c| c == "R050"),
-        "a commit began: {codes:?}"
+    assert_in_order(
+        &sc::log_codes(disk),
+        &[code, "R080", "R081", "R050", "R051"],
     );
 }
 
@@ -231,25 +230,27 @@ fn create_job_leaves_an_image_of_a_that_verifies_and_boots_a_on_another_disk() {
     eprintln!("scenario create: {:.1?}", started.elapsed());
 }
 
-/// Boots a disk whose job must fail; returns the console once recovery says it waits.
+/// Boots a disk whose job must fail before NOS is written: recovery logs `code`, commits
+/// A again and reboots into it by itself. Returns the failure line and A's line.
 fn boot_to_failure(qemu: &Path, disk: &Path, dir: &Path, name: &str, code: &str) -> String {
     let mut vm = boot(qemu, disk, dir, name);
     let error = vm.wait_for_line(&format!("[{code}]"), RUN_TIMEOUT);
-    let waiting = vm.wait_for_line("system partition stays active; waiting", RUN_TIMEOUT);
+    let line = vm.wait_for_line("APPLIANCE", RUN_TIMEOUT);
     eprintln!(
-        "{name}: boot to the failure: {:.1?}\n  {error}\n  {waiting}",
+        "{name}: boot to the failure and back to A: {:.1?}\n  {error}\n  {line}",
         vm.elapsed()
     );
-    // PID 1 keeps waiting; it does not exit (which would panic the kernel).
-    std::thread::sleep(Duration::from_secs(2));
-    let console = vm.console();
-    vm.kill();
-    assert!(!console.contains(KERNEL_PANIC));
-    format!("{error}\n{waiting}")
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=A hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(!vm.console().contains(KERNEL_PANIC));
+    error
 }
 
 #[test]
-fn failure_a_corrupt_image_leaves_the_machine_in_recovery() {
+fn failure_a_corrupt_image_ends_with_a_booting_again() {
     let Some(qemu) = qemu_or_skip() else { return };
     let _one = sc::one_at_a_time();
     let started = Instant::now();
@@ -262,7 +263,7 @@ fn failure_a_corrupt_image_leaves_the_machine_in_recovery() {
 
     let console = boot_to_failure(&qemu, &disk, dir.path(), "corrupt", "E103");
     assert!(console.contains("corrupt"), "{console}");
-    assert_still_in_recovery(&disk, "E103");
+    assert_a_is_back(&disk, "E103");
     assert!(sc::nos_bytes(&disk) == nos_before, "NOS changed");
     eprintln!("scenario corrupt image: {:.1?}", started.elapsed());
 }
@@ -283,12 +284,16 @@ fn failure_an_image_too_big_for_nos_and_float_leaves_a_untouched() {
 
     let console = boot_to_failure(&qemu, &disk, dir.path(), "too-big", "E104");
     assert!(console.contains("does not fit"), "{console}");
-    assert_still_in_recovery(&disk, "E104");
+    assert_a_is_back(&disk, "E104");
     assert!(sc::nos_bytes(&disk) == nos_before, "A's NOS changed");
     let layout_after = sc::layout(&disk);
     assert_eq!(
-        layout_before["partitions"][1], layout_after["partitions"][1],
-        "NOS's entry changed"
+        layout_before["partitions"][1]["start"], layout_after["partitions"][1]["start"],
+        "NOS moved"
+    );
+    assert_eq!(
+        layout_before["partitions"][1]["size"], layout_after["partitions"][1]["size"],
+        "NOS's size changed"
     );
     eprintln!("scenario too-big image: {:.1?}", started.elapsed());
 }
@@ -398,6 +403,57 @@ fn power_cut_just_before_the_commit_converges() {
         ",throttling.iops-total=50",
         |checkpoint, chunks| checkpoint == chunks,
     );
+}
+
+#[test]
+fn retry_limit_a_job_started_too_often_restores_a_which_boots() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
+    // As three starts that each died mid-write leave it: B partly on NOS, A's safety
+    // backup on the images partition, the job running after 3 attempts.
+    let nos_a = fixtures::nos_image(dir.path(), "A", A_HOSTNAME, A_ADDRESS);
+    let backup = dir.path().join("previous.tar");
+    sc::make_image(&nos_a, &backup, "previous");
+    reprov(&[
+        "image",
+        "add",
+        sc::s(&backup),
+        "--disk",
+        sc::s(&disk),
+        "--as",
+        "previous.tar",
+    ]);
+    {
+        let mut d = reprov::disk::open_disk(&disk).unwrap();
+        let store = d.store().unwrap();
+        let mut job = store.read_job().unwrap().unwrap().start().unwrap();
+        job.attempts = 3;
+        job.backup_image = Some(reprov::store::ImageName::new("previous.tar").unwrap());
+        store.write_job(&job).unwrap();
+        store.unmount().unwrap();
+    }
+    let (start, _) = reprov::disk::open_disk(&disk)
+        .unwrap()
+        .range(reprov::disk::Role::Nos);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        file.seek(SeekFrom::Start(start)).unwrap();
+        file.write_all(&vec![0xA5; 4 << 20]).unwrap();
+    }
+
+    let line = boot_to_appliance(&qemu, &disk, dir.path(), "retry-limit");
+
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=A hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    assert_eq!(sc::job_state(&disk), "failed");
+    assert_in_order(&sc::log_codes(&disk), &["E110", "R080", "R082", "R051"]);
+    eprintln!("scenario retry limit: {:.1?}", started.elapsed());
 }
 
 /// An ext4 NOS (type 0x83): recovery restores the identity by mounting it with the

@@ -289,10 +289,10 @@ fn a_bigger_image_grows_nos_into_the_float_and_nothing_else_moves() {
     assert_in_order(&s.log_codes(), &["R020", "R021", "R030", "R060"]);
 }
 
-/// Every refusal: the job fails with its code, NOS is not touched, and the system
-/// partition stays active so the machine stays in recovery.
+/// Every refusal comes before the first write: the job fails with its code, NOS is not
+/// touched, and the commit hands the machine back to A.
 #[test]
-fn refusals_leave_nos_untouched_and_the_machine_in_recovery() {
+fn refusals_leave_nos_untouched_and_a_boots_again() {
     type Breaker = fn(&Scenario);
     let cases: [(&str, Breaker, &str, &str); 5] = [
         (
@@ -349,22 +349,26 @@ fn refusals_leave_nos_untouched_and_the_machine_in_recovery() {
         s.arm();
         let nos_before = s.read_role(Role::Nos);
 
-        let error = s.run().expect_err(what).to_string();
+        assert_eq!(s.run().expect(what), Outcome::RolledBack, "{what}");
 
-        assert!(error.contains(message), "{what}: {error}");
-        assert_eq!(s.boot_state(), RECOVERY_ARMED, "{what}: stays in recovery");
+        assert_eq!(s.boot_state(), NOS_BOOTS, "{what}: A boots again");
         assert!(
             s.read_role(Role::Nos) == nos_before,
             "{what}: NOS was written"
         );
         let job = s.job();
         assert_eq!(job.state, State::Failed, "{what}");
-        assert!(job.last_error.unwrap().contains(message), "{what}");
-        assert_eq!(
-            s.log_codes().last().map(String::as_str),
-            Some(code),
+        let last_error = job.last_error.unwrap();
+        assert!(last_error.contains(message), "{what}: {last_error}");
+        assert!(
+            last_error.contains("previous appliance boots again"),
             "{what}"
         );
+        assert_eq!(
+            job.backup_image, None,
+            "{what}: no backup before validation"
+        );
+        assert_in_order(&s.log_codes(), &[code, "R080", "R081", "R050", "R051"]);
         // A failed job is not retried by itself: the next boot reports it and waits.
         let again = s.run().expect_err(what).to_string();
         assert!(again.contains("failed"), "{what}: {again}");
@@ -521,5 +525,122 @@ fn a_checkpoint_that_lies_is_caught_by_the_read_back_before_the_commit() {
 
     assert!(error.contains("reads back with CRC32"), "{error}");
     assert_eq!(s.boot_state(), RECOVERY_ARMED, "never committed");
-    assert_eq!(s.log_codes().last().map(String::as_str), Some("E109"));
+    // A resume has no backup and this disk no factory image: nothing to roll back to.
+    assert_in_order(&s.log_codes(), &["E109", "R080", "E111"]);
+    assert!(s.job().last_error.unwrap().contains("rollback failed"));
+}
+
+/// B whose `/etc/hostname` is a directory: the identity restore fails after the whole
+/// image is written and read back, as an I/O error late in the apply would.
+fn b_that_refuses_the_identity() -> Vec<u8> {
+    let mut part = Cursor::new(fat_nos(40 * MIB, "B", 3 * MIB as usize));
+    {
+        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+        let etc = fs.root_dir().open_dir("etc").unwrap();
+        etc.remove("hostname").unwrap();
+        etc.create_dir("hostname").unwrap();
+        drop(etc);
+        fs.unmount().unwrap();
+    }
+    part.into_inner()
+}
+
+fn put_factory(s: &Scenario, name: &str, bytes: &[u8]) {
+    let mut disk = open_disk(&s.disk).unwrap();
+    let data = disk.partition(Role::Data).unwrap();
+    let store = Store::open(data).unwrap();
+    let mut file = store.create_file(&format!("{FACTORY_DIR}/{name}")).unwrap();
+    file.write_all(bytes).unwrap();
+    file.flush().unwrap();
+    drop(file);
+    store.unmount().unwrap();
+}
+
+fn set_backup(s: &Scenario, backup: bool) {
+    let mut job = s.job();
+    job.backup = backup;
+    s.with_store(|store| store.write_job(&job).unwrap());
+}
+
+#[test]
+fn an_apply_failing_after_the_write_brings_a_back_from_the_safety_backup() {
+    let s = Scenario::apply(&b_that_refuses_the_identity());
+    put_factory(&s, "F.tar", &image_of(&fat_nos(40 * MIB, "F", 0), "F"));
+    let a = s.read_role(Role::Nos);
+
+    assert_eq!(s.run().unwrap(), Outcome::RolledBack);
+
+    assert_eq!(s.boot_state(), NOS_BOOTS, "A boots again");
+    assert!(s.read_role(Role::Nos) == a, "NOS is A again, byte for byte");
+    let job = s.job();
+    assert_eq!(job.state, State::Failed);
+    assert_eq!(
+        job.backup_image.as_ref().map(ImageName::as_str),
+        Some("previous.tar")
+    );
+    let last_error = job.last_error.unwrap();
+    assert!(last_error.contains("hostname"), "{last_error}");
+    assert!(
+        last_error.contains("rolled back to the previous appliance"),
+        "{last_error}"
+    );
+    assert_in_order(
+        &s.log_codes(),
+        &[
+            "R020", "R037", "R030", "R032", "R041", "E106", "R080", "R030", "R082", "R051",
+        ],
+    );
+}
+
+#[test]
+fn without_a_backup_the_factory_image_comes_back_with_a_identity() {
+    let s = Scenario::apply(&b_that_refuses_the_identity());
+    set_backup(&s, false);
+    put_factory(&s, "F.tar", &image_of(&fat_nos(40 * MIB, "F", 0), "F"));
+
+    assert_eq!(s.run().unwrap(), Outcome::RolledBack);
+
+    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert_eq!(s.nos_file("appliance").as_deref(), Some("F"));
+    assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-a\n"));
+    let job = s.job();
+    assert_eq!((job.state, job.backup_image), (State::Failed, None));
+    assert!(job.last_error.unwrap().contains("factory image (F.tar)"));
+    assert_in_order(&s.log_codes(), &["R038", "E106", "R080", "R083", "R051"]);
+}
+
+#[test]
+fn with_neither_backup_nor_factory_the_machine_stays_in_recovery() {
+    let s = Scenario::apply(&b_that_refuses_the_identity());
+    set_backup(&s, false);
+
+    let error = s.run().unwrap_err().to_string();
+
+    assert!(error.contains("hostname"), "{error}");
+    assert_eq!(s.boot_state(), RECOVERY_ARMED);
+    assert!(s.job().last_error.unwrap().contains("no factory image"));
+    assert_in_order(&s.log_codes(), &["E106", "R080", "E111"]);
+}
+
+#[test]
+fn a_job_started_too_often_stops_and_restores_the_previous_appliance() {
+    let a = fat_nos(40 * MIB, "A", 0);
+    let b = fat_nos(40 * MIB, "B", 3 * MIB as usize);
+    let s = Scenario::apply(&b);
+    // As three starts that each died mid-write leave it: B half on NOS, A in the backup.
+    s.add_image("previous.tar", &image_of(&a, "previous"));
+    s.write_role(Role::Nos, &b[..(10 * MIB) as usize]);
+    let mut job = s.job().start().unwrap().checkpoint(10).unwrap();
+    job.attempts = 3;
+    job.backup_image = Some(ImageName::new("previous.tar").unwrap());
+    s.with_store(|store| store.write_job(&job).unwrap());
+
+    assert_eq!(s.run().unwrap(), Outcome::RolledBack);
+
+    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert!(s.read_role(Role::Nos) == a, "NOS is A again");
+    let job = s.job();
+    assert_eq!((job.state, job.attempts), (State::Failed, 4));
+    assert!(job.last_error.unwrap().contains("started 3 times"));
+    assert_in_order(&s.log_codes(), &["E110", "R080", "R082", "R051"]);
 }

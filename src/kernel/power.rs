@@ -38,3 +38,12 @@ pub fn reboot_running_system() -> io::Result<()> {
     }
     Err(reboot())
 }
+
+/// Syncs, then powers the machine off. Returns only if the kernel refused.
+pub fn power_off() -> io::Error {
+    sync();
+    match nix_reboot(RebootMode::RB_POWER_OFF) {
+        Ok(never) => match never {},
+        Err(errno) => errno.into(),
+    }
+}

@@ -5,6 +5,8 @@
 pub struct Cmdline {
     /// `reprov.debug` (or `reprov.debug=1`): log debug messages too.
     pub debug: bool,
+    /// `reprov.console`: open the recovery console before (instead of) running the job.
+    pub console: bool,
 }
 
 impl Cmdline {
@@ -13,7 +15,8 @@ impl Cmdline {
         let debug = text
             .split_whitespace()
             .any(|word| matches!(word, "reprov.debug" | "reprov.debug=1"));
-        Cmdline { debug }
+        let console = text.split_whitespace().any(|word| word == "reprov.console");
+        Cmdline { debug, console }
     }
 }
 
@@ -34,5 +37,11 @@ mod tests {
         for (text, debug) in cases {
             assert_eq!(Cmdline::parse(text).debug, debug, "cmdline {text:?}");
         }
+    }
+
+    #[test]
+    fn console_switch() {
+        assert!(Cmdline::parse("quiet reprov.console\n").console);
+        assert!(!Cmdline::parse("reprov.consoles").console);
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! Bring-up: mount /proc, /sys, /dev; log to the console and /dev/kmsg; load the modules the
 //! initramfs carries; wait for the appliance disk. Then the job on the images partition
-//! ([`run_job`]). PID 1 never exits: with no job, or after a failure, it says so on the
-//! console and waits, with the system partition still active.
+//! ([`run_job`]); a job that fails for good rolls back by itself ([`runner`]). With no
+//! job, after a failure it could not roll back, or with `reprov.console`, the operator's
+//! menu ([`console`]) runs on the console. PID 1 never exits: after the console it waits.
 
 pub mod cmdline;
+pub mod console;
 pub mod disks;
 pub mod log;
+pub mod menu;
 pub mod modules;
 pub mod mounts;
 mod panic;
@@ -34,6 +37,11 @@ pub enum Outcome {
     NoJob,
     /// The job committed: reboot into the new NOS.
     Done,
+    /// The job failed for good; the previous appliance (or the factory image) is back on
+    /// NOS and committed: reboot into it.
+    RolledBack,
+    /// `reprov.console` on the kernel command line: the console first, the job waits.
+    Console,
 }
 
 /// What went wrong in the recovery's bring-up.
@@ -47,6 +55,14 @@ pub enum Error {
         "the job ({job}) failed: {why}; fix the cause, then set the job again (reprov job set)"
     )]
     JobFailed { job: String, why: String },
+    #[error(
+        "the job ({job}) was started {started} times without finishing (the limit is {limit})"
+    )]
+    TooManyAttempts {
+        job: String,
+        started: u32,
+        limit: u32,
+    },
 }
 
 /// Whether reprov runs as init: PID 1, or started under a name ending in `init`.
@@ -58,18 +74,47 @@ pub fn is_init(pid: u32, argv0: Option<&OsStr>) -> bool {
 pub fn main() -> ! {
     log::init(false);
     panic::install();
-    match run() {
+    let mut device = None;
+    match run(&mut device) {
         Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
+        Ok(Outcome::Console) => ::log::info!("reprov.console: the console first; the job waits"),
         Ok(Outcome::Done) => {
             ::log::info!("job done; rebooting");
             reboot();
         }
+        Ok(Outcome::RolledBack) => {
+            ::log::info!("the job failed; the previous appliance is back; rebooting");
+            reboot();
+        }
         Err(error) => ::log::error!("{error}; system partition stays active; waiting"),
+    }
+    // No job, or a failure: the operator takes over on the console.
+    if let Some(device) = device {
+        console_on(&device);
     }
     wait_forever()
 }
 
-fn run() -> crate::Result<Outcome> {
+/// The console on PID 1's stdin/stdout (/dev/console); reboots or powers off when asked.
+fn console_on(device: &Path) {
+    let machine = runner::Machine::this();
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    match console::Console::new(stdin, stdout, device, &machine).run() {
+        Ok(console::Exit::Reboot) => reboot(),
+        Ok(console::Exit::PowerOff) => {
+            if std::process::id() == 1 {
+                let error = kernel::power::power_off();
+                ::log::error!("powering off: {error}");
+            }
+        }
+        Ok(console::Exit::Eof) => ::log::info!("the console's input ended; waiting"),
+        Err(error) => ::log::error!("the console stopped: {error}; waiting"),
+    }
+}
+
+/// Bring-up and the job; `device` is the appliance disk once found.
+fn run(device: &mut Option<std::path::PathBuf>) -> crate::Result<Outcome> {
     mounts::mount_all(&mounts::BOOT_MOUNTS, |row| {
         kernel::mount::mount(row.source, Path::new(row.target), row.fstype, row.data)
     })
@@ -84,6 +129,10 @@ fn run() -> crate::Result<Outcome> {
     load_modules()?;
     let disk = find_disk()?;
     ::log::info!("appliance disk: {}", disk.name());
+    *device = Some(std::path::PathBuf::from(disk.name()));
+    if cmdline::Cmdline::parse(&cmdline).console {
+        return Ok(Outcome::Console);
+    }
     run_job(disk)
 }
 

@@ -23,6 +23,8 @@ use crate::store::{Code, ImageName, Job, Kind as JobKind, State as JobState, Sto
 
 /// Where the factory image lives on the data partition (the "recovery CD" on disk).
 pub const FACTORY_DIR: &str = "factory";
+/// The safety backup of NOS made before an apply, on the images partition.
+pub const BACKUP_IMAGE: &str = "previous.tar";
 /// Where recovery mounts a NOS that is not FAT (ext4) to restore the identity.
 const NOS_MOUNT: &str = "/run/reprov/nos";
 /// How often an apply syncs NOS and records its checkpoint in the job.
@@ -86,6 +88,8 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
             commit(&mut disk, job)
         }
         JobState::Pending | JobState::Running => {
+            // Only a fresh start may back NOS up: on a resume NOS may be half written.
+            let fresh = job.state == JobState::Pending;
             let job = job.start()?;
             with_store(&mut disk, |store| {
                 store.write_job(&job)?;
@@ -98,17 +102,28 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
                     ),
                 )
             })?;
+            let writes_nos = job.kind != JobKind::Create;
             let mut runner = Runner {
                 device: device.to_path_buf(),
                 disk,
                 job,
                 machine,
+                fresh,
+                nos_written: writes_nos && !fresh,
             };
+            if runner.job.attempts > runner.job.max_attempts {
+                let error = super::Error::TooManyAttempts {
+                    job: what,
+                    started: runner.job.attempts - 1,
+                    limit: runner.job.max_attempts,
+                };
+                return runner.give_up(error.into(), Code::TooManyAttempts);
+            }
             match runner.execute() {
                 Ok(()) => commit(&mut runner.disk, runner.job),
                 Err(error) => {
-                    runner.record_failure(&error);
-                    Err(error)
+                    let code = code_for(&error);
+                    runner.give_up(error, code)
                 }
             }
         }
@@ -121,6 +136,10 @@ struct Runner<'a> {
     disk: ApplianceDisk<File>,
     job: Job,
     machine: &'a Machine,
+    /// The job starts from scratch (it was pending): the safety backup may be made.
+    fresh: bool,
+    /// NOS may no longer hold the previous appliance.
+    nos_written: bool,
 }
 
 impl Runner<'_> {
@@ -133,7 +152,8 @@ impl Runner<'_> {
         }
     }
 
-    /// Validate, grow, stream, check, restore identity: an image onto NOS.
+    /// The job's image onto NOS: validate, back NOS up, grow, stream (resumable), check,
+    /// restore the identity.
     fn apply(&mut self, from: FromStore) -> crate::Result<()> {
         // Everything that can be known up front is checked before the first write.
         // A closure, not the function item: it takes the store's borrow as it comes.
@@ -142,14 +162,37 @@ impl Runner<'_> {
         if identity.is_none() {
             log::warn!("no saved identity on the images partition: the new OS keeps its own");
         }
+        let name = self.job.image.clone();
+        self.write_image(from, &name, identity.as_ref(), true)
+    }
+
+    /// Validate, grow, stream, check, restore identity: image `name` onto NOS. With
+    /// `as_job`, the apply backs NOS up first (on a fresh start), resumes from the job's
+    /// checkpoint and records checkpoints; without, it writes the whole image (a rollback).
+    fn write_image(
+        &mut self,
+        from: FromStore,
+        name: &ImageName,
+        identity: Option<&Identity>,
+        as_job: bool,
+    ) -> crate::Result<()> {
         // The manifest first: a too-big image is refused without reading it all.
-        let manifest =
-            self.with_image(from, |mut image, _| Ok(image::open(&mut image)?.manifest))?;
+        let manifest = with_image_store(
+            &self.device,
+            Stores::of(&self.disk),
+            from,
+            name,
+            |image, _| Ok(image::open(&mut &mut *image)?.manifest),
+        )?;
         let (_, nos_len) = self.disk.range(Role::Nos);
         image::nos_growth(manifest.source_size, nos_len, self.disk.float_len())?;
-        self.with_image(from, |mut image, _| {
-            Ok(image::verify(&mut image, Show::detect())?)
-        })?;
+        with_image_store(
+            &self.device,
+            Stores::of(&self.disk),
+            from,
+            name,
+            |image, _| Ok(image::verify(&mut &mut *image, Show::detect())?),
+        )?;
         self.note(
             Code::ImageValidated,
             &format!(
@@ -159,6 +202,9 @@ impl Runner<'_> {
                 manifest.chunks.len()
             ),
         )?;
+        if as_job && self.fresh {
+            self.safety_backup()?;
+        }
         // Its own commit, before NOS is written: nothing is ever written past the end of
         // NOS as the MBR on the disk describes it. The system partition stays active.
         image::grow_nos_for(&mut self.disk, manifest.source_size)?;
@@ -178,19 +224,24 @@ impl Runner<'_> {
         // have changed NOS since (the read-back check would then fail): write it all
         // again. The job's checkpoint only grows, so it stays at the end meanwhile.
         let chunks = u64::try_from(manifest.chunks.len()).unwrap_or(u64::MAX);
-        let resume_from = if self.job.checkpoint >= chunks {
+        let resume_from = if !as_job || self.job.checkpoint >= chunks {
             0
         } else {
             self.job.checkpoint
         };
-        self.note(Code::ApplyStarted, &format!("from chunk {resume_from}"))?;
+        let detail = if as_job {
+            format!("from chunk {resume_from}")
+        } else {
+            format!("{name} from chunk 0")
+        };
+        self.note(Code::ApplyStarted, &detail)?;
+        self.nos_written = true;
         let mut job = self.job.clone();
-        let name = job.image.clone();
         let stores = Stores::of(&self.disk);
         let disk = &mut self.disk;
-        let manifest = with_image_store(&self.device, stores, from, &name, |image, jobs| {
+        let manifest = with_image_store(&self.device, stores, from, name, |image, jobs| {
             let mut record = |chunks: u64| -> Result<(), image::CheckpointError> {
-                if chunks > job.checkpoint {
+                if as_job && chunks > job.checkpoint {
                     job = job.checkpoint(chunks)?;
                     jobs.write_job(&job)?;
                 }
@@ -220,10 +271,155 @@ impl Runner<'_> {
         self.note(Code::Verified, "every chunk reads back with its CRC32")?;
 
         if let Some(identity) = identity {
-            self.restore_identity(&identity)?;
+            self.restore_identity(identity)?;
             self.note(Code::IdentityRestored, identity.hostname.as_str())?;
         }
         Ok(())
+    }
+
+    /// Packs the current NOS into [`BACKUP_IMAGE`] and records it in the job, when the
+    /// job allows it and the images partition has room for NOS even uncompressed. A
+    /// backup that cannot be made is noted and skipped: the factory image remains.
+    fn safety_backup(&mut self) -> crate::Result<()> {
+        let name = ImageName::new(BACKUP_IMAGE).expect("BACKUP_IMAGE is a valid name");
+        if !self.job.backup {
+            return self.note(Code::BackupSkipped, "the job says backup = false");
+        }
+        if self.job.image == name {
+            return self.note(Code::BackupSkipped, "the job applies the backup itself");
+        }
+        let (_, nos_len) = self.disk.range(Role::Nos);
+        // The old backup goes first: it is of an older appliance, and its room counts.
+        let free = with_store(&mut self.disk, |store| {
+            store.remove(&crate::store::image_path(&name))?;
+            Ok(store.free_bytes()?)
+        })?;
+        if free < nos_len {
+            return self.note(
+                Code::BackupSkipped,
+                &format!(
+                    "{} free on the images partition, NOS is {}",
+                    crate::units::format_size(free),
+                    crate::units::format_size(nos_len)
+                ),
+            );
+        }
+        let description = format!("NOS before applying {}", self.job.image);
+        match self.pack_nos(&name, description) {
+            Ok(manifest) => {
+                let mut job = self.job.clone();
+                job.backup_image = Some(name.clone());
+                with_store(&mut self.disk, |store| Ok(store.write_job(&job)?))?;
+                self.job = job;
+                self.note(
+                    Code::BackupCreated,
+                    &format!(
+                        "{name} ({} stored)",
+                        crate::units::format_size(manifest.stored_total())
+                    ),
+                )
+            }
+            Err(error) => {
+                with_store(&mut self.disk, |store| {
+                    Ok(store.remove(&crate::store::image_path(&name))?)
+                })?;
+                self.note(Code::BackupSkipped, &error.to_string())
+            }
+        }
+    }
+
+    /// The job failed for good (`error`, logged as `code`): bring back what NOS held — it
+    /// still does when nothing was written, else the safety backup, else the factory
+    /// image — and commit it, so the machine boots it. The job ends `failed` either way.
+    /// When nothing could be restored, the system partition stays active and `error`
+    /// is returned.
+    fn give_up(&mut self, error: crate::Error, code: Code) -> crate::Result<Outcome> {
+        let message = error.to_string();
+        log::error!("[{}] {}: {message}", code.id(), code.verbose());
+        if let Err(e) = with_store(&mut self.disk, |store| Ok(store.log(code, Some(&message))?)) {
+            log::error!("recording the failure on the images partition: {e}");
+        }
+        let restored = self.roll_back();
+        match restored {
+            Ok(what) => {
+                self.record_failure(&format!("{message}; {what}"));
+                Ok(Outcome::RolledBack)
+            }
+            Err(rollback) => {
+                let code = Code::RollbackFailed;
+                log::error!("[{}] {}: {rollback}", code.id(), code.verbose());
+                let _ = self.try_note(code, &rollback.to_string());
+                self.record_failure(&format!("{message}; rollback failed: {rollback}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// Restores the previous appliance and commits it; says what it restored.
+    fn roll_back(&mut self) -> crate::Result<String> {
+        self.note(Code::RollbackStarted, "")?;
+        let what = if !self.nos_written {
+            self.note(Code::KeptPrevious, "")?;
+            "NOS was not written: the previous appliance boots again".to_string()
+        } else {
+            self.restore_previous()?
+        };
+        with_store(&mut self.disk, |store| step(store, Code::CommitStarted, ""))?;
+        self.disk.hide_system();
+        self.disk.activate(Role::Nos);
+        self.disk.commit()?;
+        self.note(Code::Committed, "")?;
+        Ok(what)
+    }
+
+    /// The safety backup onto NOS, or when that fails, the factory image (with the
+    /// saved identity).
+    fn restore_previous(&mut self) -> crate::Result<String> {
+        if let Some(backup) = self.job.backup_image.clone() {
+            match self.write_image(FromStore::Images, &backup, None, false) {
+                Ok(()) => {
+                    self.note(Code::RolledBackPrevious, backup.as_str())?;
+                    return Ok(format!("rolled back to the previous appliance ({backup})"));
+                }
+                Err(e) => {
+                    let code = code_for(&e);
+                    log::error!("[{}] restoring the safety backup {backup}: {e}", code.id());
+                    self.try_note(code, &format!("restoring the safety backup {backup}: {e}"))?;
+                }
+            }
+        }
+        let factory = self.factory_image()?;
+        // A saved identity that does not load must not keep the factory image out.
+        #[allow(clippy::redundant_closure)]
+        let identity =
+            with_store(&mut self.disk, |store| identity::load(store)).unwrap_or_else(|e| {
+                log::warn!(
+                    "the saved identity does not load ({e}): the factory image keeps its own"
+                );
+                None
+            });
+        self.write_image(FromStore::Factory, &factory, identity.as_ref(), false)?;
+        self.note(Code::RolledBackFactory, factory.as_str())?;
+        Ok(format!("rolled back to the factory image ({factory})"))
+    }
+
+    /// The first image in `factory/` on the data partition.
+    fn factory_image(&mut self) -> crate::Result<ImageName> {
+        let (start, len) = self.disk.range(Role::Data);
+        let data = mount(&self.device, start, len, "data")?;
+        let listed = data.list(FACTORY_DIR);
+        data.unmount()?;
+        let first = listed?
+            .into_iter()
+            .map(|(name, _)| name)
+            .find(|name| name.ends_with(&format!(".{}", image::EXTENSION)))
+            .ok_or_else(|| {
+                crate::Error::Usage(format!(
+                    "no safety backup and no factory image in {FACTORY_DIR}/ on the data partition"
+                ))
+            })?;
+        ImageName::new(&first)
+            .map_err(|why| crate::Error::Usage(format!("the factory image {first:?}: {why}")))
     }
 
     /// Pack NOS into an image on the images partition, named from model and serial.
@@ -243,13 +439,31 @@ impl Runner<'_> {
             crate::Error::Usage(format!("naming the created image {name:?}: {why}"))
         })?;
         self.note(Code::CreateStarted, name.as_str())?;
+        let description = format!("NOS of {}", self.device.display());
+        let manifest = self.pack_nos(&name, description)?;
+        self.note(
+            Code::CreateDone,
+            &format!(
+                "{} ({} stored)",
+                name.as_str(),
+                crate::units::format_size(manifest.stored_total())
+            ),
+        )
+    }
+
+    /// Packs NOS into `images/NAME` on the images partition. Writes the store.
+    fn pack_nos(
+        &mut self,
+        name: &ImageName,
+        description: String,
+    ) -> crate::Result<image::Manifest> {
         let (start, len) = self.disk.range(Role::Images);
         let store = mount(&self.device, start, len, "images")?;
         let mut options = CreateOptions::new(name.as_str().trim_end_matches(".tar"));
-        options.description = format!("NOS of {}", self.device.display());
+        options.description = description;
         options.show = Show::detect();
         let created = (|| {
-            let mut file = store.create_file(&crate::store::image_path(&name))?;
+            let mut file = store.create_file(&crate::store::image_path(name))?;
             let mut nos = self
                 .disk
                 .partition(Role::Nos)
@@ -260,15 +474,7 @@ impl Runner<'_> {
             Ok::<_, crate::Error>(manifest)
         })();
         store.unmount()?;
-        let manifest = created?;
-        self.note(
-            Code::CreateDone,
-            &format!(
-                "{} ({} stored)",
-                name.as_str(),
-                crate::units::format_size(manifest.stored_total())
-            ),
-        )
+        created
     }
 
     /// Writes the saved identity into the new OS: through fatfs on a FAT NOS, through
@@ -303,41 +509,24 @@ impl Runner<'_> {
         Ok(restored?)
     }
 
-    /// Reads from the job's image through its own mount, with no job store needed.
-    fn with_image<T>(
-        &mut self,
-        from: FromStore,
-        f: impl FnOnce(&mut dyn ReadSeek, &Mounted) -> crate::Result<T>,
-    ) -> crate::Result<T> {
-        with_image_store(
-            &self.device,
-            Stores::of(&self.disk),
-            from,
-            &self.job.image,
-            f,
-        )
-    }
-
     fn note(&mut self, code: Code, detail: &str) -> crate::Result<()> {
         note(&mut self.disk, code, Some(detail))
     }
 
-    /// Marks the job failed with its reason and logs the error's code. A failure to
-    /// record is logged too: the original error is what the operator needs to see.
-    fn record_failure(&mut self, error: &crate::Error) {
-        let message = error.to_string();
-        let code = code_for(error);
-        log::error!("[{}] {}: {message}", code.id(), code.verbose());
+    /// Logs a step; a failure to log is logged and returned.
+    fn try_note(&mut self, code: Code, detail: &str) -> crate::Result<()> {
+        self.note(code, detail)
+            .inspect_err(|e| log::error!("logging {}: {e}", code.id()))
+    }
+
+    /// Marks the job failed with its reason. A failure to record is logged: the
+    /// original error is what the operator needs to see.
+    fn record_failure(&mut self, message: &str) {
         let recorded = self
             .job
-            .fail(&message)
+            .fail(message)
             .map_err(crate::Error::from)
-            .and_then(|job| {
-                with_store(&mut self.disk, |store| {
-                    store.write_job(&job)?;
-                    Ok(store.log(code, Some(&message))?)
-                })
-            });
+            .and_then(|job| with_store(&mut self.disk, |store| Ok(store.write_job(&job)?)));
         if let Err(e) = recorded {
             log::error!("recording the failure on the images partition: {e}");
         }

@@ -30,6 +30,8 @@ pub const MAX_CHECKPOINT: u64 = 1 << 32;
 pub const MAX_ATTEMPTS: u32 = 1000;
 /// Longest `last_error`, in bytes.
 pub const MAX_ERROR_BYTES: usize = 1024;
+/// Attempts recovery makes at a job before it restores the previous appliance.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// The fields of a job file, in the order they are written.
 const FIELDS: &[&str] = &[
@@ -41,6 +43,9 @@ const FIELDS: &[&str] = &[
     "attempts",
     "last_error",
     "not_before",
+    "backup",
+    "backup_image",
+    "max_attempts",
 ];
 
 /// What the job does.
@@ -172,6 +177,13 @@ pub struct Job {
     pub last_error: Option<String>,
     /// Do not start before this time (UTC); for scheduled jobs.
     pub not_before: Option<OffsetDateTime>,
+    /// Whether recovery packs the current NOS into an image before an apply overwrites
+    /// it, so a failed apply can bring it back (default yes).
+    pub backup: bool,
+    /// The safety backup, once it is made (on the images partition).
+    pub backup_image: Option<ImageName>,
+    /// Starts of the job after which recovery gives up and restores the previous appliance.
+    pub max_attempts: u32,
 }
 
 impl Job {
@@ -186,6 +198,9 @@ impl Job {
             attempts: 0,
             last_error: None,
             not_before: None,
+            backup: true,
+            backup_image: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
 
@@ -229,6 +244,18 @@ impl Job {
             })?,
             last_error: f.optional("last_error", error_text)?,
             not_before: f.optional("not_before", datetime)?,
+            backup: f.optional("backup", boolean)?.unwrap_or(true),
+            backup_image: f.optional("backup_image", |v| string(v).and_then(ImageName::new))?,
+            max_attempts: f
+                .optional("max_attempts", |v| {
+                    let n = integer(v, MAX_ATTEMPTS.into())?;
+                    let n = u32::try_from(n).expect("bounded by MAX_ATTEMPTS");
+                    if n == 0 {
+                        return Err("must be at least 1".into());
+                    }
+                    Ok(n)
+                })?
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS),
         })
     }
 
@@ -247,6 +274,16 @@ impl Job {
         }
         if let Some(t) = self.not_before {
             line("not_before", rfc3339(t));
+        }
+        // Defaults are left out, so files stay as short as before these fields.
+        if !self.backup {
+            line("backup", "false".into());
+        }
+        if let Some(name) = &self.backup_image {
+            line("backup_image", quoted(name.as_str()));
+        }
+        if self.max_attempts != DEFAULT_MAX_ATTEMPTS {
+            line("max_attempts", self.max_attempts.to_string());
         }
         out
     }
@@ -421,6 +458,16 @@ fn string<'a>(value: &'a DeValue) -> Result<&'a str, String> {
     }
 }
 
+fn boolean(value: &DeValue) -> Result<bool, String> {
+    match value {
+        DeValue::Boolean(b) => Ok(*b),
+        other => Err(format!(
+            "expected true or false, found {}",
+            other.type_str()
+        )),
+    }
+}
+
 fn integer(value: &DeValue, max: u64) -> Result<u64, String> {
     let DeValue::Integer(i) = value else {
         return Err(format!(
@@ -500,11 +547,29 @@ mod tests {
         let mut full = job().start().unwrap().checkpoint(77).unwrap();
         full.last_error = Some("chunk 78: \"crc\" mismatch \\ retry".into());
         full.not_before = Some(datetime!(2026-12-01 03:30:00.25 +02:00));
+        full.backup = false;
+        full.backup_image = Some(ImageName::new("previous.tar").unwrap());
+        full.max_attempts = 5;
         for j in [job(), full] {
             let text = j.render();
             let back = Job::parse(&text).unwrap();
             assert_eq!(back, j, "{text}");
             assert_eq!(back.render(), text);
+        }
+    }
+
+    #[test]
+    fn safety_fields_default_and_are_checked() {
+        let j = Job::parse(GOOD).unwrap();
+        assert_eq!((j.backup, j.backup_image, j.max_attempts), (true, None, 3));
+        for (line, problem) in [
+            ("backup = \"yes\"\n", "expected true or false"),
+            ("max_attempts = 0\n", "at least 1"),
+            ("backup_image = \"../x\"\n", "plain file name"),
+        ] {
+            let error = Job::parse(&format!("{GOOD}{line}")).unwrap_err();
+            assert_eq!(error.line, Some(7), "{line}");
+            assert!(error.problem.contains(problem), "{line}: {error}");
         }
     }
 

@@ -52,6 +52,8 @@ codes! {
     ApplyDone = "R032", "apply-done", "Wrote the whole image onto NOS";
     CreateStarted = "R035", "create-started", "Started packing NOS into an image file";
     CreateDone = "R036", "create-done", "Packed NOS into an image file on the images partition";
+    BackupCreated = "R037", "backup-created", "Packed the current NOS into a safety backup, so a failed apply can bring it back";
+    BackupSkipped = "R038", "backup-skipped", "Made no safety backup of NOS (the job says not to, or it did not fit)";
     IdentityRestored = "R040", "identity-restored", "Restored the saved network identity into the new OS";
     Verified = "R041", "verified", "Flushed and verified NOS";
     CommitStarted = "R050", "commit-started", "Started the commit: hiding the system partition and making NOS active";
@@ -60,6 +62,11 @@ codes! {
     Rebooting = "R061", "rebooting", "Rebooting";
     ImageUploaded = "R070", "image-uploaded", "Uploaded the created image to the server group's store";
     JobClosed = "R071", "job-closed", "Closed the finished job after its upload";
+    // The safety net: a job that failed for good brings the previous appliance back.
+    RollbackStarted = "R080", "rollback-started", "The job failed for good: bringing back the previous appliance";
+    KeptPrevious = "R081", "kept-previous", "NOS was not written: the previous appliance stays and boots again";
+    RolledBackPrevious = "R082", "rolled-back-previous", "Restored the previous appliance from its safety backup";
+    RolledBackFactory = "R083", "rolled-back-factory", "Restored the factory image from the data partition";
     // Failures: recovery stays on its console, the system partition active.
     NoJob = "E100", "no-job", "There is no pending job";
     BadJob = "E101", "bad-job", "The job file is malformed or asks for something impossible";
@@ -72,6 +79,7 @@ codes! {
     CommitFailed = "E108", "commit-failed", "The MBR commit failed or did not read back as written";
     VerifyFailed = "E109", "verify-failed", "NOS did not verify after the write";
     TooManyAttempts = "E110", "too-many-attempts", "The job failed too many times; recovery stops retrying";
+    RollbackFailed = "E111", "rollback-failed", "Could not bring back the previous appliance nor the factory image";
     Internal = "E199", "internal", "Internal error in reprov";
 }
 

@@ -6,6 +6,8 @@
 //! bounds every wait; "Kernel panic" on the console fails the test at once.
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -50,11 +52,23 @@ pub fn qemu_or_skip() -> Option<PathBuf> {
     None
 }
 
+/// What the guest's user-mode network may reach.
+#[derive(Clone, Copy)]
+enum Net {
+    /// Nothing (`restrict=on`).
+    Restricted,
+    /// The host's loopback services at 10.0.2.2.
+    ReachesHost,
+}
+
 /// A running QEMU; killed when dropped.
 pub struct Qemu {
     child: Child,
     serial: PathBuf,
     started: Instant,
+    /// The serial line's socket, for [`Qemu::send`].
+    socket: Option<PathBuf>,
+    input: Option<UnixStream>,
 }
 
 impl Qemu {
@@ -65,12 +79,13 @@ impl Qemu {
 
     /// [`Qemu::boot`], with more `-drive` options (e.g. `throttling.iops-total=50`).
     pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, drive_options: &str) -> Qemu {
-        Qemu::launch(
+        Qemu::spawn(
             qemu,
             disk,
             serial,
             drive_options,
-            ",restrict=on",
+            None,
+            Net::Restricted,
             GUEST_SERIAL,
         )
     }
@@ -79,25 +94,57 @@ impl Qemu {
     /// the host's loopback at 10.0.2.2, and with its own DMI serial number (several
     /// appliances at once).
     pub fn boot_reaching_host(qemu: &Path, disk: &Path, serial: &Path, dmi_serial: &str) -> Qemu {
-        Qemu::launch(qemu, disk, serial, "", "", dmi_serial)
+        Qemu::spawn(qemu, disk, serial, "", None, Net::ReachesHost, dmi_serial)
     }
 
-    fn launch(
+    /// [`Qemu::boot`] with a serial line the test types into ([`Qemu::send`]): the serial
+    /// port is a Unix socket (`serial` + `.sock`) whose output QEMU also logs to `serial`.
+    pub fn boot_interactive(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
+        let socket = Some(serial.with_extension("sock"));
+        Qemu::spawn(
+            qemu,
+            disk,
+            serial,
+            "",
+            socket,
+            Net::Restricted,
+            GUEST_SERIAL,
+        )
+    }
+
+    fn spawn(
         qemu: &Path,
         disk: &Path,
         serial: &Path,
         drive_options: &str,
-        nic_options: &str,
+        socket: Option<PathBuf>,
+        net: Net,
         dmi_serial: &str,
     ) -> Qemu {
+        let restrict = match net {
+            Net::Restricted => ",restrict=on",
+            Net::ReachesHost => "",
+        };
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
-        let child = Command::new(qemu)
-            .args([
-                "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
-            ])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
+        let mut command = Command::new(qemu);
+        command.args([
+            "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
+        ]);
+        match &socket {
+            None => command
+                .arg("-serial")
+                .arg(format!("file:{}", serial.display())),
+            Some(socket) => command
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=serial0,path={},server=on,wait=off,logfile={}",
+                    socket.display(),
+                    serial.display()
+                ))
+                .args(["-serial", "chardev:serial0"]),
+        };
+        let child = command
             .arg("-drive")
             .arg(format!(
                 "file={},format=raw,if=virtio{drive_options}",
@@ -105,7 +152,7 @@ impl Qemu {
             ))
             .args([
                 "-nic",
-                &format!("user,model=virtio-net-pci,mac={GUEST_MAC}{nic_options}"),
+                &format!("user,model=virtio-net-pci,mac={GUEST_MAC}{restrict}"),
             ])
             // DMI model and serial: what a `create` job names its image after.
             .args([
@@ -121,6 +168,34 @@ impl Qemu {
             child,
             serial: serial.to_path_buf(),
             started: Instant::now(),
+            socket,
+            input: None,
+        }
+    }
+
+    /// Types `text` on the serial line (of a [`Qemu::boot_interactive`] machine).
+    pub fn send(&mut self, text: &str) {
+        if self.input.is_none() {
+            let socket = self.socket.clone().expect("send needs boot_interactive");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let stream = loop {
+                match UnixStream::connect(&socket) {
+                    Ok(stream) => break stream,
+                    Err(e) if Instant::now() >= deadline => {
+                        self.fail(&format!("connecting to {}: {e}", socket.display()))
+                    }
+                    Err(_) => std::thread::sleep(POLL),
+                }
+            };
+            // The guest's output comes back on the socket too (QEMU logs it to the file):
+            // drain it, or the socket's buffer fills and the guest's serial port stalls.
+            let mut echo = stream.try_clone().expect("cloning the serial socket");
+            std::thread::spawn(move || std::io::copy(&mut echo, &mut std::io::sink()));
+            self.input = Some(stream);
+        }
+        let stream = self.input.as_mut().expect("connected above");
+        if let Err(e) = stream.write_all(text.as_bytes()) {
+            self.fail(&format!("typing {text:?}: {e}"));
         }
     }
 

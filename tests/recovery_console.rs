@@ -1,0 +1,305 @@
+//! The recovery console driven by scripted input on a sparse disk file: the output a
+//! person sees and the disk afterwards.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use reprov::disk::{open_disk, PartType, Role, Sizes};
+use reprov::image::{self, CreateOptions};
+use reprov::recovery::console::{Console, Exit};
+use reprov::recovery::runner::Machine;
+use reprov::store::{ImageName, State};
+
+const MIB: u64 = 1 << 20;
+
+fn machine() -> Machine {
+    Machine {
+        model: None,
+        serial: None,
+        mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
+        unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
+    }
+}
+
+fn fat_nos(name: &str) -> Vec<u8> {
+    let mut part = Cursor::new(vec![0u8; (40 * MIB) as usize]);
+    fatfs::format_volume(&mut part, fatfs::FormatVolumeOptions::new()).unwrap();
+    {
+        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+        fs.root_dir()
+            .create_file("appliance")
+            .unwrap()
+            .write_all(name.as_bytes())
+            .unwrap();
+        fs.unmount().unwrap();
+    }
+    part.into_inner()
+}
+
+/// A's disk, armed (system visible and active), image B in the store, no job.
+fn disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.img");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&disk)
+        .unwrap();
+    file.set_len(MIB + 34 * MIB + 40 * MIB + 24 * MIB + 64 * MIB + 34 * MIB)
+        .unwrap();
+    let sizes = Sizes {
+        system: 34 * MIB,
+        nos: 40 * MIB,
+        float: 24 * MIB,
+        images: 64 * MIB,
+        data: Some(34 * MIB),
+        nos_type: PartType::FAT32_LBA,
+    };
+    reprov::disk::init(&mut file, "disk.img", &sizes, None, false).unwrap();
+    drop(file);
+    let mut d = open_disk(&disk).unwrap();
+    let (start, _) = d.range(Role::Nos);
+    let mut f = OpenOptions::new().write(true).open(&disk).unwrap();
+    f.seek(SeekFrom::Start(start)).unwrap();
+    f.write_all(&fat_nos("A")).unwrap();
+    let mut b = Cursor::new(Vec::new());
+    let mut options = CreateOptions::new("B");
+    options.chunk_size = MIB;
+    image::create(&mut Cursor::new(fat_nos("B")), &mut b, &options).unwrap();
+    let b = b.into_inner();
+    let store = d.store().unwrap();
+    store
+        .add_image(&ImageName::new("B.tar").unwrap(), &b[..], b.len() as u64)
+        .unwrap();
+    store.unmount().unwrap();
+    d.unhide_system();
+    d.activate(Role::System);
+    d.commit().unwrap();
+    disk
+}
+
+fn console(disk: &Path, input: &[u8]) -> (Exit, String) {
+    let machine = machine();
+    let mut out = Vec::new();
+    let exit = Console::new(Cursor::new(input.to_vec()), &mut out, disk, &machine)
+        .run()
+        .unwrap();
+    (exit, String::from_utf8(out).unwrap())
+}
+
+fn appliance(disk: &Path) -> String {
+    let d = open_disk(disk).unwrap();
+    let (start, len) = d.range(Role::Nos);
+    let mut f = File::open(disk).unwrap();
+    f.seek(SeekFrom::Start(start)).unwrap();
+    let mut bytes = vec![0; len as usize];
+    f.read_exact(&mut bytes).unwrap();
+    let fs = fatfs::FileSystem::new(Cursor::new(bytes), fatfs::FsOptions::new()).unwrap();
+    let mut text = String::new();
+    fs.root_dir()
+        .open_file("appliance")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+/// (system active, NOS active)
+fn active(disk: &Path) -> (bool, bool) {
+    let d = open_disk(disk).unwrap();
+    (
+        d.entry(Role::System).is_active(),
+        d.entry(Role::Nos).is_active(),
+    )
+}
+
+#[test]
+fn garbage_at_every_prompt_is_answered_and_the_console_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+    let long = "9".repeat(5000);
+    let input = format!("\n   \n\x1b[A\n0\n12\nabc\n{long}\n3\n\n3\n7\n1\nno\n4\n../x\n7\nmaybe\n");
+
+    let (exit, out) = console(&disk, input.as_bytes());
+
+    assert_eq!(exit, Exit::Eof);
+    for answer in [
+        "nothing typed",
+        "control characters",
+        "\"0\" is not a number from 1 to 11",
+        "\"12\" is not a number from 1 to 11",
+        "longer than 256",
+        "\"7\" is not a number from 1 to 1; nothing done",
+        "not confirmed; nothing done",
+    ] {
+        assert!(out.contains(answer), "no {answer:?} in:\n{out}");
+    }
+    assert_eq!(appliance(&disk), "A");
+    assert_eq!(active(&disk), (true, false), "nothing committed");
+}
+
+#[test]
+fn status_list_and_log_show_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+
+    let (_, out) = console(&disk, b"1\n2\n6\n");
+
+    for shown in [
+        "nos",
+        "active",
+        "float after NOS: 24.0 MiB",
+        "job: none",
+        "saved identity: none",
+        "B.tar",
+        "fits NOS + float",
+        "the log is empty",
+    ] {
+        assert!(out.contains(shown), "no {shown:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn boot_nos_commits_without_imaging() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+
+    let (exit, out) = console(&disk, b"7\nyes\n");
+
+    assert_eq!(exit, Exit::Reboot, "{out}");
+    assert_eq!(active(&disk), (false, true));
+    assert!(open_disk(&disk)
+        .unwrap()
+        .entry(Role::System)
+        .ptype
+        .is_hidden());
+    assert_eq!(appliance(&disk), "A");
+}
+
+#[test]
+fn apply_picks_an_image_confirms_and_runs_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+
+    let (exit, out) = console(&disk, b"3\n1\nyes\n");
+
+    assert_eq!(exit, Exit::Reboot, "{out}");
+    assert!(out.contains("This writes B.tar onto NOS"), "{out}");
+    assert_eq!(appliance(&disk), "B");
+    assert_eq!(active(&disk), (false, true));
+    let mut d = open_disk(&disk).unwrap();
+    let store = d.store().unwrap();
+    let job = store.read_job().unwrap().unwrap();
+    assert_eq!(job.state, State::Done);
+    assert!(
+        store
+            .list_images()
+            .unwrap()
+            .iter()
+            .any(|(n, _)| n == "previous.tar"),
+        "the safety backup"
+    );
+    store.unmount().unwrap();
+}
+
+const IDENTITY: &str = "hostname = \"appliance-a\"\n\n[[interface]]\nmac = \"52:54:00:12:34:56\"\naddresses = [\"10.0.2.15/24\"]\n";
+
+fn saved_identity(disk: &Path) -> Option<String> {
+    let mut d = open_disk(disk).unwrap();
+    let store = d.store().unwrap();
+    let text = store.read_identity_text().unwrap();
+    store.unmount().unwrap();
+    text.map(|t| String::from_utf8(t).unwrap())
+}
+
+#[test]
+fn edit_identity_goes_through_the_parser_and_asks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+    {
+        let mut d = open_disk(&disk).unwrap();
+        let store = d.store().unwrap();
+        store.write_identity_text(IDENTITY.as_bytes()).unwrap();
+        store.unmount().unwrap();
+    }
+
+    // A bad hostname is refused; a good edit not confirmed is dropped; then one is saved.
+    let (_, out) = console(
+        &disk,
+        b"11\nbad;name\n-\n11\nnew-host\n-\nno\n11\nnew-host\n10.0.2.77/24\nyes\n",
+    );
+
+    assert!(out.contains("refused:"), "{out}");
+    assert!(out.contains("not confirmed"), "{out}");
+    assert!(out.contains("identity saved"), "{out}");
+    let saved = saved_identity(&disk).unwrap();
+    let identity = reprov::identity::parse(&saved).unwrap();
+    assert_eq!(identity.hostname.as_str(), "new-host");
+    assert_eq!(
+        identity.interfaces[0].addresses[0].to_string(),
+        "10.0.2.77/24"
+    );
+}
+
+#[test]
+fn verify_tells_a_good_image_from_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+
+    let (_, good) = console(&disk, b"10\n1\n");
+    assert!(good.contains("B.tar verifies: 40 chunks"), "{good}");
+
+    // Cut B in half through the file system, then verify again.
+    {
+        let mut d = open_disk(&disk).unwrap();
+        let store = d.store().unwrap();
+        let mut bytes = Vec::new();
+        store
+            .open_image(&ImageName::new("B.tar").unwrap())
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes.truncate(bytes.len() / 2);
+        store.write("images/B.tar", &bytes).unwrap();
+        store.unmount().unwrap();
+    }
+    let (_, bad) = console(&disk, b"10\n1\n");
+    assert!(bad.contains("B.tar does NOT verify"), "{bad}");
+}
+
+#[test]
+fn create_packs_nos_and_factory_restores_the_factory_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path());
+
+    let (exit, out) = console(&disk, b"4\nyes\n");
+    assert_eq!(exit, Exit::Reboot, "{out}");
+    assert!(out.contains("This packs NOS into an image"), "{out}");
+    let mut d = open_disk(&disk).unwrap();
+    let store = d.store().unwrap();
+    assert!(store
+        .list_images()
+        .unwrap()
+        .iter()
+        .any(|(n, _)| n == "nos.tar"));
+    store.unmount().unwrap();
+    assert_eq!(active(&disk), (false, true));
+
+    // The factory image on the data partition, then "restore factory".
+    let mut f = Cursor::new(Vec::new());
+    let mut options = CreateOptions::new("F");
+    options.chunk_size = MIB;
+    image::create(&mut Cursor::new(fat_nos("F")), &mut f, &options).unwrap();
+    {
+        let data = d.partition(Role::Data).unwrap();
+        let store = reprov::store::Store::open(data).unwrap();
+        store.write("factory/F.tar", f.get_ref()).unwrap();
+        store.unmount().unwrap();
+    }
+    drop(d);
+    let (exit, out) = console(&disk, b"5\nyes\n");
+    assert_eq!(exit, Exit::Reboot, "{out}");
+    assert!(out.contains("factory image F.tar"), "{out}");
+    assert_eq!(appliance(&disk), "F");
+}
