@@ -1,11 +1,13 @@
 //! The recovery console driven by scripted input on a sparse disk file: the output a
 //! person sees and the disk afterwards.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use reprov::disk::{open_disk, PartType, Role, Sizes};
+use reprov::disk::{open_disk, Role};
 use reprov::image::{self, CreateOptions};
 use reprov::recovery::console::{Console, Exit};
 use reprov::recovery::runner::Machine;
@@ -40,24 +42,7 @@ fn fat_nos(name: &str) -> Vec<u8> {
 /// A's disk, armed (system visible and active), image B in the store, no job.
 fn disk(dir: &Path) -> PathBuf {
     let disk = dir.join("disk.img");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&disk)
-        .unwrap();
-    file.set_len(MIB + 34 * MIB + 40 * MIB + 24 * MIB + 64 * MIB + 34 * MIB)
-        .unwrap();
-    let sizes = Sizes {
-        system: 34 * MIB,
-        nos: 40 * MIB,
-        float: 24 * MIB,
-        images: 64 * MIB,
-        data: Some(34 * MIB),
-        nos_type: PartType::FAT32_LBA,
-    };
-    reprov::disk::init(&mut file, "disk.img", &sizes, None, false).unwrap();
-    drop(file);
+    common::fixtures::small_disk(&disk);
     let mut d = open_disk(&disk).unwrap();
     let (start, _) = d.range(Role::Nos);
     let mut f = OpenOptions::new().write(true).open(&disk).unwrap();

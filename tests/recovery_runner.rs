@@ -12,11 +12,13 @@
 //! | 3    | images | 64 MiB | 0x0C | `images/B.tar`, the job, A's identity  |
 //! | 4    | data   | 34 MiB | 0x0C | `factory/F.tar` when a test puts it    |
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use reprov::disk::{open_disk, PartType, Role, Sizes};
+use reprov::disk::{open_disk, Role};
 use reprov::image::{self, CreateOptions};
 use reprov::io::Window;
 use reprov::recovery::runner::{self, Machine, FACTORY_DIR};
@@ -115,23 +117,7 @@ impl Scenario {
     fn blank() -> Scenario {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk.img");
-        let sizes = Sizes {
-            system: 34 * MIB,
-            nos: 40 * MIB,
-            float: 24 * MIB,
-            images: 64 * MIB,
-            data: Some(34 * MIB),
-            nos_type: PartType::FAT32_LBA,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&disk)
-            .unwrap();
-        file.set_len(MIB + 34 * MIB + 40 * MIB + 24 * MIB + 64 * MIB + 34 * MIB)
-            .unwrap();
-        reprov::disk::init(&mut file, "disk.img", &sizes, None, false).unwrap();
+        common::fixtures::small_disk(&disk);
         Scenario { _dir: dir, disk }
     }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::servers::{Kind, Server, CANARY, KINDS};
-use reprov::disk::{open_disk, PartType, Role, Sizes};
+use reprov::disk::{open_disk, Role};
 use reprov::image::{self, CreateOptions};
 use reprov::recovery::runner::{self, Machine};
 use reprov::recovery::Outcome;
@@ -92,23 +92,7 @@ struct Appliance {
 impl Appliance {
     fn new(dir: &Path, hostname: &str, serial: &str, address: &str) -> Appliance {
         let disk = dir.join(format!("{serial}.img"));
-        let sizes = Sizes {
-            system: 34 * MIB,
-            nos: 40 * MIB,
-            float: 24 * MIB,
-            images: 64 * MIB,
-            data: Some(34 * MIB),
-            nos_type: PartType::FAT32_LBA,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&disk)
-            .unwrap();
-        file.set_len(MIB + 34 * MIB + 40 * MIB + 24 * MIB + 64 * MIB + 34 * MIB)
-            .unwrap();
-        reprov::disk::init(&mut file, "disk", &sizes, None, false).unwrap();
+        common::fixtures::small_disk(&disk);
         let appliance = Appliance {
             disk,
             identity: dir.join(format!("{serial}.identity")),
@@ -119,6 +103,10 @@ impl Appliance {
         )
         .unwrap();
         let (start, _) = appliance.range(Role::Nos);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&appliance.disk)
+            .unwrap();
         file.seek(SeekFrom::Start(start)).unwrap();
         file.write_all(&fat_nos(40 * MIB, "A", 0)).unwrap();
         appliance
