@@ -10,8 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::fixtures::{reprov, A_ADDRESS, A_HOSTNAME};
-use common::qemu::{qemu_or_skip, Qemu, GUEST_MODEL, GUEST_SERIAL};
+use common::qemu::{qemu_or_skip, unwrap_rows, Qemu, GUEST_MODEL, GUEST_SERIAL};
 use common::scenario::{self as sc, Job};
+use reprov::recovery::KEY_BANNER;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// The menu's last line: the console is waiting for a choice.
@@ -36,15 +37,20 @@ fn count(vm: &Qemu, needle: &str) -> usize {
     vm.console().lines().filter(|l| l.contains(needle)).count()
 }
 
-/// Types `line` and waits until a new line with `answer` shows.
+/// Types `line` on the serial line and waits until a new line with `answer` shows.
 fn answer(vm: &mut Qemu, line: &str, answer: &str) {
+    answer_to(vm, |vm| vm.send(line), answer);
+}
+
+/// Does `typing` and waits until a new serial line with `answer` shows.
+fn answer_to(vm: &mut Qemu, typing: impl FnOnce(&mut Qemu), answer: &str) {
     let before = count(vm, answer);
-    vm.send(line);
+    typing(vm);
     let deadline = Instant::now() + TIMEOUT;
     while count(vm, answer) <= before {
         assert!(
             Instant::now() < deadline,
-            "no new {answer:?} after typing {line:?}:\n{}",
+            "no new {answer:?}:\n{}",
             vm.console()
         );
         vm.assert_no_panic();
@@ -75,6 +81,14 @@ fn console_apply_b_after_garbage_boots_b_with_a_identity() {
     answer(&mut vm, "1\n", "This writes B.tar onto NOS");
     vm.send("yes\n");
     vm.wait_for_line("[R060]", TIMEOUT);
+    // Long work shows its progress: percent, rate and time left.
+    for work in ["verifying image: ", "applying image: "] {
+        let progress = vm.wait_for_line(work, TIMEOUT);
+        assert!(
+            progress.contains("% ") && progress.contains(" MB/s, ") && progress.contains(" left"),
+            "{progress}"
+        );
+    }
     let line = vm.wait_for_line("APPLIANCE", TIMEOUT);
     assert_eq!(line, sc::b_with_a_identity());
     eprintln!("console-apply: B up after {:.1?}", vm.elapsed());
@@ -187,4 +201,52 @@ fn console_restore_factory_boots_the_factory_appliance() {
     assert_eq!(sc::job_state(&disk), "done");
     let codes = sc::log_codes(&disk);
     assert!(codes.iter().any(|c| c == "R060"), "{codes:?}");
+}
+
+/// A key on the screen's keyboard at the banner opens the console instead of the job;
+/// the console shows on the screen and the serial line alike and takes input from both;
+/// the job waits, and nothing is written.
+#[test]
+fn a_key_at_the_banner_opens_the_console_on_screen_and_serial_and_the_job_waits() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
+    let nos_before = sc::nos_bytes(&disk);
+    let log_before = sc::log_codes(&disk);
+
+    let mut vm = Qemu::boot_interactive(&qemu, &disk, &dir.path().join("banner.serial.log"));
+    vm.wait_for_line(KEY_BANNER, TIMEOUT);
+    vm.press("x");
+    vm.wait_for_line(MENU_END, TIMEOUT);
+    eprintln!("banner: menu up after {:.1?}", vm.elapsed());
+    let screen = unwrap_rows(&vm.screen());
+    for text in [KEY_BANNER, "a key was pressed", MENU_END, "choice>"] {
+        assert!(
+            screen.contains(text),
+            "{text:?} not on the screen:\n{screen}"
+        );
+    }
+
+    // Typed on the keyboard: the status shows on the serial line and the screen.
+    answer_to(&mut vm, |vm| vm.press("1\n"), "saved identity:");
+    assert!(
+        vm.console().contains("state = \"pending\""),
+        "{}",
+        vm.console()
+    );
+    let screen = unwrap_rows(&vm.screen());
+    assert!(screen.contains("saved identity:"), "{screen}");
+    assert!(
+        screen.contains(&format!("hostname = \"{A_HOSTNAME}\"")),
+        "{screen}"
+    );
+
+    // Typed on the serial line: power off.
+    vm.send("9\n");
+    vm.wait_exit(Duration::from_secs(60));
+
+    assert_eq!(sc::job_state(&disk), "pending", "the job waits");
+    assert_eq!(sc::log_codes(&disk), log_before, "no step was taken");
+    assert!(sc::nos_bytes(&disk) == nos_before, "NOS was written");
 }

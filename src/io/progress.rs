@@ -1,5 +1,6 @@
 //! Progress of a long copy: percent, MB/s and time left — redrawn in place on a
-//! terminal, as a log line every few seconds otherwise (a serial console, a log file).
+//! terminal, as a log line every few seconds otherwise (the recovery's consoles, a log
+//! file).
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -7,14 +8,18 @@ use std::time::{Duration, Instant};
 /// How often a line is drawn on a terminal and logged elsewhere.
 const TTY_EVERY: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(10);
+const CONSOLE_EVERY: Duration = Duration::from_secs(2);
 
 /// Where progress goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Show {
     /// Redraw one line on stderr.
     Terminal,
-    /// `log::info!` lines.
+    /// `log::info!` lines, every 10 s (a service's journal).
     Log,
+    /// `log::info!` lines, every 2 s: the recovery's log, which goes to the serial line
+    /// and the screen alike, where a person may be watching.
+    Console,
     /// Nothing (tests, scripts).
     Quiet,
 }
@@ -68,6 +73,7 @@ impl Progress {
         let every = match self.show {
             Show::Terminal => TTY_EVERY,
             Show::Log => LOG_EVERY,
+            Show::Console => CONSOLE_EVERY,
             Show::Quiet => return,
         };
         if self.last_shown.elapsed() >= every {
@@ -120,7 +126,7 @@ impl Progress {
                 let _ = write!(err, "\r{line}\x1b[K{}", if last { "\n" } else { "" });
                 let _ = err.flush();
             }
-            Show::Log => log::info!("{line}"),
+            Show::Log | Show::Console => log::info!("{line}"),
             Show::Quiet => {}
         }
     }

@@ -292,7 +292,7 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
         let verified = store
             .open_image(name)
             .map_err(crate::Error::from)
-            .and_then(|mut image| Ok(crate::image::verify(&mut image, Show::detect())?));
+            .and_then(|mut image| Ok(crate::image::verify(&mut image, Show::Console)?));
         store.unmount()?;
         let text = match verified {
             Ok(m) => format!(

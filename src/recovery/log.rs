@@ -1,5 +1,6 @@
-//! The recovery's log: each line goes to the console (PID 1's stdout is /dev/console, the
-//! serial port on a server) and to the kernel log (/dev/kmsg), so `dmesg` keeps it too.
+//! The recovery's log: each line goes to the consoles (PID 1's stdout, /dev/console, until
+//! [`attach_terminals`]: then the serial line and the screen alike) and to the kernel log
+//! (/dev/kmsg), so `dmesg` keeps it too.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::fs::{File, OpenOptions};
@@ -7,15 +8,19 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
+use super::terminals::Tee;
+
 /// What every console line starts with.
 pub const PREFIX: &str = "reprov recovery: ";
 
 struct RecoveryLogger {
     kmsg: Mutex<Option<File>>,
+    terminals: Mutex<Option<Tee>>,
 }
 
 static LOGGER: RecoveryLogger = RecoveryLogger {
     kmsg: Mutex::new(None),
+    terminals: Mutex::new(None),
 };
 
 /// Installs the logger (console only until [`attach_kmsg`]); `debug` lets debug lines through.
@@ -39,6 +44,11 @@ pub fn attach_kmsg(path: &Path) -> io::Result<()> {
     let file = OpenOptions::new().write(true).open(path)?;
     *LOGGER.kmsg.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
     Ok(())
+}
+
+/// Sends every console line to `terminals` instead of stdout.
+pub fn attach_terminals(terminals: Tee) {
+    *LOGGER.terminals.lock().unwrap_or_else(|e| e.into_inner()) = Some(terminals);
 }
 
 /// The console line for a message: `reprov recovery: [error: |warning: ]message`.
@@ -75,9 +85,20 @@ impl Log for RecoveryLogger {
         let message = record.args().to_string();
         // A log line that cannot be written has nowhere else to be reported; the other
         // sink still gets it.
-        let _ = io::stdout()
+        let line = console_line(record.level(), &message);
+        match self
+            .terminals
             .lock()
-            .write_all(console_line(record.level(), &message).as_bytes());
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some(terminals) => {
+                let _ = terminals.write_all(line.as_bytes());
+            }
+            None => {
+                let _ = io::stdout().lock().write_all(line.as_bytes());
+            }
+        }
         if let Some(kmsg) = self.kmsg.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             // One write per record: /dev/kmsg takes each write as one log entry.
             let _ = kmsg.write_all(kmsg_line(record.level(), &message).as_bytes());

@@ -3,8 +3,10 @@
 //! Bring-up: mount /proc, /sys, /dev; log to the console and /dev/kmsg; load the modules the
 //! initramfs carries; wait for the appliance disk. Then the job on the images partition
 //! ([`run_job`]); a job that fails for good rolls back by itself ([`runner`]). With no
-//! job, after a failure it could not roll back, or with `reprov.console`, the operator's
-//! menu ([`console`]) runs on the console. PID 1 never exits: after the console it waits.
+//! job, after a failure it could not roll back, with `reprov.console`, or when a key is
+//! pressed at the banner, the operator's menu ([`console`]) runs on every console the
+//! kernel was given ([`terminals`]: serial line and screen). PID 1 never exits: after the
+//! console it waits.
 
 pub mod cmdline;
 pub mod console;
@@ -15,12 +17,13 @@ pub mod modules;
 pub mod mounts;
 mod panic;
 pub mod runner;
+pub mod terminals;
 
 use crate::disk::ApplianceDisk;
 use crate::kernel;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What the console shows when there is nothing to do.
@@ -29,6 +32,10 @@ pub const NO_JOB_MESSAGE: &str =
 /// How long drivers get to find the appliance disk.
 const DISK_TIMEOUT: Duration = Duration::from_secs(30);
 const DISK_POLL: Duration = Duration::from_millis(200);
+/// How long the banner waits for a key that opens the console before a job runs.
+pub const KEY_WAIT: Duration = Duration::from_secs(3);
+/// The banner's line before a job: a key on any console opens the console instead.
+pub const KEY_BANNER: &str = "press any key within 3 s for the recovery console";
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +47,8 @@ pub enum Outcome {
     /// The job failed for good; the previous appliance (or the factory image) is back on
     /// NOS and committed: reboot into it.
     RolledBack,
-    /// `reprov.console` on the kernel command line: the console first, the job waits.
+    /// `reprov.console` on the kernel command line, or a key at the banner: the console
+    /// first, the job waits.
     Console,
 }
 
@@ -74,10 +82,10 @@ pub fn is_init(pid: u32, argv0: Option<&OsStr>) -> bool {
 pub fn main() -> ! {
     log::init(false);
     panic::install();
-    let mut device = None;
-    match run(&mut device) {
+    let mut found = Found::default();
+    match run(&mut found) {
         Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
-        Ok(Outcome::Console) => ::log::info!("reprov.console: the console first; the job waits"),
+        Ok(Outcome::Console) => ::log::info!("the console first; the job waits"),
         Ok(Outcome::Done) => {
             ::log::info!("job done; rebooting");
             reboot();
@@ -89,18 +97,30 @@ pub fn main() -> ! {
         Err(error) => ::log::error!("{error}; system partition stays active; waiting"),
     }
     // No job, or a failure: the operator takes over on the console.
-    if let Some(device) = device {
-        console_on(&device);
+    if let (Some(device), Some(terminals)) = (found.device, found.terminals) {
+        console_on(&device, &terminals);
     }
     wait_forever()
 }
 
-/// The console on PID 1's stdin/stdout (/dev/console); reboots or powers off when asked.
-fn console_on(device: &Path) {
+/// What the bring-up found, for the console.
+#[derive(Default)]
+struct Found {
+    terminals: Option<terminals::Terminals>,
+    device: Option<PathBuf>,
+}
+
+/// The console on every terminal; reboots or powers off when asked.
+fn console_on(device: &Path, terminals: &terminals::Terminals) {
     let machine = runner::Machine::this();
-    let stdin = std::io::stdin().lock();
-    let stdout = std::io::stdout().lock();
-    match console::Console::new(stdin, stdout, device, &machine).run() {
+    let (input, output) = match (terminals.input(), terminals.writer()) {
+        (Ok(input), Ok(output)) => (std::io::BufReader::new(input), output),
+        (Err(error), _) | (_, Err(error)) => {
+            ::log::error!("opening the console on {}: {error}", terminals.names());
+            return;
+        }
+    };
+    match console::Console::new(input, output, device, &machine).run() {
         Ok(console::Exit::Reboot) => reboot(),
         Ok(console::Exit::PowerOff) => {
             if std::process::id() == 1 {
@@ -113,12 +133,13 @@ fn console_on(device: &Path) {
     }
 }
 
-/// Bring-up and the job; `device` is the appliance disk once found.
-fn run(device: &mut Option<std::path::PathBuf>) -> crate::Result<Outcome> {
+/// Bring-up and the job; fills in `found` as it goes.
+fn run(found: &mut Found) -> crate::Result<Outcome> {
     mounts::mount_all(&mounts::BOOT_MOUNTS, |row| {
         kernel::mount::mount(row.source, Path::new(row.target), row.fstype, row.data)
     })
     .map_err(Error::from)?;
+    found.terminals = open_terminals();
     if let Err(error) = log::attach_kmsg(Path::new("/dev/kmsg")) {
         ::log::warn!("opening /dev/kmsg: {error}; logging to the console only");
     }
@@ -129,11 +150,53 @@ fn run(device: &mut Option<std::path::PathBuf>) -> crate::Result<Outcome> {
     load_modules()?;
     let disk = find_disk()?;
     ::log::info!("appliance disk: {}", disk.name());
-    *device = Some(std::path::PathBuf::from(disk.name()));
+    let device = PathBuf::from(disk.name());
+    found.device = Some(device.clone());
     if cmdline::Cmdline::parse(&cmdline).console {
+        ::log::info!("reprov.console is on the kernel command line");
         return Ok(Outcome::Console);
     }
+    if let (Some(job), Some(terminals)) = (runner::job_to_run(&device)?, &found.terminals) {
+        ::log::info!(
+            "job: {} {} ({}); {KEY_BANNER}",
+            job.kind.as_str(),
+            job.image.as_str(),
+            job.state.as_str()
+        );
+        match terminals.key_within(KEY_WAIT) {
+            Ok(true) => {
+                ::log::info!("a key was pressed");
+                return Ok(Outcome::Console);
+            }
+            Ok(false) => {}
+            Err(error) => ::log::warn!("waiting for a key: {error}; running the job"),
+        }
+    }
     run_job(disk)
+}
+
+/// The consoles the kernel lists, or /dev/console alone; the log goes to all of them.
+fn open_terminals() -> Option<terminals::Terminals> {
+    let names = match std::fs::read_to_string(terminals::ACTIVE_CONSOLES) {
+        Ok(text) => terminals::parse_active(&text),
+        Err(error) => {
+            ::log::warn!("reading {}: {error}", terminals::ACTIVE_CONSOLES);
+            Vec::new()
+        }
+    };
+    let opened = terminals::Terminals::open(Path::new("/dev"), &names, Path::new("/dev/console"))
+        .and_then(|t| Ok((t.writer()?, t)));
+    match opened {
+        Ok((writer, terminals)) => {
+            log::attach_terminals(writer);
+            ::log::debug!("consoles: {}", terminals.names());
+            Some(terminals)
+        }
+        Err(error) => {
+            ::log::error!("opening the consoles: {error}; the console menu is not available");
+            None
+        }
+    }
 }
 
 fn load_modules() -> crate::Result<()> {

@@ -130,6 +130,18 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
     }
 }
 
+/// The job recovery would run now (pending, running or committing), if any. Reads only.
+pub fn job_to_run(device: &Path) -> crate::Result<Option<Job>> {
+    let mut disk = open_disk(device)?;
+    let job = with_store(&mut disk, |store| Ok(store.read_job()?))?;
+    Ok(job.filter(|job| {
+        matches!(
+            job.state,
+            JobState::Pending | JobState::Running | JobState::Committing
+        )
+    }))
+}
+
 /// One job in progress.
 struct Runner<'a> {
     device: PathBuf,
@@ -191,7 +203,7 @@ impl Runner<'_> {
             Stores::of(&self.disk),
             from,
             name,
-            |image, _| Ok(image::verify(&mut &mut *image, Show::detect())?),
+            |image, _| Ok(image::verify(&mut &mut *image, Show::Console)?),
         )?;
         self.note(
             Code::ImageValidated,
@@ -255,7 +267,7 @@ impl Runner<'_> {
                 resume_from,
                 checkpoint_every: CHECKPOINT_EVERY,
                 on_checkpoint: Some(&mut record),
-                show: Show::detect(),
+                show: Show::Console,
             };
             let mut image = image;
             image::apply_to_nos(&mut image, disk, &mut options)
@@ -461,7 +473,7 @@ impl Runner<'_> {
         let store = mount(&self.device, start, len, "images")?;
         let mut options = CreateOptions::new(name.as_str().trim_end_matches(".tar"));
         options.description = description;
-        options.show = Show::detect();
+        options.show = Show::Console;
         let created = (|| {
             let mut file = store.create_file(&crate::store::image_path(name))?;
             let mut nos = self

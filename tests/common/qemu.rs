@@ -6,7 +6,7 @@
 //! bounds every wait; "Kernel panic" on the console fails the test at once.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -69,6 +69,8 @@ pub struct Qemu {
     /// The serial line's socket, for [`Qemu::send`].
     socket: Option<PathBuf>,
     input: Option<UnixStream>,
+    /// The monitor's socket (interactive machines), for the screen and the keyboard.
+    monitor: Option<PathBuf>,
 }
 
 impl Qemu {
@@ -99,6 +101,8 @@ impl Qemu {
 
     /// [`Qemu::boot`] with a serial line the test types into ([`Qemu::send`]): the serial
     /// port is a Unix socket (`serial` + `.sock`) whose output QEMU also logs to `serial`.
+    /// Its screen ([`Qemu::screen`]) and keyboard ([`Qemu::press`]) are reached through
+    /// QEMU's monitor (`serial` + `.mon`).
     pub fn boot_interactive(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
         let socket = Some(serial.with_extension("sock"));
         Qemu::spawn(
@@ -128,9 +132,14 @@ impl Qemu {
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let mut command = Command::new(qemu);
-        command.args([
-            "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
-        ]);
+        command.args(["-accel", "tcg", "-m", "512", "-display", "none"]);
+        let monitor = socket.as_ref().map(|s| s.with_extension("mon"));
+        match &monitor {
+            None => command.args(["-monitor", "none"]),
+            Some(path) => command
+                .arg("-monitor")
+                .arg(format!("unix:{},server=on,wait=off", path.display())),
+        };
         match &socket {
             None => command
                 .arg("-serial")
@@ -170,6 +179,7 @@ impl Qemu {
             started: Instant::now(),
             socket,
             input: None,
+            monitor,
         }
     }
 
@@ -196,6 +206,71 @@ impl Qemu {
         let stream = self.input.as_mut().expect("connected above");
         if let Err(e) = stream.write_all(text.as_bytes()) {
             self.fail(&format!("typing {text:?}: {e}"));
+        }
+    }
+
+    /// Runs a command in QEMU's monitor (of a [`Qemu::boot_interactive`] machine) and
+    /// returns its output.
+    fn monitor(&self, command: &str) -> String {
+        let path = self
+            .monitor
+            .as_ref()
+            .expect("the monitor needs boot_interactive");
+        let mut stream = UnixStream::connect(path)
+            .unwrap_or_else(|e| self.fail(&format!("connecting to {}: {e}", path.display())));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("setting the monitor's timeout");
+        let read_prompt = |stream: &mut UnixStream| -> String {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.ends_with(b"(qemu) ") {
+                match stream.read(&mut buf) {
+                    Ok(0) => self.fail("the monitor closed"),
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    Err(e) => self.fail(&format!("reading the monitor: {e}")),
+                }
+            }
+            String::from_utf8_lossy(&seen).into_owned()
+        };
+        read_prompt(&mut stream);
+        if let Err(e) = stream.write_all(format!("{command}\n").as_bytes()) {
+            self.fail(&format!("monitor command {command:?}: {e}"));
+        }
+        read_prompt(&mut stream)
+    }
+
+    /// The text on the guest's VGA text screen: its 32 KiB of video memory at 0xB8000
+    /// (the kernel's VGA console scrolls through all of it), 80 characters a row, rows
+    /// trimmed and joined by newlines ([`unwrap_rows`] undoes the screen's line wrap).
+    pub fn screen(&self) -> String {
+        let dump = self.serial.with_extension("vga");
+        let said = self.monitor(&format!("pmemsave 0xb8000 0x8000 \"{}\"", dump.display()));
+        let cells = fs::read(&dump)
+            .unwrap_or_else(|e| self.fail(&format!("reading the screen dump ({e}): {said}")));
+        let text: Vec<u8> = cells
+            .chunks(2)
+            .map(|cell| match cell[0] {
+                0x20..=0x7e => cell[0],
+                _ => b' ',
+            })
+            .collect();
+        text.chunks(80)
+            .map(|row| String::from_utf8_lossy(row).trim_end().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Types `keys` on the guest's keyboard: letters, digits, space and `\n` (Enter).
+    pub fn press(&self, keys: &str) {
+        for key in keys.chars() {
+            let name = match key {
+                '\n' => "ret".to_string(),
+                ' ' => "spc".to_string(),
+                'a'..='z' | '0'..='9' => key.to_string(),
+                _ => panic!("no key for {key:?}"),
+            };
+            self.monitor(&format!("sendkey {name}"));
         }
     }
 
@@ -303,4 +378,9 @@ impl Drop for Qemu {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The screen's rows as one text, so a line the screen wrapped at 80 columns is found.
+pub fn unwrap_rows(screen: &str) -> String {
+    screen.replace('\n', "")
 }
