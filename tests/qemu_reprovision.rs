@@ -3,7 +3,8 @@
 //! A's identity — then the host checks the disk (layout, job, step log).
 //!
 //! The disk (`common::scenario`): system 64M (recovery), NOS 64M (appliance A), float 32M,
-//! images 64M (the job's image, `reprov/identity` = A's), data 64M (`factory/`). Image B
+//! images 64M (the job's image, `reprov/identity` = A's; 128M in the rollback-after-the-
+//! write test, so the safety backup fits), data 64M (`factory/`). Image B
 //! is a NOS of appliance B with its own identity baked in (appliance-b, 10.0.2.99/24) and
 //! 24 MiB of random bytes, so an apply spans several checkpoints.
 //!
@@ -296,6 +297,92 @@ fn failure_an_image_too_big_for_nos_and_float_leaves_a_untouched() {
         "NOS's size changed"
     );
     eprintln!("scenario too-big image: {:.1?}", started.elapsed());
+}
+
+/// Image B that is written whole and reads back, but whose identity restore fails: its
+/// `/etc/hostname` is a directory. The safety backup brings A back after the write.
+/// The disk's images partition is 128 MiB: the shared disk's 64 MiB has no room for the
+/// backup (recovery makes one only when the 64 MiB NOS fits there uncompressed).
+#[test]
+fn failure_after_the_write_rolls_back_to_a_from_the_safety_backup() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let nos = dir.path().join("nos-B-broken.img");
+    std::fs::copy(&sc::artefacts().nos_b, &nos).unwrap();
+    for (tool, path) in [("mdel", "::/etc/hostname"), ("mmd", "::/etc/hostname")] {
+        let status = std::process::Command::new(tool)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", sc::s(&nos), path])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{tool} {path} on B's NOS");
+    }
+    let image = dir.path().join("B-broken.tar");
+    sc::make_image(&nos, &image, "B");
+    let disk = sc::scenario_disk_with_images(dir.path(), 128, Job::Apply(&image, "B.tar"));
+    let nos_a = sc::nos_bytes(&disk);
+
+    let mut vm = boot(&qemu, &disk, dir.path(), "after-write");
+    let at = |vm: &mut Qemu, needle: &str| {
+        let line = vm.wait_for_line(needle, RUN_TIMEOUT);
+        eprintln!("after-write: {:>6.1?} {line}", vm.elapsed());
+        line
+    };
+    at(&mut vm, "[R037]");
+    at(&mut vm, "[R032]");
+    let failure = at(&mut vm, "[E106]");
+    assert!(failure.contains("hostname"), "{failure}");
+    at(&mut vm, "[R080]");
+    let restored = at(&mut vm, "[R082]");
+    assert!(restored.contains("previous.tar"), "{restored}");
+    at(&mut vm, "[R051]");
+    let line = at(&mut vm, "APPLIANCE");
+    assert_eq!(
+        line,
+        format!("APPLIANCE name=A hostname={A_HOSTNAME} ip={A_ADDRESS}")
+    );
+    vm.wait_exit(Duration::from_secs(60));
+
+    let layout = sc::layout(&disk);
+    let system = sc::partition(&layout, "system");
+    assert_eq!(system["hidden"], true, "{layout:#}");
+    assert_eq!(system["active"], false, "{layout:#}");
+    assert_eq!(sc::partition(&layout, "nos")["active"], true, "{layout:#}");
+    assert!(
+        sc::nos_bytes(&disk) == nos_a,
+        "NOS is not A's, byte for byte"
+    );
+    let job = sc::job(&disk);
+    assert_eq!(job["state"].as_str(), Some("failed"), "{job:?}");
+    assert_eq!(
+        job["backup_image"].as_str(),
+        Some("previous.tar"),
+        "{job:?}"
+    );
+    let last_error = job["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("hostname"), "{last_error}");
+    assert!(
+        last_error.contains("rolled back to the previous appliance (previous.tar)"),
+        "{last_error}"
+    );
+    let codes = sc::log_codes(&disk);
+    // The backup, B written whole and read back, the failure, the backup written back.
+    assert_in_order(
+        &codes,
+        &[
+            "R012", "R020", "R037", "R030", "R032", "R041", "E106", "R080", "R030", "R032", "R082",
+            "R050", "R051",
+        ],
+    );
+    for never in ["R038", "R040", "R060"] {
+        assert!(!codes.iter().any(|c| c == never), "{never} in {codes:?}");
+    }
+    eprintln!(
+        "scenario failure after the write: {:.1?}",
+        started.elapsed()
+    );
 }
 
 /// Flips bytes in the middle of the stored data of B's first large data chunk.

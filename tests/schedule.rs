@@ -524,6 +524,67 @@ fn fleet_publish_then_agents_then_status() {
     }
 }
 
+/// Before any server reported, the store has no `fleet/status/`: `fleet status` prints
+/// the table's header (JSON: `[]`), says no server has reported yet, and succeeds; so
+/// does an empty `fleet/status/`. A wrong password or a server that is down still fail.
+#[test]
+fn fleet_status_before_the_first_report_is_an_empty_table() {
+    for kind in KINDS {
+        let server = Server::start(kind, &[]);
+        let config = server.config(None);
+        let config = config.to_str().unwrap();
+        let mut runs = Runs::new();
+        let status = ["fleet", "status", "--config", config];
+
+        for created in [false, true] {
+            if created {
+                std::fs::create_dir_all(server.file("fleet/status")).unwrap();
+            }
+            let out = runs.run(&status);
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(out.status.success(), "{kind:?}: {stdout}{stderr}");
+            let lines: Vec<&str> = stdout.lines().collect();
+            assert_eq!(lines.len(), 1, "{kind:?}: {stdout}");
+            assert!(lines[0].starts_with("SERVER"), "{kind:?}: {stdout}");
+            assert!(
+                stderr.contains("no server has reported yet"),
+                "{kind:?}: {stderr}"
+            );
+            let json = runs.ok(&["fleet", "status", "--config", config, "--json"]);
+            assert_eq!(json.trim(), "[]", "{kind:?}");
+        }
+
+        let wrong = server.dir.path().join("wrong.pass");
+        common::servers::write_password(&wrong, "not-the-password");
+        let error = runs.fails(&[
+            "fleet",
+            "status",
+            "--config",
+            server.config_with(&wrong).to_str().unwrap(),
+        ]);
+        assert!(error.contains("refused the login"), "{kind:?}: {error}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let right = server.dir.path().join("store.pass");
+        let error = runs.fails(&[
+            "fleet",
+            "status",
+            "--config",
+            server.config_at(closed, &right).to_str().unwrap(),
+        ]);
+        assert!(error.contains("is the"), "{kind:?}: {error}");
+        assert!(error.contains("server up?"), "{kind:?}: {error}");
+        runs.assert_no_canary();
+    }
+}
+
 #[test]
 fn install_agent_writes_and_enables_the_units() {
     let root = tempfile::tempdir().unwrap();

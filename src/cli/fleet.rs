@@ -255,6 +255,10 @@ pub fn fleet(args: FleetArgs) -> crate::Result<()> {
                 println!("{json}");
             } else {
                 print!("{}", fleet::table(&statuses));
+                if statuses.is_empty() {
+                    let dir = config.url.join(fleet::STATUS_DIR)?;
+                    eprintln!("no server has reported yet (no reports in {dir})");
+                }
             }
             Ok(())
         }

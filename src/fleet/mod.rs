@@ -398,9 +398,14 @@ pub fn report(config: &StoreConfig, status: &Status, options: &Options) -> crate
 }
 
 /// Every server's last report on the store, sorted by server. A report that does not
-/// parse is shown as such rather than hidden.
+/// parse is shown as such rather than hidden. No status directory yet (no server has
+/// reported) is no reports; any other failure to list (login, server down) is an error.
 pub fn read_statuses(config: &StoreConfig, options: &Options) -> crate::Result<Vec<Status>> {
-    let names = transfer::list(config, STATUS_DIR, options)?;
+    let names = match transfer::list(config, STATUS_DIR, options) {
+        Ok(names) => names,
+        Err(e) if remote::is_missing(&e) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     let mut statuses = Vec::new();
     for name in names.iter().filter(|n| n.ends_with(".toml")) {
         let path = format!("{STATUS_DIR}/{name}");

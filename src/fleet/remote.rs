@@ -111,7 +111,7 @@ impl Place for MemPlace {
 
 /// Whether a transfer error says the file is not on the server (the only refusal a
 /// missing desired state should be: any other one is reported).
-fn is_missing(error: &transfer::Error) -> bool {
+pub(super) fn is_missing(error: &transfer::Error) -> bool {
     matches!(error, transfer::Error::Refused { reason, .. } if reason.starts_with("not found"))
 }
 

@@ -195,14 +195,20 @@ fn make_parents<T: TlsStream>(ftp: &mut ImplFtpStream<T>, path: &str) {
     }
 }
 
-/// The names of the files in the directory `url` (`NLST`).
+/// The names of the files in the directory `url` (`NLST`). A 550 reply (no such
+/// directory) is the refusal "not found on the server", as for a missing file.
 pub(super) fn list(
     url: &RemoteUrl,
     login: Option<&Login>,
     options: &Options,
 ) -> Result<Vec<String>, Failure> {
     let mut ftp = connect(url, login, options)?;
-    let names = ftp.nlst(Some(&url.path)).map_err(failure)?;
+    let names = ftp.nlst(Some(&url.path)).map_err(|e| match e {
+        FtpError::UnexpectedResponse(reply) if reply.status == Status::FileUnavailable => {
+            Failure::Refused(format!("not found on the server ({})", reply_text(&reply)))
+        }
+        other => failure(other),
+    })?;
     quit(ftp);
     Ok(names
         .iter()

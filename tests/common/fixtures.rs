@@ -81,6 +81,11 @@ pub fn reprov(args: &[&str]) -> String {
 /// | 3    | images | 161         | 64         | 0x0C | FAT32 "IMAGES"     |
 /// | 4    | data   | 225         | 64         | 0x0C | FAT32 "DATA"       |
 pub fn layout_disk(dir: &Path) -> PathBuf {
+    layout_disk_with_images(dir, "64M")
+}
+
+/// [`layout_disk`] with an images partition of `images` (e.g. `128M`); data follows it.
+pub fn layout_disk_with_images(dir: &Path, images: &str) -> PathBuf {
     let disk = dir.join("disk.img");
     reprov(&[
         "layout",
@@ -94,7 +99,7 @@ pub fn layout_disk(dir: &Path) -> PathBuf {
         "--float",
         "32M",
         "--images",
-        "64M",
+        images,
         "--data",
         "64M",
         "--nos-type",
@@ -111,7 +116,12 @@ pub fn recovery_disk(dir: &Path) -> PathBuf {
 
 /// [`recovery_disk`], with more `reprov install-system` options (e.g. `--debug`).
 pub fn recovery_disk_with(dir: &Path, options: &[&str]) -> PathBuf {
-    let disk = layout_disk(dir);
+    install_recovery(layout_disk(dir), options)
+}
+
+/// Installs the recovery on a fresh appliance `disk` (with more `reprov install-system`
+/// `options`) and makes the system partition visible and active; returns `disk`.
+pub fn install_recovery(disk: PathBuf, options: &[&str]) -> PathBuf {
     let disk_arg = disk.to_str().expect("UTF-8 path");
     let kernel = format!("/boot/vmlinuz-{}", kernel_version());
     let initramfs = recovery_initramfs().to_str().expect("UTF-8 path");

@@ -36,6 +36,8 @@ pub struct Artefacts {
     /// A's disk: recovery installed, NOS = appliance A, A's identity saved; normal
     /// operation (system hidden, NOS active), no job, no image.
     pub disk_a: PathBuf,
+    /// NOS of appliance A (64 MiB, no filler), as on `disk_a`.
+    pub nos_a: PathBuf,
     /// NOS of appliance B (64 MiB, with the filler).
     pub nos_b: PathBuf,
     /// `reprov image create --from nos-B.img`.
@@ -59,17 +61,7 @@ pub fn artefacts() -> &'static Artefacts {
 
         let disk_a = fixtures::recovery_disk(&dir);
         let nos_a = fixtures::nos_image(&dir, "A", A_HOSTNAME, A_ADDRESS);
-        fixtures::put_nos(&nos_a, &disk_a);
-        let identity = dir.join("identity-a.toml");
-        std::fs::write(&identity, identity_of_a()).expect("writing A's identity");
-        reprov(&[
-            "identity",
-            "save",
-            "--disk",
-            s(&disk_a),
-            "--file",
-            s(&identity),
-        ]);
+        install_a(&nos_a, &disk_a);
 
         let nos_b = nos_image_with_filler(&dir, "B", B_HOSTNAME, B_ADDRESS, 64, B_FILLER_MIB);
         let image_b = dir.join("B.tar");
@@ -77,6 +69,7 @@ pub fn artefacts() -> &'static Artefacts {
         eprintln!("scenario artefacts built in {:.1?}", started.elapsed());
         Artefacts {
             disk_a,
+            nos_a,
             nos_b,
             image_b,
         }
@@ -157,11 +150,44 @@ pub enum Job<'a> {
     Create,
 }
 
+/// Puts appliance A (`nos_a`) on `disk` in normal operation and saves A's identity.
+fn install_a(nos_a: &Path, disk: &Path) {
+    fixtures::put_nos(nos_a, disk);
+    let identity = disk.with_file_name("identity-a.toml");
+    std::fs::write(&identity, identity_of_a()).expect("writing A's identity");
+    reprov(&[
+        "identity",
+        "save",
+        "--disk",
+        s(disk),
+        "--file",
+        s(&identity),
+    ]);
+}
+
 /// A copy of A's disk in `dir` with `job` set and the system partition armed.
 pub fn scenario_disk(dir: &Path, job: Job) -> PathBuf {
     let disk = dir.join("disk.img");
     copy_sparse(&artefacts().disk_a, &disk);
-    let d = s(&disk);
+    set_job(&disk, job);
+    disk
+}
+
+/// [`scenario_disk`] with an images partition of `images_mib` MiB instead of 64 (data
+/// follows it): A's disk built afresh in `dir`. The shared disk's 64 MiB images
+/// partition never has room for a safety backup of the 64 MiB NOS, which recovery
+/// makes only when NOS fits there uncompressed.
+pub fn scenario_disk_with_images(dir: &Path, images_mib: u64, job: Job) -> PathBuf {
+    let layout = fixtures::layout_disk_with_images(dir, &format!("{images_mib}M"));
+    let disk = fixtures::install_recovery(layout, &[]);
+    install_a(&artefacts().nos_a, &disk);
+    set_job(&disk, job);
+    disk
+}
+
+/// Adds `job`'s image, writes the job and arms the system partition.
+fn set_job(disk: &Path, job: Job) {
+    let d = s(disk);
     let (kind, name) = match job {
         Job::Apply(image, name) => {
             reprov(&["image", "add", s(image), "--disk", d, "--as", name]);
@@ -183,8 +209,7 @@ pub fn scenario_disk(dir: &Path, job: Job) -> PathBuf {
         Job::Create => ("create", "A.tar"),
     };
     reprov(&["job", "set", "--disk", d, "--kind", kind, "--image", name]);
-    arm(&disk);
-    disk
+    arm(disk);
 }
 
 /// Makes the system partition visible and active, as `reprov schedule` does.
