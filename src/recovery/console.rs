@@ -273,7 +273,7 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
                 )?;
                 Ok(Some(Exit::Reboot))
             }
-            Ok(Outcome::NoJob | Outcome::Console) => Ok(None),
+            Ok(Outcome::NoJob | Outcome::Console { .. }) => Ok(None),
             Err(e) => Err(Stop::Failed(e)),
         }
     }

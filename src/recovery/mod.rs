@@ -36,6 +36,9 @@ const DISK_POLL: Duration = Duration::from_millis(200);
 pub const KEY_WAIT: Duration = Duration::from_secs(3);
 /// The banner's line before a job: a key on any console opens the console instead.
 pub const KEY_BANNER: &str = "press any key within 3 s for the recovery console";
+/// A console opened by a key runs the job after all when nothing is typed for this long:
+/// a stray key (line noise, a KVM switch) must not stop an unattended machine for good.
+const CONSOLE_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +50,9 @@ pub enum Outcome {
     /// The job failed for good; the previous appliance (or the factory image) is back on
     /// NOS and committed: reboot into it.
     RolledBack,
-    /// `reprov.console` on the kernel command line, or a key at the banner: the console
-    /// first, the job waits.
-    Console,
+    /// `reprov.console` on the kernel command line, or a key at the banner (`by_key`):
+    /// the console first, the job waits.
+    Console { by_key: bool },
 }
 
 /// What went wrong in the recovery's bring-up.
@@ -83,9 +86,29 @@ pub fn main() -> ! {
     log::init(false);
     panic::install();
     let mut found = Found::default();
-    match run(&mut found) {
+    let outcome = run(&mut found);
+    let by_key = matches!(outcome, Ok(Outcome::Console { by_key: true }));
+    reboot_after(outcome);
+    // No job, or a failure: the operator takes over on the console.
+    let (Some(device), Some(terminals)) = (found.device, found.terminals) else {
+        wait_forever()
+    };
+    let idle = by_key.then_some(CONSOLE_IDLE);
+    if console_on(&device, &terminals, idle) && by_key {
+        ::log::info!("nobody at the console: running the job after all");
+        reboot_after(runner::run(&device, &runner::Machine::this()));
+        console_on(&device, &terminals, None);
+    }
+    wait_forever()
+}
+
+/// Reboots when the job committed or rolled back; otherwise says why recovery stays.
+fn reboot_after(outcome: crate::Result<Outcome>) {
+    match outcome {
         Ok(Outcome::NoJob) => ::log::info!("{NO_JOB_MESSAGE}"),
-        Ok(Outcome::Console) => ::log::info!("the console first; the job waits"),
+        Ok(Outcome::Console { .. }) => {
+            ::log::info!("the console first; the job waits")
+        }
         Ok(Outcome::Done) => {
             ::log::info!("job done; rebooting");
             reboot();
@@ -96,11 +119,6 @@ pub fn main() -> ! {
         }
         Err(error) => ::log::error!("{error}; system partition stays active; waiting"),
     }
-    // No job, or a failure: the operator takes over on the console.
-    if let (Some(device), Some(terminals)) = (found.device, found.terminals) {
-        console_on(&device, &terminals);
-    }
-    wait_forever()
 }
 
 /// What the bring-up found, for the console.
@@ -110,14 +128,15 @@ struct Found {
     device: Option<PathBuf>,
 }
 
-/// The console on every terminal; reboots or powers off when asked.
-fn console_on(device: &Path, terminals: &terminals::Terminals) {
+/// The console on every terminal, until nothing is typed for `idle`; reboots or powers
+/// off when asked. Returns whether its input ended (idle, or every terminal closed).
+fn console_on(device: &Path, terminals: &terminals::Terminals, idle: Option<Duration>) -> bool {
     let machine = runner::Machine::this();
-    let (input, output) = match (terminals.input(), terminals.writer()) {
+    let (input, output) = match (terminals.input(idle), terminals.writer()) {
         (Ok(input), Ok(output)) => (std::io::BufReader::new(input), output),
         (Err(error), _) | (_, Err(error)) => {
             ::log::error!("opening the console on {}: {error}", terminals.names());
-            return;
+            return false;
         }
     };
     match console::Console::new(input, output, device, &machine).run() {
@@ -128,9 +147,13 @@ fn console_on(device: &Path, terminals: &terminals::Terminals) {
                 ::log::error!("powering off: {error}");
             }
         }
-        Ok(console::Exit::Eof) => ::log::info!("the console's input ended; waiting"),
+        Ok(console::Exit::Eof) => {
+            ::log::info!("the console's input ended");
+            return true;
+        }
         Err(error) => ::log::error!("the console stopped: {error}; waiting"),
     }
+    false
 }
 
 /// Bring-up and the job; fills in `found` as it goes.
@@ -154,7 +177,7 @@ fn run(found: &mut Found) -> crate::Result<Outcome> {
     found.device = Some(device.clone());
     if cmdline::Cmdline::parse(&cmdline).console {
         ::log::info!("reprov.console is on the kernel command line");
-        return Ok(Outcome::Console);
+        return Ok(Outcome::Console { by_key: false });
     }
     if let (Some(job), Some(terminals)) = (runner::job_to_run(&device)?, &found.terminals) {
         ::log::info!(
@@ -166,7 +189,7 @@ fn run(found: &mut Found) -> crate::Result<Outcome> {
         match terminals.key_within(KEY_WAIT) {
             Ok(true) => {
                 ::log::info!("a key was pressed");
-                return Ok(Outcome::Console);
+                return Ok(Outcome::Console { by_key: true });
             }
             Ok(false) => {}
             Err(error) => ::log::warn!("waiting for a key: {error}; running the job"),

@@ -67,9 +67,10 @@ impl Terminals {
         Ok(Tee { files })
     }
 
-    /// Input from every terminal, a line at a time from whichever has one. Discards what
-    /// was typed before (while a job ran, say): only what is typed from now on counts.
-    pub fn input(&self) -> io::Result<Input> {
+    /// Input from every terminal, a line at a time from whichever has one; it ends when
+    /// nothing is typed for `idle`. Discards what was typed before (while a job ran, say):
+    /// only what is typed from now on counts.
+    pub fn input(&self, idle: Option<Duration>) -> io::Result<Input> {
         let files: Vec<File> = self
             .ttys
             .iter()
@@ -79,7 +80,7 @@ impl Terminals {
             // Not every console is a terminal (a test's pipe): nothing typed to drop there.
             let _ = terminal::discard_input(file.as_fd());
         }
-        Ok(Input { files })
+        Ok(Input { files, idle })
     }
 
     /// Whether a key is pressed on any terminal within `wait`. The key is used up: it
@@ -132,9 +133,10 @@ impl Write for Tee {
 
 /// Reads from several terminals: each read returns what one terminal has (a whole
 /// line, in line mode). A terminal that ends (hang-up, error) is dropped; when none is
-/// left, the input ends.
+/// left, or nothing comes for `idle`, the input ends.
 pub struct Input {
     files: Vec<File>,
+    idle: Option<Duration>,
 }
 
 impl Read for Input {
@@ -144,8 +146,10 @@ impl Read for Input {
                 return Ok(0);
             }
             let fds: Vec<BorrowedFd> = self.files.iter().map(|f| f.as_fd()).collect();
-            let Some(ready) = terminal::first_readable(&fds, None)? else {
-                continue;
+            let Some(ready) = terminal::first_readable(&fds, self.idle)? else {
+                let idle = self.idle.unwrap_or_default().as_secs();
+                ::log::info!("nothing typed on the console for {idle} s");
+                return Ok(0);
             };
             match self.files[ready].read(buf) {
                 Ok(0) => {
@@ -193,7 +197,7 @@ mod tests {
 
         let mut text = String::new();
         terminals
-            .input()
+            .input(None)
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
@@ -205,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_on_a_file_that_has_input_counts_and_none_times_out() {
+    fn a_key_on_a_file_that_has_input_counts_and_silence_ends_the_input() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), "x").unwrap();
         let with_key = Terminals::open(dir.path(), &["a".into()], Path::new("/x")).unwrap();
@@ -219,5 +223,10 @@ mod tests {
             )],
         };
         assert!(!quiet.key_within(Duration::from_millis(50)).unwrap());
+
+        // Nothing typed for the idle time: the input ends.
+        let mut line = String::new();
+        let mut input = quiet.input(Some(Duration::from_millis(50))).unwrap();
+        assert_eq!(input.read_to_string(&mut line).unwrap(), 0);
     }
 }
