@@ -1,5 +1,7 @@
 //! The recovery's switches on the kernel command line (`/proc/cmdline`).
 
+use std::time::Duration;
+
 /// The switches reprov reads from the kernel command line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Cmdline {
@@ -7,6 +9,9 @@ pub struct Cmdline {
     pub debug: bool,
     /// `reprov.console`: open the recovery console before (instead of) running the job.
     pub console: bool,
+    /// `reprov.console_idle=SECS`: how long a console opened by a key at the banner waits
+    /// for input before the job runs after all.
+    pub console_idle: Option<Duration>,
 }
 
 impl Cmdline {
@@ -16,7 +21,17 @@ impl Cmdline {
             .split_whitespace()
             .any(|word| matches!(word, "reprov.debug" | "reprov.debug=1"));
         let console = text.split_whitespace().any(|word| word == "reprov.console");
-        Cmdline { debug, console }
+        let console_idle = text
+            .split_whitespace()
+            .filter_map(|word| word.strip_prefix("reprov.console_idle="))
+            .filter_map(|secs| secs.parse().ok())
+            .map(Duration::from_secs)
+            .next_back();
+        Cmdline {
+            debug,
+            console,
+            console_idle,
+        }
     }
 }
 
@@ -36,6 +51,25 @@ mod tests {
         ];
         for (text, debug) in cases {
             assert_eq!(Cmdline::parse(text).debug, debug, "cmdline {text:?}");
+        }
+    }
+
+    #[test]
+    fn console_idle_in_seconds_the_last_one_counts() {
+        let cases = [
+            ("quiet", None),
+            ("reprov.console_idle=5", Some(5)),
+            ("reprov.console_idle=5 reprov.console_idle=600\n", Some(600)),
+            ("reprov.console_idle=", None),
+            ("reprov.console_idle=-1", None),
+            ("reprov.console_idle=5m", None),
+        ];
+        for (text, secs) in cases {
+            assert_eq!(
+                Cmdline::parse(text).console_idle,
+                secs.map(Duration::from_secs),
+                "{text:?}"
+            );
         }
     }
 

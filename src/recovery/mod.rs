@@ -36,8 +36,9 @@ const DISK_POLL: Duration = Duration::from_millis(200);
 pub const KEY_WAIT: Duration = Duration::from_secs(3);
 /// The banner's line before a job: a key on any console opens the console instead.
 pub const KEY_BANNER: &str = "press any key within 3 s for the recovery console";
-/// A console opened by a key runs the job after all when nothing is typed for this long:
-/// a stray key (line noise, a KVM switch) must not stop an unattended machine for good.
+/// A console opened by a key runs the job after all when nothing is typed for this long
+/// (`reprov.console_idle=SECS` changes it): a stray key (line noise, a KVM switch) must
+/// not stop an unattended machine for good.
 const CONSOLE_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// How a job ended.
@@ -93,7 +94,7 @@ pub fn main() -> ! {
     let (Some(device), Some(terminals)) = (found.device, found.terminals) else {
         wait_forever()
     };
-    let idle = by_key.then_some(CONSOLE_IDLE);
+    let idle = by_key.then(|| found.console_idle.unwrap_or(CONSOLE_IDLE));
     if console_on(&device, &terminals, idle) && by_key {
         ::log::info!("nobody at the console: running the job after all");
         reboot_after(runner::run(&device, &runner::Machine::this()));
@@ -126,6 +127,8 @@ fn reboot_after(outcome: crate::Result<Outcome>) {
 struct Found {
     terminals: Option<terminals::Terminals>,
     device: Option<PathBuf>,
+    /// `reprov.console_idle`, when given.
+    console_idle: Option<Duration>,
 }
 
 /// The console on every terminal, until nothing is typed for `idle`; reboots or powers
@@ -168,14 +171,16 @@ fn run(found: &mut Found) -> crate::Result<Outcome> {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| crate::Error::io("reading", "/proc/cmdline", e))?;
-    log::set_debug(cmdline::Cmdline::parse(&cmdline).debug);
+    let cmdline = cmdline::Cmdline::parse(&cmdline);
+    log::set_debug(cmdline.debug);
+    found.console_idle = cmdline.console_idle;
     ::log::info!("reprov {} starting", env!("CARGO_PKG_VERSION"));
     load_modules()?;
     let disk = find_disk()?;
     ::log::info!("appliance disk: {}", disk.name());
     let device = PathBuf::from(disk.name());
     found.device = Some(device.clone());
-    if cmdline::Cmdline::parse(&cmdline).console {
+    if cmdline.console {
         ::log::info!("reprov.console is on the kernel command line");
         return Ok(Outcome::Console { by_key: false });
     }
