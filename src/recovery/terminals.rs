@@ -18,10 +18,9 @@ pub const ACTIVE_CONSOLES: &str = "/sys/class/tty/console/active";
 pub fn parse_active(text: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for name in text.split_whitespace() {
-        let plain = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if plain && !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
