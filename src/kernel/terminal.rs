@@ -11,11 +11,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-/// Keys (`true`: each key is readable at once) or lines (`false`: the terminal's usual
-/// canonical mode, where a read returns once Enter is pressed).
+/// Keys (`true`: each key is readable at once, not echoed) or lines (`false`: the
+/// terminal's usual canonical mode with echo, where a read returns once Enter is pressed).
 pub fn set_key_mode(fd: BorrowedFd, keys: bool) -> io::Result<()> {
     let mut termios = tcgetattr(fd)?;
-    termios.local_flags.set(LocalFlags::ICANON, !keys);
+    termios
+        .local_flags
+        .set(LocalFlags::ICANON | LocalFlags::ECHO, !keys);
     tcsetattr(fd, SetArg::TCSANOW, &termios)?;
     Ok(())
 }
