@@ -1,5 +1,5 @@
 //! The trigger side in QEMU, from inside the appliances:
-//! - A runs `reprov schedule apply ftp://10.0.2.2:PORT/images/B.tar` at boot, reboots into
+//! - A runs `reprov schedule apply ftp://10.0.2.100:PORT/images/B.tar` at boot, reboots into
 //!   the recovery, which applies B, and B comes up with A's hostname and address;
 //! - A runs `reprov schedule create`; the recovery packs A's NOS; back in A, `reprov
 //!   after-boot` uploads it to the store named from model + serial (QEMU's SMBIOS);
@@ -11,9 +11,10 @@
 //! NOS also carries the static reprov, `etc/reprov/store.toml` naming the host's FTP
 //! server, its password file, and `etc/reprov/at-boot`, which `qemu/appliance-init` runs
 //! after A has printed its APPLIANCE line. B's NOS has no network file of its own: its
-//! address can only come from the identity the recovery restores. The guests use QEMU's
-//! user network without `restrict=on`, so they reach the test's FTP server on the host's
-//! loopback (10.0.2.2); they have no DNS and dial nothing else.
+//! address can only come from the identity the recovery restores. The guests' QEMU user
+//! network has `restrict=on` and forwards only the test's FTP server: its control port and
+//! fixed passive data ports on 10.0.2.100 lead to the same ports on the host's loopback
+//! (tests/common/qemu.rs); nothing else is reachable, not even DNS.
 
 mod common;
 
@@ -22,8 +23,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::fixtures::{self, A_ADDRESS, A_HOSTNAME};
-use common::qemu::{qemu_or_skip, Qemu, GUEST_MODEL};
-use common::servers::{Kind, Server, CANARY, USER};
+use common::qemu::{qemu_or_skip, Qemu, GUEST_MODEL, HOST};
+use common::servers::{Server, CANARY, USER};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -92,7 +93,7 @@ fn appliance(
     std::fs::write(
         files.join("store.toml"),
         format!(
-            "url = \"ftp://10.0.2.2:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
+            "url = \"ftp://{HOST}:{}\"\ndirectory = \"images\"\nuser = \"{USER}\"\n\
              password_file = \"/tmp/store.pass\"\ngroup = \"web\"\n",
             server.port
         ),
@@ -135,17 +136,17 @@ fn assert_no_canary(what: &str, bytes: &[u8]) {
 #[test]
 fn appliance_a_schedules_b_over_ftp_and_b_comes_up_as_a() {
     let Some(qemu) = qemu_or_skip() else { return };
-    let server = Server::start(Kind::Ftp, &[]);
+    let server = Server::start_for_guests();
     let dir = tempfile::tempdir().unwrap();
     put_b_on(&server, dir.path());
     let command = format!(
-        "$R schedule apply ftp://10.0.2.2:{}/images/B.tar $C $I",
+        "$R schedule apply ftp://{HOST}:{}/images/B.tar $C $I",
         server.port
     );
     let disk = appliance(dir.path(), &server, A_HOSTNAME, A_ADDRESS, "SN-A", &command);
 
     let serial = dir.path().join("serial.log");
-    let mut vm = Qemu::boot_reaching_host(&qemu, &disk, &serial, "SN-A");
+    let mut vm = Qemu::boot_reaching_host(&qemu, &disk, &serial, "SN-A", &server.ports());
     let a = vm.wait_for_line("APPLIANCE name=A", TIMEOUT);
     assert_eq!(
         a,
@@ -176,18 +177,27 @@ fn appliance_a_schedules_b_over_ftp_and_b_comes_up_as_a() {
 }
 
 /// `schedule create` in A; the recovery packs NOS; back in A, `after-boot` uploads it as
-/// MODEL_SERIAL.tar (from QEMU's SMBIOS) and closes the job, and A stops there.
+/// MODEL_SERIAL.tar (from QEMU's SMBIOS) and closes the job, and A stops there. First, A
+/// finds the FTP server forwarded and the host's loopback behind slirp (10.0.2.2) closed.
 #[test]
 fn appliance_a_creates_its_image_and_uploads_it_after_the_reboot() {
     let Some(qemu) = qemu_or_skip() else { return };
-    let server = Server::start(Kind::Ftp, &[]);
+    let server = Server::start_for_guests();
     let dir = tempfile::tempdir().unwrap();
-    let command = "$R after-boot $C $I\n\
-                   if $R log --disk /dev/vda | grep -q R071; then echo CREATE-UPLOADED; \
-                   else $R schedule create $I; fi";
-    let disk = appliance(dir.path(), &server, A_HOSTNAME, A_ADDRESS, "SN42", command);
+    let port = server.port;
+    let command = format!(
+        "$R after-boot $C $I\n\
+         if $R log --disk /dev/vda | grep -q R071; then echo CREATE-UPLOADED; else \
+         greeting=$(nc -w 5 {HOST} {port} </dev/null | head -c 3); \
+         if nc -w 5 10.0.2.2 {port} </dev/null >/dev/null 2>&1; then host=open; else host=closed; fi; \
+         echo \"NET server=$greeting host=$host\"; \
+         $R schedule create $I; fi"
+    );
+    let disk = appliance(dir.path(), &server, A_HOSTNAME, A_ADDRESS, "SN42", &command);
     let serial = dir.path().join("serial.log");
-    let mut vm = Qemu::boot_reaching_host(&qemu, &disk, &serial, "SN42");
+    let mut vm = Qemu::boot_reaching_host(&qemu, &disk, &serial, "SN42", &server.ports());
+    let net = vm.wait_for_line("NET server=", TIMEOUT);
+    assert_eq!(net, "NET server=220 host=closed");
     let name = format!("{GUEST_MODEL}_SN42.tar");
     vm.wait_for_line(&format!("scheduled create {name}"), TIMEOUT);
     vm.wait_for_line("[R036]", TIMEOUT);
@@ -210,7 +220,7 @@ fn appliance_a_creates_its_image_and_uploads_it_after_the_reboot() {
 #[test]
 fn three_appliances_follow_one_published_desired_state() {
     let Some(qemu) = qemu_or_skip() else { return };
-    let server = Server::start(Kind::Ftp, &[]);
+    let server = Server::start_for_guests();
     let dir = tempfile::tempdir().unwrap();
     put_b_on(&server, dir.path());
     let host_config = server.config(Some("web"));
@@ -246,7 +256,8 @@ fn three_appliances_follow_one_published_desired_state() {
         .enumerate()
         .map(|(n, (host, _, disk))| {
             let serial = dir.path().join(format!("{host}.serial.log"));
-            Qemu::boot_reaching_host(&qemu, disk, &serial, &format!("SN{}", n + 1))
+            let dmi_serial = format!("SN{}", n + 1);
+            Qemu::boot_reaching_host(&qemu, disk, &serial, &dmi_serial, &server.ports())
         })
         .collect();
     for (vm, (host, address, _)) in vms.iter_mut().zip(&servers) {

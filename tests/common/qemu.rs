@@ -1,15 +1,21 @@
 //! Boots a raw appliance disk image in QEMU and watches its serial console.
 //!
 //! QEMU runs under TCG only (KVM hangs guests on these machines), with the disk on virtio,
-//! user networking restricted to the host (`restrict=on`: no way out), and the serial
-//! console written to a file in the test's directory, which the test polls. A hard timeout
-//! bounds every wait; "Kernel panic" on the console fails the test at once.
+//! user networking with `restrict=on` (no way out), and the serial console written to a
+//! file in the test's directory, which the test polls. A hard timeout bounds every wait;
+//! "Kernel panic" on the console fails the test at once.
+//!
+//! A guest that needs the test's servers ([`Qemu::boot_reaching_host`]) gets one
+//! `guestfwd` rule per server port: its connections to [`HOST`]`:PORT` each start
+//! tests/servers/relay.py, which relays it to 127.0.0.1:PORT. `restrict=on` leaves such
+//! explicit rules alone, so those ports are all the guest reaches.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The console text that fails any test.
@@ -19,6 +25,8 @@ pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 /// The guest's DMI product name and serial number.
 pub const GUEST_MODEL: &str = "Appliance";
 pub const GUEST_SERIAL: &str = "A0001";
+/// Where a [`Qemu::boot_reaching_host`] guest finds the test's servers (their ports only).
+pub const HOST: &str = "10.0.2.100";
 const POLL: Duration = Duration::from_millis(100);
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -52,13 +60,32 @@ pub fn qemu_or_skip() -> Option<PathBuf> {
     None
 }
 
-/// What the guest's user-mode network may reach.
-#[derive(Clone, Copy)]
-enum Net {
-    /// Nothing (`restrict=on`).
-    Restricted,
-    /// The host's loopback services at 10.0.2.2.
-    ReachesHost,
+/// The python3 that runs the relay, resolved once: QEMU starts it per connection, and a
+/// shim on PATH (pyenv) would add its own start-up to each.
+fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "python3: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// The `-nic` option: user networking with `restrict=on`, and a `guestfwd` rule relaying
+/// [`HOST`]`:PORT` to the host's 127.0.0.1:PORT for each of `ports`.
+fn nic(ports: &[u16]) -> String {
+    let relay = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/relay.py");
+    let mut nic = format!("user,model=virtio-net-pci,mac={GUEST_MAC},restrict=on");
+    for port in ports {
+        // QEMU splits its options at commas; the command is split like a shell would.
+        let command = format!("'{}' '{}' {port}", python(), relay.display());
+        assert!(!command.contains(','), "a comma in {command:?}");
+        nic.push_str(&format!(",guestfwd=tcp:{HOST}:{port}-cmd:{command}"));
+    }
+    nic
 }
 
 /// A running QEMU; killed when dropped.
@@ -81,22 +108,20 @@ impl Qemu {
 
     /// [`Qemu::boot`], with more `-drive` options (e.g. `throttling.iops-total=50`).
     pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, drive_options: &str) -> Qemu {
-        Qemu::spawn(
-            qemu,
-            disk,
-            serial,
-            drive_options,
-            None,
-            Net::Restricted,
-            GUEST_SERIAL,
-        )
+        Qemu::spawn(qemu, disk, serial, drive_options, None, &[], GUEST_SERIAL)
     }
 
-    /// [`Qemu::boot`] without `restrict=on`, so the guest reaches the test's servers on
-    /// the host's loopback at 10.0.2.2, and with its own DMI serial number (several
-    /// appliances at once).
-    pub fn boot_reaching_host(qemu: &Path, disk: &Path, serial: &Path, dmi_serial: &str) -> Qemu {
-        Qemu::spawn(qemu, disk, serial, "", None, Net::ReachesHost, dmi_serial)
+    /// [`Qemu::boot`] with the host's loopback `ports` (the test's servers) reachable at
+    /// [`HOST`] and nothing else, and with its own DMI serial number (several appliances
+    /// at once).
+    pub fn boot_reaching_host(
+        qemu: &Path,
+        disk: &Path,
+        serial: &Path,
+        dmi_serial: &str,
+        ports: &[u16],
+    ) -> Qemu {
+        Qemu::spawn(qemu, disk, serial, "", None, ports, dmi_serial)
     }
 
     /// [`Qemu::boot`] with a serial line the test types into ([`Qemu::send`]): the serial
@@ -105,15 +130,7 @@ impl Qemu {
     /// QEMU's monitor (`serial` + `.mon`).
     pub fn boot_interactive(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
         let socket = Some(serial.with_extension("sock"));
-        Qemu::spawn(
-            qemu,
-            disk,
-            serial,
-            "",
-            socket,
-            Net::Restricted,
-            GUEST_SERIAL,
-        )
+        Qemu::spawn(qemu, disk, serial, "", socket, &[], GUEST_SERIAL)
     }
 
     fn spawn(
@@ -122,13 +139,9 @@ impl Qemu {
         serial: &Path,
         drive_options: &str,
         socket: Option<PathBuf>,
-        net: Net,
+        ports: &[u16],
         dmi_serial: &str,
     ) -> Qemu {
-        let restrict = match net {
-            Net::Restricted => ",restrict=on",
-            Net::ReachesHost => "",
-        };
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let mut command = Command::new(qemu);
@@ -159,10 +172,7 @@ impl Qemu {
                 "file={},format=raw,if=virtio{drive_options}",
                 disk.display()
             ))
-            .args([
-                "-nic",
-                &format!("user,model=virtio-net-pci,mac={GUEST_MAC}{restrict}"),
-            ])
+            .args(["-nic", &nic(ports)])
             // DMI model and serial: what a `create` job names its image after.
             .args([
                 "-smbios",

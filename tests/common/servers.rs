@@ -18,12 +18,20 @@ pub enum Kind {
 
 pub const KINDS: [Kind; 2] = [Kind::Ftp, Kind::Http];
 
+/// The passive data ports of an FTP server for QEMU guests ([`Server::start_for_guests`]):
+/// fixed, as each is forwarded to the guests, and outside the kernel's ephemeral range.
+/// Servers running at once may share them: one that finds a port busy takes another, so
+/// the range need only outnumber the data connections open at once (one per guest).
+pub const PASSIVE_PORTS: std::ops::RangeInclusive<u16> = 30100..=30115;
+
 /// A test server: its store directory is `root/images`.
 pub struct Server {
     child: Child,
     pub kind: Kind,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// The ports its FTP data connections listen on, when fixed ([`PASSIVE_PORTS`]).
+    passive: Vec<u16>,
 }
 
 /// Writes `password` to a file only its owner may read.
@@ -73,7 +81,25 @@ impl Server {
             kind,
             port,
             dir,
+            passive: Vec::new(),
         }
+    }
+
+    /// An FTP server for QEMU guests: its data connections listen on [`PASSIVE_PORTS`],
+    /// which [`Server::ports`] names for forwarding (the client dials the PASV port at the
+    /// control connection's address, so the guest's port is the host's).
+    pub fn start_for_guests() -> Server {
+        let range = format!("{}-{}", PASSIVE_PORTS.start(), PASSIVE_PORTS.end());
+        let mut server = Server::start(Kind::Ftp, &["--passive-ports", &range]);
+        server.passive = PASSIVE_PORTS.collect();
+        server
+    }
+
+    /// The ports a client needs to reach: the server's, then its passive data ports.
+    pub fn ports(&self) -> Vec<u16> {
+        std::iter::once(self.port)
+            .chain(self.passive.iter().copied())
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {

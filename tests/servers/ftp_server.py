@@ -11,6 +11,8 @@ connection without a reply, as a cut cable would.
 --change-on-cut: at that cut, rewrite the file (same size, other bytes, newer mtime).
 --change-after-send: the first RETR sends the whole file, which is then rewritten before
 the transfer's reply (as a file replaced on the server while it was being sent).
+--passive-ports FIRST-LAST: data connections listen only on these ports (QEMU guests reach
+only forwarded ports); without it, on any port the kernel picks.
 """
 
 import argparse
@@ -31,6 +33,7 @@ def main():
     parser.add_argument("--cut-after", type=int, default=None)
     parser.add_argument("--change-on-cut", action="store_true")
     parser.add_argument("--change-after-send", action="store_true")
+    parser.add_argument("--passive-ports", default=None)
     args = parser.parse_args()
 
     with open(args.password_file) as f:
@@ -105,6 +108,9 @@ def main():
     authorizer.add_user(args.user, password, args.root, perm="elradfmwMT")
     Handler.authorizer = authorizer
     Handler.use_sendfile = False  # the cut wraps the file object; sendfile would bypass it
+    if args.passive_ports is not None:
+        first, last = (int(port) for port in args.passive_ports.split("-"))
+        Handler.passive_ports = range(first, last + 1)
     server = FTPServer(("127.0.0.1", 0), Handler)
     print(f"PORT {server.socket.getsockname()[1]}", flush=True)
     server.serve_forever(handle_exit=True)
