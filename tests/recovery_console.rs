@@ -7,37 +7,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use common::fixtures::{fat_nos, image_of, machine};
 use reprov::disk::{open_disk, Role};
-use reprov::image::{self, CreateOptions};
 use reprov::recovery::console::{Console, Exit};
-use reprov::recovery::runner::Machine;
 use reprov::store::{ImageName, State};
 
 const MIB: u64 = 1 << 20;
-
-fn machine() -> Machine {
-    Machine {
-        model: None,
-        serial: None,
-        mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
-        unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
-    }
-}
-
-fn fat_nos(name: &str) -> Vec<u8> {
-    let mut part = Cursor::new(vec![0u8; (40 * MIB) as usize]);
-    fatfs::format_volume(&mut part, fatfs::FormatVolumeOptions::new()).unwrap();
-    {
-        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
-        fs.root_dir()
-            .create_file("appliance")
-            .unwrap()
-            .write_all(name.as_bytes())
-            .unwrap();
-        fs.unmount().unwrap();
-    }
-    part.into_inner()
-}
 
 /// A's disk, armed (system visible and active), image B in the store, no job.
 fn disk(dir: &Path) -> PathBuf {
@@ -47,12 +22,8 @@ fn disk(dir: &Path) -> PathBuf {
     let (start, _) = d.range(Role::Nos);
     let mut f = OpenOptions::new().write(true).open(&disk).unwrap();
     f.seek(SeekFrom::Start(start)).unwrap();
-    f.write_all(&fat_nos("A")).unwrap();
-    let mut b = Cursor::new(Vec::new());
-    let mut options = CreateOptions::new("B");
-    options.chunk_size = MIB;
-    image::create(&mut Cursor::new(fat_nos("B")), &mut b, &options).unwrap();
-    let b = b.into_inner();
+    f.write_all(&fat_nos(40 * MIB, "A", 0)).unwrap();
+    let b = image_of(&fat_nos(40 * MIB, "B", 0), "B");
     let store = d.store().unwrap();
     store
         .add_image(&ImageName::new("B.tar").unwrap(), &b[..], b.len() as u64)
@@ -272,14 +243,11 @@ fn create_packs_nos_and_factory_restores_the_factory_image() {
     assert_eq!(active(&disk), (false, true));
 
     // The factory image on the data partition, then "restore factory".
-    let mut f = Cursor::new(Vec::new());
-    let mut options = CreateOptions::new("F");
-    options.chunk_size = MIB;
-    image::create(&mut Cursor::new(fat_nos("F")), &mut f, &options).unwrap();
+    let f = image_of(&fat_nos(40 * MIB, "F", 0), "F");
     {
         let data = d.partition(Role::Data).unwrap();
         let store = reprov::store::Store::open(data).unwrap();
-        store.write("factory/F.tar", f.get_ref()).unwrap();
+        store.write("factory/F.tar", &f).unwrap();
         store.unmount().unwrap();
     }
     drop(d);

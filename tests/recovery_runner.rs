@@ -18,8 +18,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
+use common::fixtures::{fat_nos, image_of, machine};
 use reprov::disk::{open_disk, Role};
-use reprov::image::{self, CreateOptions};
+use reprov::image;
 use reprov::io::Window;
 use reprov::recovery::runner::{self, Machine, FACTORY_DIR};
 use reprov::recovery::Outcome;
@@ -36,61 +37,6 @@ addresses = ["10.0.2.15/24"]
 gateway4 = "10.0.2.2"
 "#;
 
-/// A machine with no DMI and no kernel mounts (the test NOS is FAT).
-fn machine() -> Machine {
-    Machine {
-        model: None,
-        serial: None,
-        mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
-        unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
-    }
-}
-
-/// A FAT partition image of `len` bytes holding `appliance` = `name`, its own
-/// `/etc/hostname`, and `noise` bytes of incompressible data (so images have chunks).
-fn fat_nos(len: u64, name: &str, noise: usize) -> Vec<u8> {
-    let mut part = Cursor::new(vec![0u8; usize::try_from(len).unwrap()]);
-    fatfs::format_volume(&mut part, fatfs::FormatVolumeOptions::new()).unwrap();
-    {
-        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
-        let root = fs.root_dir();
-        root.create_file("appliance")
-            .unwrap()
-            .write_all(name.as_bytes())
-            .unwrap();
-        let etc = root.create_dir("etc").unwrap();
-        etc.create_file("hostname")
-            .unwrap()
-            .write_all(format!("appliance-{}\n", name.to_lowercase()).as_bytes())
-            .unwrap();
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..noise)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state.to_le_bytes()[0]
-            })
-            .collect();
-        root.create_file("noise")
-            .unwrap()
-            .write_all(&noise)
-            .unwrap();
-        drop((etc, root));
-        fs.unmount().unwrap();
-    }
-    part.into_inner()
-}
-
-/// An image (tar bytes) of a partition.
-fn image_of(partition: &[u8], name: &str) -> Vec<u8> {
-    let mut options = CreateOptions::new(name);
-    options.chunk_size = MIB;
-    let mut out = Cursor::new(Vec::new());
-    image::create(&mut Cursor::new(partition), &mut out, &options).unwrap();
-    out.into_inner()
-}
-
 struct Scenario {
     _dir: tempfile::TempDir,
     disk: PathBuf,
@@ -100,7 +46,7 @@ impl Scenario {
     /// Appliance A on NOS, image B (of a `b_len` NOS) in the store, A's identity saved,
     /// a pending `apply B.tar` job, and the system partition visible and active.
     fn apply_b(b_len: u64) -> Scenario {
-        Scenario::apply(&fat_nos(b_len, "B", 3 * MIB as usize))
+        Scenario::apply(&fat_nos(b_len, "B", 3 * MIB))
     }
 
     /// [`Scenario::apply_b`] with B's NOS given.
@@ -290,7 +236,7 @@ fn refusals_leave_nos_untouched_and_a_boots_again() {
         (
             "corrupted chunk in the middle",
             |s| {
-                let mut bytes = image_of(&fat_nos(40 * MIB, "B", 3 * MIB as usize), "B");
+                let mut bytes = image_of(&fat_nos(40 * MIB, "B", 3 * MIB), "B");
                 let middle = bytes.len() / 2;
                 for b in &mut bytes[middle..middle + 64] {
                     *b ^= 0x5A;
@@ -385,7 +331,7 @@ fn a_job_cut_while_committing_just_commits_again() {
 
 #[test]
 fn a_job_cut_while_running_resumes_from_its_checkpoint() {
-    let b = fat_nos(40 * MIB, "B", 3 * MIB as usize);
+    let b = fat_nos(40 * MIB, "B", 3 * MIB);
     let s = Scenario::apply(&b);
     // As a cut leaves it: running, the first 10 chunks of B durably on NOS.
     s.write_role(Role::Nos, &b[..(10 * MIB) as usize]);
@@ -429,7 +375,7 @@ fn factory_applies_the_image_on_the_data_partition() {
 #[test]
 fn create_packs_nos_into_the_store_and_boots_it_again() {
     let s = Scenario::blank();
-    let a = fat_nos(40 * MIB, "A", MIB as usize);
+    let a = fat_nos(40 * MIB, "A", MIB);
     s.write_role(Role::Nos, &a);
     s.set_job(Kind::Create, "A.tar");
     s.arm();
@@ -519,7 +465,7 @@ fn a_checkpoint_that_lies_is_caught_by_the_read_back_before_the_commit() {
 /// B whose `/etc/hostname` is a directory: the identity restore fails after the whole
 /// image is written and read back, as an I/O error late in the apply would.
 fn b_that_refuses_the_identity() -> Vec<u8> {
-    let mut part = Cursor::new(fat_nos(40 * MIB, "B", 3 * MIB as usize));
+    let mut part = Cursor::new(fat_nos(40 * MIB, "B", 3 * MIB));
     {
         let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
         let etc = fs.root_dir().open_dir("etc").unwrap();
@@ -611,7 +557,7 @@ fn with_neither_backup_nor_factory_the_machine_stays_in_recovery() {
 #[test]
 fn a_job_started_too_often_stops_and_restores_the_previous_appliance() {
     let a = fat_nos(40 * MIB, "A", 0);
-    let b = fat_nos(40 * MIB, "B", 3 * MIB as usize);
+    let b = fat_nos(40 * MIB, "B", 3 * MIB);
     let s = Scenario::apply(&b);
     // As three starts that each died mid-write leave it: B half on NOS, A in the backup.
     s.add_image("previous.tar", &image_of(&a, "previous"));

@@ -22,57 +22,17 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use common::fixtures::{fat_nos, image_of, machine};
 use common::servers::{Kind, Server, CANARY, KINDS};
 use reprov::disk::{open_disk, Role};
-use reprov::image::{self, CreateOptions};
 use reprov::recovery::runner::{self, Machine};
 use reprov::recovery::Outcome;
 use reprov::store::{Job, State};
 
 const MIB: u64 = 1 << 20;
 
-/// A FAT partition of `len` bytes holding `appliance` = `name` and `noise` bytes of
-/// incompressible data (so its image has chunks to check).
-fn fat_nos(len: u64, name: &str, noise: usize) -> Vec<u8> {
-    let mut part = Cursor::new(vec![0u8; usize::try_from(len).unwrap()]);
-    fatfs::format_volume(&mut part, fatfs::FormatVolumeOptions::new()).unwrap();
-    {
-        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
-        let root = fs.root_dir();
-        root.create_file("appliance")
-            .unwrap()
-            .write_all(name.as_bytes())
-            .unwrap();
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..noise)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state.to_le_bytes()[0]
-            })
-            .collect();
-        root.create_file("noise")
-            .unwrap()
-            .write_all(&noise)
-            .unwrap();
-        drop(root);
-        fs.unmount().unwrap();
-    }
-    part.into_inner()
-}
-
-/// An image (tar bytes) of a partition.
-fn image_of(partition: &[u8], name: &str) -> Vec<u8> {
-    let mut options = CreateOptions::new(name);
-    options.chunk_size = MIB;
-    let mut out = Cursor::new(Vec::new());
-    image::create(&mut Cursor::new(partition), &mut out, &options).unwrap();
-    out.into_inner()
-}
-
 fn image_b() -> Vec<u8> {
-    image_of(&fat_nos(48 * MIB, "B", 3 * MIB as usize), "B")
+    image_of(&fat_nos(48 * MIB, "B", 3 * MIB), "B")
 }
 
 fn identity_text(hostname: &str, serial: &str, address: &str) -> String {
@@ -299,13 +259,7 @@ fn schedule_apply_fetches_verifies_writes_the_job_and_arms() {
 
         if kind == Kind::Ftp {
             // The loop's other half on the same disk: the recovery applies B.
-            let machine = Machine {
-                model: None,
-                serial: None,
-                mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
-                unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
-            };
-            assert_eq!(runner::run(&a.disk, &machine).unwrap(), Outcome::Done);
+            assert_eq!(runner::run(&a.disk, &machine()).unwrap(), Outcome::Done);
             let (start, len) = a.range(Role::Nos);
             assert_eq!(len, 48 * MIB, "NOS grew into the float for B");
             let mut nos = vec![0u8; usize::try_from(len).unwrap()];
@@ -652,8 +606,7 @@ fn schedule_create_then_after_boot_uploads_the_image() {
     let machine = Machine {
         model: Some("Test Appliance".into()),
         serial: Some("SN-A".into()),
-        mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
-        unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
+        ..machine()
     };
     assert_eq!(runner::run(&a.disk, &machine).unwrap(), Outcome::Done);
     assert_eq!(a.job().map(|j| j.state), Some(State::Done));

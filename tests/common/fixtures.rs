@@ -1,4 +1,5 @@
-//! Appliance disks for the QEMU tests, made with the project's own scripts and binary.
+//! Appliance disks for the QEMU tests, made with the project's own scripts and binary,
+//! and small in-memory appliances (FAT NOS, images) for the tests that need no QEMU.
 //!
 //! Built artefacts that every test shares (the recovery initramfs) go to
 //! CARGO_TARGET_TMPDIR once per test binary; disks go to each test's own directory.
@@ -185,4 +186,61 @@ pub fn small_disk(path: &Path) {
         .expect("sizing the disk file");
     reprov::disk::init(&mut file, &path.display().to_string(), &sizes, None, false)
         .expect("laying out the disk");
+}
+
+/// Deterministic incompressible bytes (xorshift).
+pub fn random_bytes(len: u64) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let len = usize::try_from(len).expect("random bytes fit memory");
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A FAT partition image of `len` bytes holding `appliance` = `name`, its own
+/// `/etc/hostname`, and `noise` bytes of incompressible data (so images have chunks).
+pub fn fat_nos(len: u64, name: &str, noise: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut part = std::io::Cursor::new(vec![0u8; usize::try_from(len).unwrap()]);
+    fatfs::format_volume(&mut part, fatfs::FormatVolumeOptions::new()).unwrap();
+    {
+        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+        let root = fs.root_dir();
+        let write = |dir: &fatfs::Dir<_>, file: &str, bytes: &[u8]| {
+            dir.create_file(file).unwrap().write_all(bytes).unwrap();
+        };
+        write(&root, "appliance", name.as_bytes());
+        let etc = root.create_dir("etc").unwrap();
+        let hostname = format!("appliance-{}\n", name.to_lowercase());
+        write(&etc, "hostname", hostname.as_bytes());
+        write(&root, "noise", &random_bytes(noise));
+        drop((etc, root));
+        fs.unmount().unwrap();
+    }
+    part.into_inner()
+}
+
+/// An image (tar bytes) of a partition, in 1 MiB chunks.
+pub fn image_of(partition: &[u8], name: &str) -> Vec<u8> {
+    let mut options = reprov::image::CreateOptions::new(name);
+    options.chunk_size = 1 << 20;
+    let mut out = std::io::Cursor::new(Vec::new());
+    reprov::image::create(&mut std::io::Cursor::new(partition), &mut out, &options).unwrap();
+    out.into_inner()
+}
+
+/// A machine with no DMI and no kernel mounts (the test NOS is FAT).
+pub fn machine() -> reprov::recovery::runner::Machine {
+    reprov::recovery::runner::Machine {
+        model: None,
+        serial: None,
+        mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
+        unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
+    }
 }

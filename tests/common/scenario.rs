@@ -93,7 +93,7 @@ pub fn nos_image_with_filler(
     );
     if filler_mib > 0 {
         let filler = dir.join(format!("filler-{name}"));
-        let bytes = random_bytes(filler_mib << 20);
+        let bytes = fixtures::random_bytes(filler_mib << 20);
         std::fs::write(&filler, bytes).expect("writing the filler");
         let status = Command::new("mcopy")
             .env("MTOOLS_SKIP_CHECK", "1")
@@ -108,20 +108,6 @@ pub fn nos_image_with_filler(
         std::fs::remove_file(&filler).expect("removing the filler");
     }
     nos
-}
-
-/// Deterministic incompressible bytes (xorshift).
-fn random_bytes(len: u64) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(usize::try_from(len).expect("filler fits memory"));
-    while (out.len() as u64) < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(usize::try_from(len).expect("filler fits memory"));
-    out
 }
 
 /// `reprov image create --from NOS --out IMAGE --name NAME`.
