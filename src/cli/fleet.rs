@@ -187,8 +187,7 @@ fn upload_created(
     config: &StoreConfig,
     options: &Options,
 ) -> crate::Result<()> {
-    let store = disk.store()?;
-    let result = (|| {
+    disk.with_store(|store| {
         let Some(job) = store.read_job()? else {
             return Ok(());
         };
@@ -205,13 +204,10 @@ fn upload_created(
             options,
             &mut |_| {},
         )?;
-        crate::schedule::step(&store, Code::ImageUploaded, &url.to_string())?;
+        crate::schedule::step(store, Code::ImageUploaded, &url.to_string())?;
         store.clear_job()?;
-        crate::schedule::step(&store, Code::JobClosed, &format!("create {}", job.image))
-    })();
-    let unmounted = store.unmount();
-    result?;
-    Ok(unmounted?)
+        crate::schedule::step(store, Code::JobClosed, &format!("create {}", job.image))
+    })
 }
 
 pub fn fleet(args: FleetArgs) -> crate::Result<()> {

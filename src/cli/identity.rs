@@ -87,14 +87,8 @@ pub fn run(cmd: IdentityCmd) -> crate::Result<()> {
         }
         Sub::Save(args) => {
             let identity = read_identity(&args.file)?;
-            let mut disk = crate::disk::open_disk(&args.disk)?;
-            let store = disk.store()?;
-            let saved = identity::save(&store, &identity);
-            store.unmount()?;
-            saved?;
-            disk.into_inner()
-                .sync_all()
-                .map_err(|e| Error::io("syncing", args.disk.display(), e))?;
+            crate::disk::open_disk(&args.disk)?
+                .with_store(|store| identity::save(store, &identity))?;
             log::info!(
                 "saved the identity of {} on {}",
                 identity.hostname,

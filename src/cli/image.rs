@@ -215,18 +215,12 @@ fn create_into<R: Read + Seek>(
                 options.name,
                 disk_path.display()
             );
-            let store = disk.store()?;
-            let manifest = {
+            disk.with_store(|store| {
                 let mut file = store.create_file(&path)?;
                 let manifest = image::create(source, &mut file, options)?;
                 file.flush().map_err(|e| Error::io("flushing", &path, e))?;
-                manifest
-            };
-            store.unmount()?;
-            disk.into_inner()
-                .sync_all()
-                .map_err(|e| Error::io("syncing", disk_path.display(), e))?;
-            manifest
+                Ok(manifest)
+            })?
         }
         _ => {
             return Err(usage(
@@ -378,10 +372,7 @@ fn add(a: Add) -> crate::Result<()> {
         copied?;
         format!("{path} on the data partition")
     } else {
-        let store = disk.store()?;
-        let added = store.add_image(&name, &mut source, size);
-        store.unmount()?;
-        added?;
+        disk.with_store(|store| Ok(store.add_image(&name, &mut source, size)?))?;
         format!(
             "{} on the images partition",
             crate::store::image_path(&name)

@@ -163,6 +163,23 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
         Ok(Store::open(window)?)
     }
 
+    /// Mounts the images partition, runs `f`, unmounts it (also when `f` failed) and syncs
+    /// the device. Writes what `f` writes.
+    pub fn with_store<T>(
+        &mut self,
+        f: impl FnOnce(&Store<Window<&mut D>>) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        let store = self.store()?;
+        let result = f(&store);
+        let unmounted = store.unmount();
+        let value = result?;
+        unmounted?;
+        self.device
+            .sync_all()
+            .map_err(|e| crate::Error::io("syncing", &self.name, e))?;
+        Ok(value)
+    }
+
     /// The device (read-only access; writes go through [`ApplianceDisk::partition`]).
     pub fn device(&self) -> &D {
         &self.device

@@ -27,7 +27,7 @@ use crate::disk::ApplianceDisk;
 use crate::identity::{self, Identity};
 use crate::io::{Show, SyncAll};
 use crate::schedule::{self, ImageArg, Request, Scheduled};
-use crate::store::{Kind, Store};
+use crate::store::Kind;
 use crate::transfer::{self, Options, StoreConfig};
 
 /// What the agent last scheduled, on the images partition.
@@ -331,22 +331,10 @@ fn desired_outcome<D: Read + Write + Seek + SyncAll>(
     }
 }
 
-fn with_store<D: Read + Write + Seek + SyncAll, T>(
-    disk: &mut ApplianceDisk<D>,
-    f: impl FnOnce(&Store<crate::io::Window<&mut D>>) -> crate::Result<T>,
-) -> crate::Result<T> {
-    let store = disk.store()?;
-    let result = f(&store);
-    let unmounted = store.unmount();
-    let value = result?;
-    unmounted?;
-    Ok(value)
-}
-
 fn read_last<D: Read + Write + Seek + SyncAll>(
     disk: &mut ApplianceDisk<D>,
 ) -> crate::Result<Option<Last>> {
-    with_store(disk, |store| match store.read(LAST_PATH)? {
+    disk.with_store(|store| match store.read(LAST_PATH)? {
         // A damaged memory only means scheduling once more.
         Some(bytes) => Ok(std::str::from_utf8(&bytes)
             .ok()
@@ -360,7 +348,7 @@ fn write_last<D: Read + Write + Seek + SyncAll>(
     last: &Last,
 ) -> crate::Result<()> {
     let text = toml::to_string(last).map_err(|e| bad(LAST_PATH, e))?;
-    with_store(disk, |store| Ok(store.write(LAST_PATH, text.as_bytes())?))
+    disk.with_store(|store| Ok(store.write(LAST_PATH, text.as_bytes())?))
 }
 
 /// This server's status, from the job and the step log on its images partition. Reads only.
@@ -371,7 +359,7 @@ pub fn status<D: Read + Write + Seek + SyncAll>(
     error: Option<String>,
     now: OffsetDateTime,
 ) -> crate::Result<Status> {
-    let (job, log) = with_store(disk, |store| Ok((store.read_job()?, store.read_log()?)))?;
+    let (job, log) = disk.with_store(|store| Ok((store.read_job()?, store.read_log()?)))?;
     let last = log.entries.last();
     Ok(Status {
         server: server_name(identity),

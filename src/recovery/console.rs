@@ -117,16 +117,13 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
             "  float after NOS: {}\n",
             crate::units::format_size(disk.float_len())
         ));
-        let store = disk.store()?;
-        let read = (|| -> crate::Result<_> {
+        let (job, log, identity) = disk.with_store(|store| {
             Ok((
                 store.read_job()?,
                 store.read_log()?,
                 store.read_identity_text()?,
             ))
-        })();
-        store.unmount()?;
-        let (job, log, identity) = read?;
+        })?;
         match job {
             Some(job) => text.push_str(&format!("job:\n{}", indent(&job.render()))),
             None => text.push_str("job: none\n"),
@@ -151,8 +148,7 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
         let mut disk = open_disk(&self.device)?;
         let (_, nos_len) = disk.range(Role::Nos);
         let room = nos_len.saturating_add(disk.float_len());
-        let store = disk.store()?;
-        let listed = (|| -> crate::Result<Vec<(ImageName, String)>> {
+        let rows = disk.with_store(|store| {
             let mut rows = Vec::new();
             for (name, size) in store.list_images()? {
                 let Ok(name) = ImageName::new(&name) else {
@@ -181,9 +177,7 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
                 rows.push((name, about));
             }
             Ok(rows)
-        })();
-        store.unmount()?;
-        let rows = listed?;
+        })?;
         if rows.is_empty() {
             self.say("no images on the images partition\n")?;
         }
@@ -256,12 +250,7 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
             return Ok(None);
         }
         let job = Job::new(kind, name, time::OffsetDateTime::now_utc());
-        let mut disk = open_disk(&self.device)?;
-        let store = disk.store()?;
-        let written = store.write_job(&job);
-        store.unmount()?;
-        written?;
-        drop(disk);
+        open_disk(&self.device)?.with_store(|store| Ok(store.write_job(&job)?))?;
         match runner::run(&self.device, self.machine) {
             Ok(Outcome::Done) => {
                 self.say("done; rebooting\n")?;
@@ -287,13 +276,13 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
             return Ok(());
         };
         let name = &names[i];
-        let mut disk = open_disk(&self.device)?;
-        let store = disk.store()?;
-        let verified = store
-            .open_image(name)
-            .map_err(crate::Error::from)
-            .and_then(|mut image| Ok(crate::image::verify(&mut image, Show::Console)?));
-        store.unmount()?;
+        // An image that does not open does not verify either: an answer, not an error.
+        let verified = open_disk(&self.device)?.with_store(|store| {
+            Ok(store
+                .open_image(name)
+                .map_err(crate::Error::from)
+                .and_then(|mut image| Ok(crate::image::verify(&mut image, Show::Console)?)))
+        })?;
         let text = match verified {
             Ok(m) => format!(
                 "{name} verifies: {} chunks, every CRC32 good, NOS {}\n",
@@ -309,10 +298,10 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
     /// the identity parser checks the result before it is saved. Writes the store.
     fn edit_identity(&mut self) -> Result<(), Stop> {
         let mut disk = open_disk(&self.device)?;
-        let store = disk.store()?;
-        let loaded = crate::identity::load(&store);
-        store.unmount()?;
-        let Some(current) = loaded? else {
+        // A closure, not the function item: it takes the store's borrow as it comes.
+        #[allow(clippy::redundant_closure)]
+        let loaded = disk.with_store(|store| crate::identity::load(store))?;
+        let Some(current) = loaded else {
             self.say("no saved identity to edit (save one with reprov identity save)\n")?;
             return Ok(());
         };
@@ -359,19 +348,12 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
         ))? {
             return Ok(());
         }
-        let store = disk.store()?;
-        let saved = crate::identity::save(&store, &edited);
-        store.unmount()?;
-        saved?;
+        disk.with_store(|store| crate::identity::save(store, &edited))?;
         Ok(self.say("identity saved\n")?)
     }
 
     fn show_log(&mut self) -> Result<(), Stop> {
-        let mut disk = open_disk(&self.device)?;
-        let store = disk.store()?;
-        let read = store.read_log();
-        store.unmount()?;
-        let read = read?;
+        let read = open_disk(&self.device)?.with_store(|store| Ok(store.read_log()?))?;
         let mut text = String::new();
         for entry in &read.entries {
             text.push_str(&log_line(entry));

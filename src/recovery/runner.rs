@@ -67,7 +67,7 @@ impl Machine {
 /// active.
 pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
     let mut disk = open_disk(device)?;
-    let job = with_store(&mut disk, |store| Ok(store.read_job()?))?;
+    let job = disk.with_store(|store| Ok(store.read_job()?))?;
     let Some(job) = job else {
         note(&mut disk, Code::NoJob, None)?;
         return Ok(Outcome::NoJob);
@@ -91,7 +91,7 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
             // Only a fresh start may back NOS up: on a resume NOS may be half written.
             let fresh = job.state == JobState::Pending;
             let job = job.start()?;
-            with_store(&mut disk, |store| {
+            disk.with_store(|store| {
                 store.write_job(&job)?;
                 step(
                     store,
@@ -133,7 +133,7 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
 /// The job recovery would run now (pending, running or committing), if any. Reads only.
 pub fn job_to_run(device: &Path) -> crate::Result<Option<Job>> {
     let mut disk = open_disk(device)?;
-    let job = with_store(&mut disk, |store| Ok(store.read_job()?))?;
+    let job = disk.with_store(|store| Ok(store.read_job()?))?;
     Ok(job.filter(|job| {
         matches!(
             job.state,
@@ -170,7 +170,7 @@ impl Runner<'_> {
         // Everything that can be known up front is checked before the first write.
         // A closure, not the function item: it takes the store's borrow as it comes.
         #[allow(clippy::redundant_closure)]
-        let identity = with_store(&mut self.disk, |store| identity::load(store))?;
+        let identity = self.disk.with_store(|store| identity::load(store))?;
         if identity.is_none() {
             log::warn!("no saved identity on the images partition: the new OS keeps its own");
         }
@@ -302,7 +302,7 @@ impl Runner<'_> {
         }
         let (_, nos_len) = self.disk.range(Role::Nos);
         // The old backup goes first: it is of an older appliance, and its room counts.
-        let free = with_store(&mut self.disk, |store| {
+        let free = self.disk.with_store(|store| {
             store.remove(&crate::store::image_path(&name))?;
             Ok(store.free_bytes()?)
         })?;
@@ -321,7 +321,7 @@ impl Runner<'_> {
             Ok(manifest) => {
                 let mut job = self.job.clone();
                 job.backup_image = Some(name.clone());
-                with_store(&mut self.disk, |store| Ok(store.write_job(&job)?))?;
+                self.disk.with_store(|store| Ok(store.write_job(&job)?))?;
                 self.job = job;
                 self.note(
                     Code::BackupCreated,
@@ -332,9 +332,8 @@ impl Runner<'_> {
                 )
             }
             Err(error) => {
-                with_store(&mut self.disk, |store| {
-                    Ok(store.remove(&crate::store::image_path(&name))?)
-                })?;
+                self.disk
+                    .with_store(|store| Ok(store.remove(&crate::store::image_path(&name))?))?;
                 self.note(Code::BackupSkipped, &error.to_string())
             }
         }
@@ -348,7 +347,10 @@ impl Runner<'_> {
     fn give_up(&mut self, error: crate::Error, code: Code) -> crate::Result<Outcome> {
         let message = error.to_string();
         log::error!("[{}] {}: {message}", code.id(), code.verbose());
-        if let Err(e) = with_store(&mut self.disk, |store| Ok(store.log(code, Some(&message))?)) {
+        if let Err(e) = self
+            .disk
+            .with_store(|store| Ok(store.log(code, Some(&message))?))
+        {
             log::error!("recording the failure on the images partition: {e}");
         }
         let restored = self.roll_back();
@@ -376,7 +378,8 @@ impl Runner<'_> {
         } else {
             self.restore_previous()?
         };
-        with_store(&mut self.disk, |store| step(store, Code::CommitStarted, ""))?;
+        self.disk
+            .with_store(|store| step(store, Code::CommitStarted, ""))?;
         self.disk.hide_system();
         self.disk.activate(Role::Nos);
         self.disk.commit()?;
@@ -403,8 +406,10 @@ impl Runner<'_> {
         let factory = self.factory_image()?;
         // A saved identity that does not load must not keep the factory image out.
         #[allow(clippy::redundant_closure)]
-        let identity =
-            with_store(&mut self.disk, |store| identity::load(store)).unwrap_or_else(|e| {
+        let identity = self
+            .disk
+            .with_store(|store| identity::load(store))
+            .unwrap_or_else(|e| {
                 log::warn!(
                     "the saved identity does not load ({e}): the factory image keeps its own"
                 );
@@ -538,7 +543,7 @@ impl Runner<'_> {
             .job
             .fail(message)
             .map_err(crate::Error::from)
-            .and_then(|job| with_store(&mut self.disk, |store| Ok(store.write_job(&job)?)));
+            .and_then(|job| self.disk.with_store(|store| Ok(store.write_job(&job)?)));
         if let Err(e) = recorded {
             log::error!("recording the failure on the images partition: {e}");
         }
@@ -633,7 +638,7 @@ fn commit(disk: &mut ApplianceDisk<File>, job: Job) -> crate::Result<Outcome> {
     } else {
         job.commit_started()?
     };
-    with_store(disk, |store| {
+    disk.with_store(|store| {
         store.write_job(&job)?;
         step(store, Code::CommitStarted, "")
     })?;
@@ -648,7 +653,7 @@ fn commit(disk: &mut ApplianceDisk<File>, job: Job) -> crate::Result<Outcome> {
         return Err(error);
     }
     let done = job.done()?;
-    with_store(disk, |store| {
+    disk.with_store(|store| {
         step(store, Code::Committed, "")?;
         store.write_job(&done)?;
         step(
@@ -658,23 +663,6 @@ fn commit(disk: &mut ApplianceDisk<File>, job: Job) -> crate::Result<Outcome> {
         )
     })?;
     Ok(Outcome::Done)
-}
-
-/// Mounts the images partition through the disk's own handle, runs `f`, unmounts (always)
-/// and syncs the disk.
-fn with_store<T>(
-    disk: &mut ApplianceDisk<File>,
-    f: impl FnOnce(&Store<Window<&mut File>>) -> crate::Result<T>,
-) -> crate::Result<T> {
-    let store = disk.store()?;
-    let result = f(&store);
-    let unmounted = store.unmount();
-    let value = result?;
-    unmounted?;
-    disk.device()
-        .sync_all()
-        .map_err(|e| crate::Error::io("syncing", disk.name(), e))?;
-    Ok(value)
 }
 
 /// Logs a step on the console and appends it to the step log.
@@ -693,7 +681,7 @@ fn step<D: Read + std::io::Write + Seek>(
 }
 
 fn note(disk: &mut ApplianceDisk<File>, code: Code, detail: Option<&str>) -> crate::Result<()> {
-    with_store(disk, |store| step(store, code, detail.unwrap_or("")))
+    disk.with_store(|store| step(store, code, detail.unwrap_or("")))
 }
 
 /// The step-log code of an error.

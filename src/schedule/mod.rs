@@ -150,14 +150,8 @@ pub fn schedule<D: Read + Write + Seek + SyncAll>(
         Kind::Factory => Some(factory_image(disk, request.image.as_ref(), nos, float)?),
         _ => None,
     };
-    let job = {
-        let store = disk.store()?;
-        let prepared = prepare(&store, request, identity, factory, nos, float, now);
-        let unmounted = store.unmount();
-        let job = prepared?;
-        unmounted?;
-        job
-    };
+    let job =
+        disk.with_store(|store| prepare(store, request, identity, factory, nos, float, now))?;
     let due = job.not_before.map_or(true, |t| t <= now);
     if due {
         arm(disk)?;
@@ -414,10 +408,7 @@ pub fn arm<D: Read + Write + Seek + SyncAll>(disk: &mut ApplianceDisk<D>) -> cra
     disk.activate(Role::System);
     let changes = disk.changes().join("; ");
     disk.commit()?;
-    let store = disk.store()?;
-    let logged = step(&store, Code::RecoveryArmed, &changes);
-    store.unmount()?;
-    logged
+    disk.with_store(|store| step(store, Code::RecoveryArmed, &changes))
 }
 
 /// Arms a pending job whose `not_before` has come; returns it when it armed one. Writes
@@ -426,10 +417,7 @@ pub fn arm_due<D: Read + Write + Seek + SyncAll>(
     disk: &mut ApplianceDisk<D>,
     now: OffsetDateTime,
 ) -> crate::Result<Option<Job>> {
-    let store = disk.store()?;
-    let job = store.read_job();
-    store.unmount()?;
-    match job? {
+    match disk.with_store(|store| Ok(store.read_job()?))? {
         Some(job) if job.state == State::Pending && job.not_before.is_some_and(|t| t <= now) => {
             let armed = disk.entry(Role::System).is_active();
             if !armed {

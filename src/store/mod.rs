@@ -115,13 +115,7 @@ impl<D: Read + Write + Seek> Store<D> {
 
     /// Writes a whole file (creating its directories), flushed before it returns.
     pub fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
-        self.create_dirs_for(path)?;
-        let mut file = self
-            .fs
-            .root_dir()
-            .create_file(path)
-            .map_err(file_error("creating", path))?;
-        file.truncate().map_err(file_error("truncating", path))?;
+        let mut file = self.create_file(path)?;
         file.write_all(data).map_err(file_error("writing", path))?;
         file.flush().map_err(file_error("flushing", path))
     }
