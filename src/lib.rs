@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod disk;
 pub mod error;
+pub mod filesystem;
 pub mod fleet;
 pub mod identity;
 pub mod image;

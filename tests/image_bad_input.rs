@@ -8,7 +8,7 @@ use image_support::*;
 use std::fs::File;
 use std::io::{Read, Write};
 
-use reprov::image::{self, ApplyOptions, MIN_CHUNK_SIZE};
+use reprov::image::{self, ApplyOptions, Codec, MIN_CHUNK_SIZE};
 use reprov::io::Show;
 
 const K: u64 = MIN_CHUNK_SIZE;
@@ -51,6 +51,28 @@ impl Parts {
         tar_of(&all)
     }
 
+    /// The entry name of chunk `index`, whatever the codec.
+    fn chunk_name(&self, index: u64) -> String {
+        let prefix = format!("chunks/{index:08}.");
+        let (name, _) = self
+            .entries
+            .iter()
+            .find(|(n, _)| n.starts_with(&prefix))
+            .unwrap();
+        name.clone()
+    }
+
+    /// The stored bytes of chunk `index`.
+    fn chunk(&self, index: u64) -> Vec<u8> {
+        let name = self.chunk_name(index);
+        self.entries
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+            .clone()
+    }
+
     fn edit(mut self, from: &str, to: &str) -> Parts {
         assert!(self.manifest.contains(from), "{from}");
         self.manifest = self.manifest.replacen(from, to, 1);
@@ -77,7 +99,7 @@ impl Parts {
 
     /// Replaces the data of chunk `index`'s entry, and its stored size in the manifest.
     fn replace_chunk(self, index: u64, data: Vec<u8>) -> Parts {
-        let name = format!("chunks/{index:08}.gz");
+        let name = self.chunk_name(index);
         let stored = data.len();
         let mut parts = self.edit_chunk(index, |l| {
             let at = l.find("stored = ").unwrap();
@@ -125,10 +147,16 @@ fn retype(mut image: Vec<u8>, name: &str, kind: u8) -> Vec<u8> {
     image
 }
 
-fn gz(data: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
+/// `data` compressed as one chunk of `codec` would be.
+fn packed(codec: Codec, data: &[u8]) -> Vec<u8> {
+    match codec {
+        Codec::Gzip => {
+            let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Codec::Zstd => zstd::bulk::compress(data, 3).unwrap(),
+    }
 }
 
 fn crc_of_line(l: &str) -> String {
@@ -144,8 +172,13 @@ fn stored_minus_one(l: &str) -> String {
     format!("{}{} }},", &l[..at], n - 1)
 }
 
-/// Makes the source and its image; returns the image bytes.
+/// Makes the source and its image (zstd); returns the image bytes.
 fn good_image(dir: &std::path::Path) -> Vec<u8> {
+    good_image_with(dir, Codec::Zstd)
+}
+
+/// Makes the source and its image with `codec`; returns the image bytes.
+fn good_image_with(dir: &std::path::Path, codec: Codec) -> Vec<u8> {
     let src = dir.join("src");
     let mut file = File::create(&src).unwrap();
     file.set_len(SIZE).unwrap();
@@ -165,7 +198,7 @@ fn good_image(dir: &std::path::Path) -> Vec<u8> {
         write_at(&mut file, i as u64 * K, data);
     }
     let img = dir.join("good.tar");
-    create_image(&src, &img, K);
+    create_image_with(&src, &img, K, codec);
     std::fs::read(&img).unwrap()
 }
 
@@ -175,22 +208,49 @@ struct Case {
     what: &'static str,
     image: Vec<u8>,
     target_len: u64,
-    error: &'static str,
+    error: String,
     untouched: bool,
 }
 
 #[test]
-fn bad_images_are_refused_clearly() {
+fn bad_zstd_images_are_refused_clearly() {
+    bad_images_are_refused_clearly(Codec::Zstd);
+}
+
+#[test]
+fn bad_gzip_images_are_refused_clearly() {
+    bad_images_are_refused_clearly(Codec::Gzip);
+}
+
+fn bad_images_are_refused_clearly(codec: Codec) {
     let dir = tempfile::tempdir().unwrap();
-    let good = good_image(dir.path());
+    let good = good_image_with(dir.path(), codec);
     let parts = Parts::of(&good);
+    let ext = match codec {
+        Codec::Gzip => "gz",
+        Codec::Zstd => "zst",
+    };
+    let other_codec = match codec {
+        Codec::Gzip => "zstd",
+        Codec::Zstd => "gzip",
+    };
+    // Owned texts for the expectations that name the codec's entries.
+    let names: Vec<String> = [
+        format!("entry \"../x\" where the file chunks/00000003.{ext} belongs"),
+        format!("entry \"chunks/00000003.{ext}\" at byte"),
+        format!(
+            "entry \"chunks/00000000.{ext}\" where the file chunks/00000000.{other} belongs",
+            other = if ext == "gz" { "zst" } else { "gz" }
+        ),
+    ]
+    .into();
     assert_eq!(parts.entries.len(), 6, "six data chunks");
     let last_len = good.len();
-    let case = |what, image: Vec<u8>, error, untouched| Case {
+    let case = |what, image: Vec<u8>, error: &str, untouched| Case {
         what,
         image,
         target_len: SIZE,
-        error,
+        error: error.to_string(),
         untouched,
     };
     let incomplete = "# reprov image: incomplete, its creation did not finish\n#   \n";
@@ -221,16 +281,22 @@ fn bad_images_are_refused_clearly() {
             "first entry is \"../x\"",
             true,
         ),
-        case("a tar entry ../x for a chunk", dotdot_chunk.build(), "entry \"../x\" where the file chunks/00000003.gz belongs", true),
-        case("an unknown version", parts.clone().edit("version = 1", "version = 2").build(), "unknown image version 2", true),
+        case("a tar entry ../x for a chunk", dotdot_chunk.build(), &names[0], true),
+        case("an unknown version", parts.clone().edit("version = 2", "version = 3").build(), "unknown image version 3", true),
         case("another format", parts.clone().edit("format = \"reprov-image\"", "format = \"other\"").build(), "not a reprov image", true),
-        case("an unknown codec", parts.clone().edit("codec = \"gzip\"", "codec = \"zstd\"").build(), "codec \"zstd\"", true),
+        case("an unknown codec", parts.clone().edit(&format!("codec = \"{}\"", codec.as_str()), "codec = \"xz\"").build(), "codec \"xz\"", true),
+        case(
+            "chunks of the other codec",
+            parts.clone().edit(&format!("codec = \"{}\"", codec.as_str()), &format!("codec = \"{other_codec}\"")).build(),
+            &names[2],
+            true,
+        ),
         case("an unfinished create", Parts { manifest: incomplete.into(), ..parts.clone() }.build(), "incomplete image", true),
         case("truncated mid-way", good[..good.len() / 2].to_vec(), "truncated", true),
         case("truncated in the last chunk", good[..last_len - 1024 - 700].to_vec(), "truncated", true),
         case("truncated after the last chunk", good[..last_len - 1024].to_vec(), "truncated", true),
-        case("a pax extension header for a chunk", retype(good.clone(), "chunks/00000003.gz", b'x'), "entry \"chunks/00000003.gz\" at byte", true),
-        case("a symbolic link for a chunk", retype(good.clone(), "chunks/00000004.gz", b'2'), "is not a plain file", true),
+        case("a pax extension header for a chunk", retype(good.clone(), &format!("chunks/00000003.{ext}"), b'x'), &names[1], true),
+        case("a symbolic link for a chunk", retype(good.clone(), &format!("chunks/00000004.{ext}"), b'2'), "is not a plain file", true),
         case(
             "a manifest lying about the source size",
             parts.clone().edit(&format!("source_size = {SIZE}"), &format!("source_size = {}", SIZE + K)).build(),
@@ -268,14 +334,26 @@ fn bad_images_are_refused_clearly() {
         case("corrupted compressed bytes", corrupt.build(), "chunk 4: ", false),
         case(
             "a chunk decompressing to more than declared",
-            parts.clone().replace_chunk(6, gz(&[7; 2000])).build(),
-            "chunk 6: decompressing: longer than the 1000 bytes declared",
+            parts.clone().replace_chunk(6, packed(codec, &[7; 2000])).build(),
+            "chunk 6: decompressing",
             false,
         ),
         case(
             "a chunk decompressing to less than declared",
-            parts.clone().replace_chunk(6, gz(&[7; 500])).build(),
-            "chunk 6: decompresses to 500 bytes, the manifest says 1000",
+            parts.clone().replace_chunk(6, packed(codec, &[7; 500])).build(),
+            "chunk 6: decompressing",
+            false,
+        ),
+        case(
+            "a second frame after a chunk's own",
+            parts.clone().replace_chunk(5, [parts.chunk(5), packed(codec, b"more")].concat()).build(),
+            "chunk 5: decompressing",
+            false,
+        ),
+        case(
+            "garbage after a chunk's frame",
+            parts.clone().replace_chunk(5, [parts.chunk(5), b"garbage!".to_vec()].concat()).build(),
+            "bytes follow the",
             false,
         ),
         Case {
@@ -293,7 +371,7 @@ fn bad_images_are_refused_clearly() {
         let err = apply_image(&img, &target).expect_err(case.what).to_string();
         println!("{}: {err}", case.what);
         assert!(
-            err.contains(case.error),
+            err.contains(&case.error),
             "{}: got {err:?}, expected {:?}",
             case.what,
             case.error

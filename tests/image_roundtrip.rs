@@ -7,13 +7,13 @@ use image_support::*;
 use std::path::Path;
 use std::process::Command;
 
-use reprov::image::{self, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use reprov::image::{self, Codec, Kind, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 #[test]
-fn round_trips_at_several_sizes() {
+fn round_trips_at_several_sizes_in_both_codecs() {
     let dir = tempfile::tempdir().unwrap();
     let k = MIN_CHUNK_SIZE;
-    for (size, chunk_size) in [
+    let sizes = [
         (1, k),
         (k - 1, k),
         (k, k),
@@ -21,21 +21,26 @@ fn round_trips_at_several_sizes() {
         (7 * k + 4321, k),
         (3 * DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE),
         (2 * DEFAULT_CHUNK_SIZE + 777, DEFAULT_CHUNK_SIZE),
-    ] {
+    ];
+    let cases = sizes
+        .into_iter()
+        .flat_map(|size| [Codec::Zstd, Codec::Gzip].map(|codec| (size, codec)));
+    for ((size, chunk_size), codec) in cases {
         let (src, img, dst) = (
             dir.path().join("src"),
             dir.path().join("img.tar"),
             dir.path().join("dst"),
         );
         varied_source(&src, size, size);
-        let made = create_image(&src, &img, chunk_size);
+        let made = create_image_with(&src, &img, chunk_size, codec);
+        assert_eq!(made.codec, codec);
         assert_eq!(made.source_size, size);
         assert_eq!(made.chunks.len() as u64, size.div_ceil(chunk_size));
         random_target(&dst, size + 1000, 7);
         let applied = apply_image(&img, &dst).unwrap();
         assert_eq!(
             applied, made,
-            "the image reads back as written, size {size}"
+            "the image reads back as written, size {size}, {codec:?}"
         );
         assert_same_prefix(&src, &dst, size);
         let verified = image::verify(
@@ -102,10 +107,11 @@ fn round_trips_over_4_gib() {
         assert_same_range(&src, &dst, start, len);
     }
 }
-/// docs/image-format.md says how to restore an image with tar, gzip and dd: do exactly
-/// that, with the script from the document, onto a target full of random bytes.
+/// docs/image-format.md says how to restore an image with tar, zstd or gzip, and dd: do
+/// exactly that, with the script from the document, onto a target full of random bytes,
+/// for an image of each codec.
 #[test]
-fn restores_by_hand_with_tar_gzip_and_dd() {
+fn restores_by_hand_with_tar_zstd_gzip_and_dd() {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/image-format.md"))
             .unwrap();
@@ -123,21 +129,32 @@ fn restores_by_hand_with_tar_gzip_and_dd() {
     );
     let size = 9 * MIN_CHUNK_SIZE + 999;
     varied_source(&src, size, 21);
-    create_image(&src, &img, MIN_CHUNK_SIZE);
-    random_target(&dst, size, 4);
-    let status = Command::new("bash")
-        .arg("-euo")
-        .arg("pipefail")
-        .arg("-c")
-        .arg(script)
-        .env("IMAGE", &img)
-        .env("TARGET", &dst)
-        .current_dir(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "the documented restore failed");
-    assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
-    assert_same_prefix(&src, &dst, size);
+    for codec in [Codec::Zstd, Codec::Gzip] {
+        let manifest = create_image_with(&src, &img, MIN_CHUNK_SIZE, codec);
+        assert!(
+            manifest.count(Kind::Zero) > 0,
+            "the script's zero path is taken"
+        );
+        random_target(&dst, size, 4);
+        let work = dir.path().join(codec.as_str());
+        std::fs::create_dir(&work).unwrap();
+        let status = Command::new("bash")
+            .arg("-euo")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(script)
+            .env("IMAGE", &img)
+            .env("TARGET", &dst)
+            .current_dir(&work)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "the documented restore of {codec:?} failed"
+        );
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
+        assert_same_prefix(&src, &dst, size);
+    }
 }
 
 #[test]
@@ -183,7 +200,8 @@ fn cli_creates_applies_verifies_and_describes() {
     assert_eq!(json["source_size"], size);
     assert_eq!(json["chunk_count"], 7);
     let text = run(&["image".as_ref(), "info".as_ref(), img.as_os_str()]);
-    assert!(text.contains("name:         acme-42"), "{text}");
+    assert!(text.contains("name:           acme-42"), "{text}");
+    assert!(text.contains("zstd chunks of 64.0 KiB"), "{text}");
     run(&["image".as_ref(), "verify".as_ref(), img.as_os_str()]);
     run(&[
         "image".as_ref(),

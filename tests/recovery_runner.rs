@@ -160,6 +160,10 @@ impl Scenario {
 
 const RECOVERY_ARMED: ((u8, bool), (u8, bool)) = ((0x0C, true), (0x0C, false));
 const NOS_BOOTS: ((u8, bool), (u8, bool)) = ((0x1C, false), (0x0C, true));
+/// After an image was written: NOS has the image's type (the test appliances are FAT16,
+/// 0x0E), where the disk was laid out with 0x0C.
+const IMAGE_BOOTS: ((u8, bool), (u8, bool)) = ((0x1C, false), (0x0E, true));
+const IMAGE_ARMED: ((u8, bool), (u8, bool)) = ((0x0C, true), (0x0E, false));
 
 fn assert_in_order(codes: &[String], expected: &[&str]) {
     let mut rest = codes.iter();
@@ -180,7 +184,7 @@ fn apply_writes_b_restores_a_identity_and_commits() {
 
     assert_eq!(
         s.boot_state(),
-        NOS_BOOTS,
+        IMAGE_BOOTS,
         "system hidden and inactive, NOS active"
     );
     assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
@@ -340,7 +344,7 @@ fn a_job_cut_while_running_resumes_from_its_checkpoint() {
 
     assert_eq!(s.run().unwrap(), Outcome::Done);
 
-    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert_eq!(s.boot_state(), IMAGE_BOOTS);
     assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
     assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-a\n"));
     let job = s.job();
@@ -367,7 +371,7 @@ fn factory_applies_the_image_on_the_data_partition() {
 
     assert_eq!(s.run().unwrap(), Outcome::Done);
 
-    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert_eq!(s.boot_state(), IMAGE_BOOTS);
     assert_eq!(s.nos_file("appliance").as_deref(), Some("F"));
     assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-f\n"));
 }
@@ -453,13 +457,15 @@ fn a_checkpoint_that_lies_is_caught_by_the_read_back_before_the_commit() {
     let job = s.job().start().unwrap().checkpoint(10).unwrap();
     s.with_store(|store| store.write_job(&job).unwrap());
 
-    let error = s.run().unwrap_err().to_string();
+    // A resume has no backup and this disk no factory image: nothing to roll back to,
+    // so recovery reboots to try again.
+    assert_eq!(s.run().unwrap(), Outcome::Retry);
 
-    assert!(error.contains("reads back with CRC32"), "{error}");
-    assert_eq!(s.boot_state(), RECOVERY_ARMED, "never committed");
-    // A resume has no backup and this disk no factory image: nothing to roll back to.
-    assert_in_order(&s.log_codes(), &["E109", "R080", "E111"]);
-    assert!(s.job().last_error.unwrap().contains("rollback failed"));
+    assert_eq!(s.boot_state(), IMAGE_ARMED, "never committed");
+    assert_in_order(&s.log_codes(), &["E109", "R080", "E111", "E112"]);
+    let job = s.job();
+    assert_eq!(job.state, State::Running);
+    assert!(job.last_error.unwrap().contains("reads back with CRC32"));
 }
 
 /// B whose `/etc/hostname` is a directory: the identity restore fails after the whole
@@ -502,7 +508,7 @@ fn an_apply_failing_after_the_write_brings_a_back_from_the_safety_backup() {
 
     assert_eq!(s.run().unwrap(), Outcome::RolledBack);
 
-    assert_eq!(s.boot_state(), NOS_BOOTS, "A boots again");
+    assert_eq!(s.boot_state(), IMAGE_BOOTS, "A boots again");
     assert!(s.read_role(Role::Nos) == a, "NOS is A again, byte for byte");
     let job = s.job();
     assert_eq!(job.state, State::Failed);
@@ -532,7 +538,7 @@ fn without_a_backup_the_factory_image_comes_back_with_a_identity() {
 
     assert_eq!(s.run().unwrap(), Outcome::RolledBack);
 
-    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert_eq!(s.boot_state(), IMAGE_BOOTS);
     assert_eq!(s.nos_file("appliance").as_deref(), Some("F"));
     assert_eq!(s.nos_file("etc/hostname").as_deref(), Some("appliance-a\n"));
     let job = s.job();
@@ -546,12 +552,33 @@ fn with_neither_backup_nor_factory_the_machine_stays_in_recovery() {
     let s = Scenario::apply(&b_that_refuses_the_identity());
     set_backup(&s, false);
 
+    // Nothing to roll back to: a fresh boot may cure what this one could not, so
+    // recovery reboots into itself to try again — max_attempts starts in all.
+    let limit = s.job().max_attempts;
+    for attempt in 1..limit {
+        assert_eq!(s.run().unwrap(), Outcome::Retry, "attempt {attempt}");
+        let job = s.job();
+        assert_eq!((job.state, job.attempts), (State::Running, attempt));
+        assert!(job.last_error.unwrap().contains("no factory image"));
+        assert_eq!(s.boot_state(), IMAGE_ARMED);
+    }
     let error = s.run().unwrap_err().to_string();
 
     assert!(error.contains("hostname"), "{error}");
-    assert_eq!(s.boot_state(), RECOVERY_ARMED);
-    assert!(s.job().last_error.unwrap().contains("no factory image"));
-    assert_in_order(&s.log_codes(), &["E106", "R080", "E111"]);
+    assert_eq!(s.boot_state(), IMAGE_ARMED);
+    let job = s.job();
+    assert_eq!((job.state, job.attempts), (State::Failed, limit));
+    assert!(job.last_error.unwrap().contains("no factory image"));
+    let codes = s.log_codes();
+    assert_in_order(
+        &codes,
+        &["E106", "R080", "E111", "E112", "E106", "E111", "E112"],
+    );
+    assert_eq!(
+        codes.iter().filter(|c| *c == "E112").count() as u32,
+        limit - 1
+    );
+    assert_eq!(codes.last().map(String::as_str), Some("E111"));
 }
 
 #[test]
@@ -569,7 +596,7 @@ fn a_job_started_too_often_stops_and_restores_the_previous_appliance() {
 
     assert_eq!(s.run().unwrap(), Outcome::RolledBack);
 
-    assert_eq!(s.boot_state(), NOS_BOOTS);
+    assert_eq!(s.boot_state(), IMAGE_BOOTS);
     assert!(s.read_role(Role::Nos) == a, "NOS is A again");
     let job = s.job();
     assert_eq!((job.state, job.attempts), (State::Failed, 4));

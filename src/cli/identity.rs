@@ -97,10 +97,11 @@ pub fn run(cmd: IdentityCmd) -> crate::Result<()> {
             Ok(())
         }
         Sub::Render(args) => {
-            let files = identity::render(&read_identity(&args.file)?);
+            let identity = read_identity(&args.file)?;
+            let files = identity::render(&identity);
             std::fs::create_dir_all(&args.root)
                 .map_err(|e| Error::io("creating", args.root.display(), e))?;
-            identity::restore_into(&files, &mut DirSink::new(&args.root))?;
+            identity::restore(&identity, &mut DirSink::new(&args.root))?;
             for (path, _) in &files {
                 println!(
                     "{}",

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::open_disk;
-use crate::disk::Role;
-use crate::image::{self, ApplyOptions, CreateOptions, Kind, Manifest};
+use crate::disk::{PartType, Role};
+use crate::image::{self, ApplyOptions, Codec, CreateOptions, Kind, Manifest};
 use crate::io::Show;
 use crate::store::ImageName;
 use crate::units::{format_size, parse_size};
@@ -61,6 +61,19 @@ struct Create {
     /// chunk size, a power of two from 64K to 8M (default 4M)
     #[argh(option, from_str_fn(parse_size))]
     chunk_size: Option<u64>,
+    /// chunk compression: zstd (default) or gzip
+    #[argh(option, from_str_fn(parse_codec))]
+    codec: Option<Codec>,
+    /// compression level (zstd 1-19, default 3; gzip 1-9, default 2)
+    #[argh(option)]
+    level: Option<i32>,
+    /// image every block, also those the file system (ext2/3/4, FAT) does not use
+    #[argh(switch)]
+    all_blocks: bool,
+    /// the MBR partition type NOS gets when the image is applied, e.g. 0x83 (default:
+    /// the partition's own with --disk, else what its file system implies)
+    #[argh(option, long = "type", from_str_fn(parse_type))]
+    partition_type: Option<PartType>,
 }
 
 /// Write an image onto a partition, checking it first and every chunk as it goes.
@@ -141,6 +154,20 @@ fn open_read(path: &Path) -> crate::Result<File> {
     File::open(path).map_err(|e| Error::io("opening", path.display(), e))
 }
 
+fn parse_codec(text: &str) -> Result<Codec, String> {
+    Codec::parse(text)
+}
+
+fn parse_type(text: &str) -> Result<PartType, String> {
+    let hex = text.strip_prefix("0x").unwrap_or(text);
+    match u8::from_str_radix(hex, 16) {
+        Ok(byte) if byte != 0 && hex.len() <= 2 => Ok(PartType(byte)),
+        _ => Err(format!(
+            "{text:?}: expected a partition type from 0x01 to 0xff"
+        )),
+    }
+}
+
 fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(text).ok_or_else(|| format!("{text:?}: expected nos, system, images or data"))
 }
@@ -156,6 +183,12 @@ fn create(c: Create) -> crate::Result<()> {
     if let Some(size) = c.chunk_size {
         options.chunk_size = size;
     }
+    if let Some(codec) = c.codec {
+        options.codec = codec;
+    }
+    options.level = c.level;
+    options.all_blocks = c.all_blocks;
+    options.partition_type = c.partition_type;
     options.validate()?;
     if c.to_store && c.role == Some(Role::Images) {
         return Err(usage(
@@ -165,11 +198,22 @@ fn create(c: Create) -> crate::Result<()> {
     match (&c.from, &c.disk, c.role) {
         (Some(from), _, None) => {
             let mut source = open_read(from)?;
+            let len = source
+                .metadata()
+                .map_err(|e| Error::io("measuring", from.display(), e))?
+                .len();
+            options.holes = crate::kernel::holes::data_map(&source, 0, len)
+                .map_err(|e| Error::io("finding the holes of", from.display(), e))?;
             create_into(&c, &mut source, &from.display().to_string(), &options)
         }
         (None, Some(disk_path), role) => {
             let role = role.unwrap_or(Role::Nos);
             let mut disk = open_disk(disk_path)?;
+            let entry = disk.entry(role);
+            options.partition_type = options.partition_type.or(Some(entry.ptype.unhide()));
+            options.holes =
+                crate::kernel::holes::data_map(disk.device(), entry.start(), entry.len())
+                    .map_err(|e| Error::io("finding the holes of", disk_path.display(), e))?;
             let mut part = disk
                 .partition(role)
                 .map_err(|e| Error::io("opening a partition of", disk_path.display(), e))?;
@@ -229,11 +273,13 @@ fn create_into<R: Read + Seek>(
         }
     };
     log::info!(
-        "created image {:?}: {} in {} chunks ({} data), {} stored",
+        "created image {:?}: {} in {} chunks ({} data, {} zero, {} free), {} stored",
         manifest.name,
         format_size(manifest.source_size),
         manifest.chunks.len(),
         manifest.data_chunks(),
+        manifest.count(Kind::Zero),
+        manifest.count(Kind::Free),
         format_size(manifest.stored_total())
     );
     Ok(())
@@ -405,20 +451,28 @@ fn created(m: &Manifest) -> String {
 /// The manifest for people.
 pub fn info_text(m: &Manifest) -> String {
     let stored = m.stored_total();
+    let ptype = m
+        .partition_type
+        .map_or("not recorded (NOS keeps its own)".to_string(), |t| {
+            t.to_string()
+        });
     format!(
-        "name:         {}\ndescription:  {}\ncreated:      {}\nformat:       {} version {}, {} chunks of {}\nsource size:  {} ({} bytes): the room it needs\nchunks:       {} ({} data, {} zero)\nstored:       {} ({:.1}% of the source)\n",
+        "name:           {}\ndescription:    {}\ncreated:        {}\nformat:         {} version {}, {} chunks of {}\nsource size:    {} ({} bytes): the room it needs\npartition type: {ptype}\nfile system:    {} ({})\nchunks:         {} ({} data, {} zero, {} free)\nstored:         {} ({:.1}% of the source)\n",
         m.name,
         m.description,
         created(m),
         image::FORMAT,
         image::VERSION,
-        image::CODEC,
+        m.codec.as_str(),
         format_size(m.chunk_size),
         format_size(m.source_size),
         m.source_size,
+        m.filesystem.as_str(),
+        m.capture.as_str(),
         m.chunks.len(),
         m.data_chunks(),
-        m.chunks.len() - m.data_chunks(),
+        m.count(Kind::Zero),
+        m.count(Kind::Free),
         format_size(stored),
         if m.source_size == 0 { 0.0 } else { stored as f64 * 100.0 / m.source_size as f64 }
     )
@@ -432,7 +486,7 @@ pub fn info_json(m: &Manifest) -> serde_json::Value {
         .map(|c| {
             serde_json::json!({
                 "index": c.index,
-                "kind": if c.kind == Kind::Data { "data" } else { "zero" },
+                "kind": c.kind.as_str(),
                 "crc32": format!("{:08x}", c.crc32),
                 "stored": c.stored,
             })
@@ -446,9 +500,14 @@ pub fn info_json(m: &Manifest) -> serde_json::Value {
         "created": created(m),
         "source_size": m.source_size,
         "chunk_size": m.chunk_size,
-        "codec": image::CODEC,
+        "codec": m.codec.as_str(),
+        "partition_type": m.partition_type.map(|t| format!("0x{:02x}", t.0)),
+        "filesystem": m.filesystem.as_str(),
+        "capture": m.capture.as_str(),
         "chunk_count": m.chunks.len(),
         "data_chunks": m.data_chunks(),
+        "zero_chunks": m.count(Kind::Zero),
+        "free_chunks": m.count(Kind::Free),
         "stored_bytes": m.stored_total(),
         "chunks": chunks,
     })

@@ -4,11 +4,15 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::detect::{self, Role};
-use super::mbr::{bytes_to_sectors, Entry, Mbr, ALIGN, BOOT_ACTIVE, BOOT_INACTIVE};
+use super::mbr::{bytes_to_sectors, Entry, Mbr, PartType, ALIGN, BOOT_ACTIVE, BOOT_INACTIVE};
 use super::Error;
 use crate::io::{SyncAll, Window};
 use crate::store::Store;
 use crate::units::format_size;
+
+/// Tells the kernel that partition `slot` of the disk now spans `len` bytes from byte
+/// `start` (`len` 0: gone); see [`ApplianceDisk::telling_kernel`].
+pub type TellKernel<D> = fn(&D, u32, u64, u64) -> std::io::Result<()>;
 
 /// An appliance disk, opened: roles detected, edits planned in memory until [`commit`].
 ///
@@ -22,6 +26,8 @@ pub struct ApplianceDisk<D> {
     opened: Mbr,
     /// The table with the edits planned so far.
     planned: Mbr,
+    /// Told of every partition whose place changed after a commit (block devices).
+    tell_kernel: Option<TellKernel<D>>,
 }
 
 /// Reads sector 0 (seeking there first).
@@ -92,6 +98,7 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
             on_disk,
             opened: planned.clone(),
             planned,
+            tell_kernel: None,
         };
         // Mounting reads only; unmount flushes nothing because nothing was changed.
         let label = match disk.store() {
@@ -113,6 +120,14 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
             return Err(not_appliance(detect::wrong_label(&label)));
         }
         Ok(disk)
+    }
+
+    /// After each commit, `tell` is told of every partition whose start or size changed,
+    /// so the running kernel mounts a grown partition at its new size (BLKPG on a block
+    /// device; see [`crate::kernel::partitions`]).
+    pub fn telling_kernel(mut self, tell: TellKernel<D>) -> Self {
+        self.tell_kernel = Some(tell);
+        self
     }
 
     /// The name used in messages (the path the disk was opened from).
@@ -271,6 +286,14 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
         Ok(())
     }
 
+    /// Gives NOS the partition type `ptype` (the one of the image written onto it), so
+    /// what mounts it finds what is really there. Does not write to the disk.
+    pub fn set_nos_type(&mut self, ptype: PartType) {
+        let mut e = self.entry(Role::Nos);
+        e.ptype = ptype;
+        self.planned.set(Role::Nos.slot(), e);
+    }
+
     /// True when the plan differs from the disk's MBR.
     pub fn has_changes(&self) -> bool {
         self.planned.to_bytes() != self.on_disk
@@ -324,7 +347,34 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
 
         write_sector(&mut self.device, &self.name, &new)?;
         self.on_disk = new;
-        self.opened = self.planned.clone();
+        let old = std::mem::replace(&mut self.opened, self.planned.clone());
+        self.tell_kernel_about(&old);
         Ok(())
+    }
+
+    /// Tells the kernel of every slot whose start or size differs from `old`. The MBR is
+    /// already written: a refusal (a busy partition that moved) is logged, and the next
+    /// boot reads the new table anyway.
+    fn tell_kernel_about(&self, old: &Mbr) {
+        let Some(tell) = self.tell_kernel else {
+            return;
+        };
+        for (slot, (was, now)) in (1u32..).zip(old.entries().iter().zip(self.planned.entries())) {
+            if (was.start(), was.len()) == (now.start(), now.len()) {
+                continue;
+            }
+            let (start, len) = if now.is_empty() {
+                (0, 0)
+            } else {
+                (now.start(), now.len())
+            };
+            match tell(&self.device, slot, start, len) {
+                Ok(()) => log::debug!("the kernel knows the new geometry of slot {slot}"),
+                Err(e) => log::warn!(
+                    "{}: {e}; the kernel keeps the old geometry of slot {slot} until the next boot",
+                    self.name
+                ),
+            }
+        }
     }
 }

@@ -6,12 +6,14 @@ use std::path::Path;
 use super::ApplianceDisk;
 
 /// Opens a file or block device read-write and detects its appliance layout; refuses a
-/// disk that is not one. Writes nothing.
+/// disk that is not one. Writes nothing. A block device's kernel is told of every
+/// partition a later commit moves or resizes.
 pub fn open_disk(path: &Path) -> crate::Result<ApplianceDisk<File>> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .map_err(|e| crate::Error::io("opening disk", path.display(), e))?;
-    Ok(ApplianceDisk::open(file, &path.display().to_string())?)
+    let disk = ApplianceDisk::open(file, &path.display().to_string())?;
+    Ok(disk.telling_kernel(crate::kernel::partitions::update))
 }

@@ -36,7 +36,7 @@ use std::str::FromStr;
 
 pub use capture::{capture_live, dmi};
 pub use render::render;
-pub use restore::{restore_into, DirSink, FatSink, FileSink};
+pub use restore::{restore, restore_into, DirSink, FatSink, FileSink};
 
 /// Where the identity lives on the images partition.
 pub const IDENTITY_PATH: &str = "reprov/identity";

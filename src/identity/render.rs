@@ -51,20 +51,99 @@ pub fn hostname_file(identity: &Identity) -> String {
     format!("{}\n", identity.hostname)
 }
 
-/// Debian's layout: the host's own name on 127.0.1.1, with its short form when it is
+/// The host's names as `/etc/hosts` lists them: the name, and its short form when it is
 /// fully qualified.
-pub fn hosts_file(identity: &Identity) -> String {
+fn host_names(identity: &Identity) -> String {
     let name = identity.hostname.as_str();
     let short = identity.hostname.short();
-    let names = if short == name {
+    if short == name {
         name.to_string()
     } else {
         format!("{name} {short}")
-    };
+    }
+}
+
+/// Debian's layout: the host's own name on 127.0.1.1, with its short form when it is
+/// fully qualified. What a new OS without an `/etc/hosts` of its own gets.
+pub fn hosts_file(identity: &Identity) -> String {
+    let names = host_names(identity);
     format!(
         "{HEADER}127.0.0.1\tlocalhost\n127.0.1.1\t{names}\n\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
     )
+}
+
+/// The new OS's `/etc/hosts` (`existing`, as its image brought it) with the saved host
+/// name. Only the loopback lines that name the host change: the `127.0.1.1` line
+/// (Debian's place for it) is replaced, or added after `127.0.0.1` when there is none,
+/// and `old_hostname` (the image's own name, from its `/etc/hostname`) gives way to the
+/// saved one on the other loopback lines. Every other line — the application's own
+/// hosts, comments — stays as it was. Without a file: [`hosts_file`]. Pure.
+pub fn edit_hosts(
+    existing: Option<&str>,
+    old_hostname: Option<&str>,
+    identity: &Identity,
+) -> String {
+    let Some(text) = existing else {
+        return hosts_file(identity);
+    };
+    let names = host_names(identity);
+    let new: Vec<&str> = names.split(' ').collect();
+    let old: Vec<&str> = old_hostname
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| vec![name, name.split('.').next().unwrap_or(name)])
+        .unwrap_or_default();
+    let own_line = format!("127.0.1.1\t{names}");
+    let mut lines: Vec<String> = Vec::new();
+    let mut placed = false;
+    for line in text.lines() {
+        let (body, comment) = line
+            .split_once('#')
+            .map_or((line, None), |(b, c)| (b, Some(c)));
+        let mut fields = body.split_whitespace();
+        let address = fields.next();
+        let loopback = address
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .is_some_and(|a| a.is_loopback());
+        if !loopback {
+            lines.push(line.to_string());
+            continue;
+        }
+        let address = address.unwrap_or_default();
+        if address == "127.0.1.1" {
+            if !placed {
+                lines.push(own_line.clone());
+                placed = true;
+            }
+            continue;
+        }
+        let listed: Vec<&str> = fields.collect();
+        let kept: Vec<&str> = listed
+            .iter()
+            .copied()
+            .filter(|n| !old.contains(n) && !new.contains(n))
+            .collect();
+        if kept.len() == listed.len() {
+            lines.push(line.to_string());
+            continue;
+        }
+        let mut edited = format!("{address}\t{}", [kept, new.clone()].concat().join(" "));
+        if let Some(comment) = comment {
+            edited.push_str(&format!(" #{comment}"));
+        }
+        lines.push(edited);
+    }
+    if !placed {
+        let after = lines
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some("127.0.0.1"))
+            .map_or(0, |at| at + 1);
+        lines.insert(after, own_line);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
 }
 
 /// DNS servers go on the interfaces that have a default gateway (the way out to them);
@@ -250,6 +329,56 @@ gateway4 = "198.51.100.1"
                 "{hosts}"
             );
         }
+    }
+
+    #[test]
+    fn hosts_keeps_the_images_lines_and_names_the_saved_host() {
+        let identity = parse(DUAL_STACK).unwrap();
+        let image = "127.0.0.1\tlocalhost\n127.0.1.1\tappliance-web\n\n\
+                     ::1\tlocalhost ip6-localhost ip6-loopback\n\
+                     # The application's own hosts.\n10.0.2.50\tdb.appliance.internal db\n";
+        let edited = edit_hosts(Some(image), Some("appliance-web\n"), &identity);
+        assert_eq!(
+            edited,
+            "127.0.0.1\tlocalhost\n127.0.1.1\tdb.example.com db\n\n\
+             ::1\tlocalhost ip6-localhost ip6-loopback\n\
+             # The application's own hosts.\n10.0.2.50\tdb.appliance.internal db\n"
+        );
+        // Twice gives the same file (a resumed job restores again).
+        assert_eq!(
+            edit_hosts(Some(&edited), Some("db.example.com"), &identity),
+            edited
+        );
+
+        let cases = [
+            // No 127.0.1.1 line: one is added after 127.0.0.1.
+            (
+                "# hosts\n127.0.0.1 localhost\n10.1.1.1 app\n",
+                None,
+                "# hosts\n127.0.0.1 localhost\n127.0.1.1\tdb.example.com db\n10.1.1.1 app\n",
+            ),
+            // The image's name on 127.0.0.1 (as Fedora does) gives way to the saved one.
+            (
+                "127.0.0.1 localhost old.example.org old # mine\n::1 localhost old\n",
+                Some("old.example.org"),
+                "127.0.0.1\tlocalhost db.example.com db # mine\n127.0.1.1\tdb.example.com db\n::1\tlocalhost db.example.com db\n",
+            ),
+            // Two 127.0.1.1 lines become one; an empty file gets the line.
+            (
+                "127.0.1.1 a\n127.0.1.1 b\n",
+                None,
+                "127.0.1.1\tdb.example.com db\n",
+            ),
+            ("", None, "127.0.1.1\tdb.example.com db\n"),
+        ];
+        for (image, old, expected) in cases {
+            assert_eq!(
+                edit_hosts(Some(image), old, &identity),
+                expected,
+                "{image:?}"
+            );
+        }
+        assert_eq!(edit_hosts(None, None, &identity), hosts_file(&identity));
     }
 
     #[test]

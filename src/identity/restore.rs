@@ -10,10 +10,42 @@ use std::path::{Path, PathBuf};
 pub trait FileSink {
     /// Writes a whole file, creating its directories, replacing what was there.
     fn write_file(&mut self, path: &str, data: &[u8]) -> std::io::Result<()>;
+    /// Reads a whole file of at most `limit` bytes; `None` when there is none.
+    fn read_file(&mut self, path: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>>;
+}
+
+/// Largest `/etc/hosts` or `/etc/hostname` of the new OS that the restore edits.
+const MAX_EDITED_BYTES: u64 = 1 << 20;
+
+/// Writes the identity into the new OS behind `sink`: every file [`super::render`]
+/// makes, except that `/etc/hosts` is the new OS's own, edited
+/// ([`super::render::edit_hosts`]), so the lines its image brought stay. Writes. Stops
+/// at the first failure, naming the file.
+pub fn restore(identity: &super::Identity, sink: &mut dyn FileSink) -> Result<(), Error> {
+    let read = |sink: &mut dyn FileSink, path: &str| -> Result<Option<String>, Error> {
+        let bytes = sink
+            .read_file(relative_path(path)?, MAX_EDITED_BYTES)
+            .map_err(|source| Error::Write {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    };
+    let hosts = read(sink, super::render::HOSTS_PATH)?;
+    let old_hostname = read(sink, super::render::HOSTNAME_PATH)?;
+    let mut files = super::render(identity);
+    for (path, contents) in &mut files {
+        if path == super::render::HOSTS_PATH {
+            *contents =
+                super::render::edit_hosts(hosts.as_deref(), old_hostname.as_deref(), identity);
+        }
+    }
+    restore_into(&files, sink)
 }
 
 /// Writes rendered files (absolute paths, as [`super::render`] returns them) into a
-/// sink. Writes. Stops at the first failure, naming the file.
+/// sink, each replacing what was there. Writes. Stops at the first failure, naming the
+/// file.
 pub fn restore_into(files: &[(String, String)], sink: &mut dyn FileSink) -> Result<(), Error> {
     for (path, contents) in files {
         let relative = relative_path(path)?;
@@ -68,6 +100,25 @@ impl<D: Read + Write + Seek> FileSink for FatSink<'_, D> {
         file.write_all(data)?;
         file.flush()
     }
+
+    fn read_file(&mut self, path: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let mut file = match self.fs.root_dir().open_file(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        read_limited(&mut file, limit).map(Some)
+    }
+}
+
+/// Reads all of `file`, refusing more than `limit` bytes.
+fn read_limited(file: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    file.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("longer than {limit} bytes")));
+    }
+    Ok(data)
 }
 
 /// A directory that is the new OS's root (a mounted ext4 NOS). Each file is written to
@@ -127,6 +178,26 @@ impl FileSink for DirSink {
         file.sync_all()?;
         drop(file);
         std::fs::rename(&temp, &target)
+    }
+
+    /// Reads a regular file; a symbolic link (into the recovery system) is refused.
+    fn read_file(&mut self, path: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        // The parents must be real directories (the restore writes there next).
+        let target = self
+            .make_parents(path)?
+            .join(path.rsplit('/').next().unwrap_or(path));
+        match std::fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+            Ok(meta) if !meta.is_file() => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a regular file",
+                    target.display()
+                )))
+            }
+            Ok(_) => {}
+        }
+        read_limited(&mut std::fs::File::open(&target)?, limit).map(Some)
     }
 }
 
@@ -238,6 +309,9 @@ gateway4 = "192.0.2.1"
         impl FileSink for Never {
             fn write_file(&mut self, path: &str, _: &[u8]) -> std::io::Result<()> {
                 panic!("sink asked to write {path}");
+            }
+            fn read_file(&mut self, path: &str, _: u64) -> std::io::Result<Option<Vec<u8>>> {
+                panic!("sink asked to read {path}");
             }
         }
         for path in ["etc/hostname", "/etc/../../x", "/etc//x", "/./x", "/"] {

@@ -1,15 +1,15 @@
 //! Applying an image onto a partition, and the chunk decoding that verify shares.
 
-use flate2::read::GzDecoder;
 use std::cell::RefCell;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::codec;
 use super::container::{open, Layout};
-use super::manifest::{Kind, Manifest};
+use super::manifest::{Codec, Manifest};
 use super::{parallelism, pipeline, CheckpointError, Error};
-use crate::io::{Limited, Progress, Show, SyncAll, ZeroRange};
+use crate::io::{Progress, Show, SyncAll, ZeroRange};
 
 /// How an apply runs.
 pub struct ApplyOptions<'a> {
@@ -41,8 +41,8 @@ pub(crate) enum Decoded {
 
 /// Checks the image (manifest, shape, whole) and that it fits the target, then writes it
 /// onto `target` from the target's start, checking every chunk's CRC as it goes. Writes
-/// nothing until every check that needs no decompression has passed. Zero chunks are
-/// zeroed (hole, zero-out or written zeros). Syncs the target and reports a checkpoint
+/// nothing until every check that needs no decompression has passed. Zero and free
+/// chunks are zeroed (hole, zero-out or written zeros): never the target's old bytes. Syncs the target and reports a checkpoint
 /// every `checkpoint_every` and at the end. Bytes of the target past the image are left.
 pub fn apply<R, W>(
     image: &mut R,
@@ -184,7 +184,7 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
                 return Ok(None);
             };
             next += 1;
-            if chunk.kind == Kind::Zero {
+            if chunk.kind.is_zeros() {
                 return Ok(Some(Job::Zero(chunk.index)));
             }
             image
@@ -210,7 +210,11 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
                 crc32,
             } => {
                 let buf = lock(&decompressed).pop().unwrap_or_default();
-                (index, unpack(index, &gz, len, crc32, buf), Some(gz))
+                (
+                    index,
+                    unpack(index, m.codec, &gz, len, crc32, buf),
+                    Some(gz),
+                )
             }
         },
         |(index, decoded, gz)| {
@@ -233,26 +237,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Decompresses one chunk into `data` (a recycled buffer), refusing more or fewer bytes
-/// than declared and a CRC mismatch.
+/// than declared, anything after its one frame, and a CRC mismatch.
 fn unpack(
     index: u64,
-    gz: &[u8],
+    codec: Codec,
+    stored: &[u8],
     len: u64,
     crc32: u32,
     mut data: Vec<u8>,
 ) -> Result<Decoded, Error> {
     let bad = |why: String| Error::BadChunk { index, why };
-    data.clear();
-    data.reserve_exact(len as usize);
-    Limited::new(GzDecoder::new(gz), len)
-        .read_to_end(&mut data)
-        .map_err(|e| bad(format!("decompressing: {e}")))?;
-    if data.len() as u64 != len {
-        return Err(bad(format!(
-            "decompresses to {} bytes, the manifest says {len}",
-            data.len()
-        )));
-    }
+    codec::decompress(codec, stored, len, &mut data)
+        .map_err(|e| bad(format!("decompressing ({}): {e}", codec.as_str())))?;
     let actual = crc32fast::hash(&data);
     if actual != crc32 {
         return Err(bad(format!(

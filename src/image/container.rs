@@ -1,9 +1,9 @@
-//! The tar container: `manifest.toml` first, then `chunks/NNNNNNNN.gz` for the data
-//! chunks in order, in plain ustar entries (so `tar -x` restores them as files).
+//! The tar container: `manifest.toml` first, then `chunks/NNNNNNNN.zst` (or `.gz`) for
+//! the data chunks in order, in plain ustar entries (so `tar -x` restores them as files).
 
 use std::io::{Read, Seek, SeekFrom};
 
-use super::manifest::{Kind, Manifest, MAX_MANIFEST_LEN};
+use super::manifest::{Codec, Kind, Manifest, MAX_MANIFEST_LEN};
 use super::Error;
 
 /// Path of the manifest, the first entry.
@@ -14,8 +14,8 @@ pub(crate) const INCOMPLETE_MARK: &str = "# reprov image: incomplete, its creati
 pub(crate) const BLOCK: u64 = 512;
 
 /// Path of the entry holding data chunk `index`.
-pub fn chunk_path(index: u64) -> String {
-    format!("chunks/{index:08}.gz")
+pub fn chunk_path(index: u64, codec: Codec) -> String {
+    format!("chunks/{index:08}.{}", codec.extension())
 }
 
 /// A ustar header for a regular file of `size` bytes.
@@ -177,7 +177,7 @@ pub fn open<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
         .next()
         .ok_or_else(|| damaged("entry sizes overflow"))?;
     for chunk in manifest.chunks.iter().filter(|c| c.kind == Kind::Data) {
-        let expected = chunk_path(chunk.index);
+        let expected = chunk_path(chunk.index, manifest.codec);
         let entry = read_header(image, pos, len)
             .map_err(damaged)?
             .ok_or_else(|| damaged(format!("the archive ends where {expected} belongs")))?;

@@ -1,23 +1,20 @@
 //! Creating an image from a partition.
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use std::cell::RefCell;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Mutex;
 use time::OffsetDateTime;
 
+use super::codec;
 use super::container::{chunk_path, header, padding, BLOCK, INCOMPLETE_MARK, MANIFEST_PATH};
 use super::manifest::{
-    self, check_text, chunk_count, max_stored, Chunk, Kind, Manifest, DEFAULT_CHUNK_SIZE,
-    MAX_CHUNK_SIZE, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MIN_CHUNK_SIZE,
+    self, check_text, chunk_count, max_stored, Capture, Chunk, Codec, Kind, Manifest,
+    DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MIN_CHUNK_SIZE,
 };
 use super::{parallelism, pipeline, Error};
+use crate::disk::PartType;
+use crate::filesystem::{self, UsedBlocks};
 use crate::io::{Progress, Show};
-
-/// gzip level of new chunks. zlib-rs' level 1 (deflate_quick) makes larger output than
-/// `gzip -1`; level 2 is still several times faster and no larger (see `scripts/bench`).
-pub const COMPRESSION_LEVEL: u32 = 2;
 
 /// What `create` puts in the manifest, and how.
 #[derive(Debug, Clone)]
@@ -26,12 +23,22 @@ pub struct CreateOptions {
     pub description: String,
     pub created: OffsetDateTime,
     pub chunk_size: u64,
-    pub level: u32,
+    pub codec: Codec,
+    /// The codec's level; `None`: its default.
+    pub level: Option<i32>,
+    /// Image every block, even those the file system does not use.
+    pub all_blocks: bool,
+    /// The source's data ranges, when it is a sparse file (`SEEK_DATA`): the rest reads
+    /// as zeros and is not read. Used when the file system's own map is not.
+    pub holes: Option<UsedBlocks>,
+    /// The source partition's MBR type; `None`: the type its file system implies.
+    pub partition_type: Option<PartType>,
     pub show: Show,
 }
 
 impl CreateOptions {
-    /// Defaults for `name`: created now, 4 MiB chunks, no progress shown.
+    /// Defaults for `name`: created now, 4 MiB zstd chunks, used blocks only, no
+    /// progress shown.
     pub fn new(name: impl Into<String>) -> Self {
         CreateOptions {
             name: name.into(),
@@ -40,14 +47,21 @@ impl CreateOptions {
                 .replace_nanosecond(0)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             chunk_size: DEFAULT_CHUNK_SIZE,
-            level: COMPRESSION_LEVEL,
+            codec: Codec::Zstd,
+            level: None,
+            all_blocks: false,
+            holes: None,
+            partition_type: None,
             show: Show::Quiet,
         }
     }
-}
 
-impl CreateOptions {
-    /// Checks the chunk size, name and description (pure); `create` does it first too.
+    /// The compression level in effect.
+    pub fn level(&self) -> i32 {
+        self.level.unwrap_or_else(|| self.codec.default_level())
+    }
+
+    /// Checks the chunk size, level, name and description (pure); `create` does it first too.
     pub fn validate(&self) -> Result<(), Error> {
         let chunk_size = self.chunk_size;
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || !chunk_size.is_power_of_two()
@@ -58,20 +72,79 @@ impl CreateOptions {
                 ),
             });
         }
+        let levels = self.codec.levels();
+        if !levels.contains(&self.level()) {
+            return Err(Error::Create {
+                why: format!(
+                    "{} level {}: expected {} to {}",
+                    self.codec.as_str(),
+                    self.level(),
+                    levels.start(),
+                    levels.end()
+                ),
+            });
+        }
         let create = |e: Error| Error::Create { why: e.to_string() };
         check_text("name", &self.name, MAX_NAME_LEN).map_err(create)?;
         check_text("description", &self.description, MAX_DESCRIPTION_LEN).map_err(create)
     }
 }
 
-/// A chunk after the worker: all zero, or compressed.
+/// A chunk on its way to a worker: the bytes to pack, or none when the map says the
+/// whole chunk is unused (free, or a hole).
+enum Input {
+    Unused(Kind),
+    Bytes(Vec<u8>),
+}
+
+/// A chunk after the worker: unused (never read), all zero, or compressed.
 enum Packed {
+    Unused(Kind),
     Zero { crc32: u32 },
-    Data { crc32: u32, gz: Vec<u8> },
+    Data { crc32: u32, stored: Vec<u8> },
+}
+
+/// Which blocks of the source `create` reads, and what the others are.
+struct Map {
+    used: UsedBlocks,
+    /// `Free` (the file system does not use them) or `Zero` (holes of a sparse file).
+    unused: Kind,
+}
+
+/// The map of what to read: the file system's own (unless `all_blocks`), else the
+/// holes of a sparse source, else none (read everything). Reads only.
+fn map_of<R: Read + Seek>(
+    source: &mut R,
+    source_size: u64,
+    filesystem: manifest::Filesystem,
+    options: &CreateOptions,
+) -> Option<Map> {
+    if !options.all_blocks && filesystem != manifest::Filesystem::Unknown {
+        match filesystem::used_blocks(source, source_size, filesystem) {
+            Ok(used) => {
+                return Some(Map {
+                    used,
+                    unused: Kind::Free,
+                })
+            }
+            Err(why) => log::warn!(
+                "{} file system of image {:?}: {why}; imaging every block",
+                filesystem.as_str(),
+                options.name
+            ),
+        }
+    }
+    options.holes.clone().map(|used| Map {
+        used,
+        unused: Kind::Zero,
+    })
 }
 
 /// Reads the whole of `source` (from its start to its end) and writes an image of it into
 /// `out`, from `out`'s start. Writes only to `out`; the caller syncs it.
+///
+/// Of an ext2/3/4 or FAT file system only the blocks it uses are read and stored; the
+/// rest become free chunks, or zeros inside a data chunk (see [`CreateOptions`]).
 ///
 /// The manifest must come first in the tar file but its checksums are known only at the
 /// end, so its entry is reserved at its largest possible size (every chunk's numbers at
@@ -96,10 +169,12 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
     let source_size = source
         .seek(SeekFrom::End(0))
         .map_err(read_err("measuring", 0))?;
+    options.validate()?;
+    let detected = filesystem::detect(source, source_size);
+    let map = map_of(source, source_size, detected.filesystem, options);
     source
         .seek(SeekFrom::Start(0))
         .map_err(read_err("seeking in", 0))?;
-    options.validate()?;
     let chunk_size = options.chunk_size;
     let count = chunk_count(source_size, chunk_size);
     let mut manifest = Manifest {
@@ -108,6 +183,13 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
         created: options.created,
         source_size,
         chunk_size,
+        codec: options.codec,
+        partition_type: options.partition_type.or(detected.partition_type),
+        filesystem: detected.filesystem,
+        capture: match &map {
+            Some(map) if map.unused == Kind::Free => Capture::UsedBlocks,
+            _ => Capture::AllBlocks,
+        },
         chunks: Vec::with_capacity(count as usize),
     };
     let largest = Manifest {
@@ -137,7 +219,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
 
     let mut progress = Progress::new("creating image", source_size, options.show);
     let mut next_index = 0u64;
-    let level = Compression::new(options.level);
+    let (codec, level) = (options.codec, options.level());
     let zero_crc = (chunk_size as usize, manifest::zero_crc(chunk_size));
     let (threads, window) = parallelism(chunk_size);
     // Buffers are recycled: fresh 4 MiB allocations cost a page fault per 4 KiB.
@@ -153,40 +235,81 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
             let index = next_index;
             next_index += 1;
             let offset = index * chunk_size;
+            let len = chunk_size.min(source_size - offset);
             let mut buf = sources.borrow_mut().pop().unwrap_or_default();
-            buf.resize(chunk_size.min(source_size - offset) as usize, 0);
-            source
-                .read_exact(&mut buf)
-                .map_err(read_err("reading", offset))?;
-            Ok(Some(buf))
+            buf.clear();
+            buf.resize(len as usize, 0);
+            match &map {
+                None => {
+                    source
+                        .seek(SeekFrom::Start(offset))
+                        .and_then(|_| source.read_exact(&mut buf))
+                        .map_err(read_err("reading", offset))?;
+                }
+                Some(map) => {
+                    let runs = map.used.used_runs(offset, len);
+                    if runs.is_empty() {
+                        sources.borrow_mut().push(buf);
+                        return Ok(Some(Input::Unused(map.unused)));
+                    }
+                    // Only the used blocks are read; the rest stay zero.
+                    for (at, n) in runs {
+                        let part = &mut buf[(at - offset) as usize..][..n as usize];
+                        source
+                            .seek(SeekFrom::Start(at))
+                            .and_then(|_| source.read_exact(part))
+                            .map_err(read_err("reading", at))?;
+                    }
+                }
+            }
+            Ok(Some(Input::Bytes(buf)))
         },
-        |buf: Vec<u8>| {
-            let packed = pack(&buf, level, zero_crc, &outputs);
-            (packed, buf)
+        |input: Input| match input {
+            Input::Unused(kind) => (Ok(Packed::Unused(kind)), None),
+            Input::Bytes(buf) => {
+                let packed = pack(&buf, codec, level, zero_crc, &outputs);
+                (packed, Some(buf))
+            }
         },
         |(packed, buf)| {
-            sources.borrow_mut().push(buf);
+            if let Some(buf) = buf {
+                sources.borrow_mut().push(buf);
+            }
             let index = manifest.chunks.len() as u64;
             let len = manifest.chunk_len(index);
             let chunk = match packed? {
+                // Never read: it reads back as zeros.
+                Packed::Unused(kind) => Chunk {
+                    index,
+                    kind,
+                    crc32: if len == chunk_size {
+                        zero_crc.1
+                    } else {
+                        manifest::zero_crc(len)
+                    },
+                    stored: 0,
+                },
                 Packed::Zero { crc32 } => Chunk {
                     index,
                     kind: Kind::Zero,
                     crc32,
                     stored: 0,
                 },
-                Packed::Data { crc32, gz } => {
-                    let stored = gz.len() as u64;
+                Packed::Data {
+                    crc32,
+                    stored: data,
+                } => {
+                    let stored = data.len() as u64;
                     if stored > max_stored(len) {
                         return Err(Error::Create {
                             why: format!("chunk {index} compressed to {stored} bytes"),
                         });
                     }
-                    out.write_all(&header(&chunk_path(index), stored, mtime)?)
+                    out.write_all(&header(&chunk_path(index, codec), stored, mtime)?)
                         .map_err(write_err)?;
-                    out.write_all(&gz).map_err(write_err)?;
+                    out.write_all(&data).map_err(write_err)?;
                     out.write_all(padding(stored)).map_err(write_err)?;
-                    lock(&outputs).push(gz);
+                    lock(&outputs).push(data);
                     Chunk {
                         index,
                         kind: Kind::Data,
@@ -238,7 +361,8 @@ fn padded_text(text: &str, len: u64) -> Vec<u8> {
 /// The compressed bytes go into a buffer from the `outputs` pool.
 fn pack(
     buf: &[u8],
-    level: Compression,
+    codec: Codec,
+    level: i32,
     zero_crc: (usize, u32),
     outputs: &Mutex<Vec<Vec<u8>>>,
 ) -> Result<Packed, Error> {
@@ -252,14 +376,10 @@ fn pack(
     }
     let crc32 = crc32fast::hash(buf);
     let mut out = lock(outputs).pop().unwrap_or_default();
-    out.clear();
-    let mut encoder = GzEncoder::new(out, level);
-    let compress = |source| Error::Create {
-        why: format!("compressing a chunk: {source}"),
-    };
-    encoder.write_all(buf).map_err(compress)?;
-    let gz = encoder.finish().map_err(compress)?;
-    Ok(Packed::Data { crc32, gz })
+    codec::compress(codec, level, buf, &mut out).map_err(|why| Error::Create {
+        why: format!("compressing a chunk: {why}"),
+    })?;
+    Ok(Packed::Data { crc32, stored: out })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -7,13 +7,14 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::Error;
+use crate::disk::PartType;
 
 /// The `format` value every manifest carries.
 pub const FORMAT: &str = "reprov-image";
-/// The one manifest version this reprov reads and writes.
-pub const VERSION: u32 = 1;
-/// The one codec: each data chunk is a gzip member of its own.
-pub const CODEC: &str = "gzip";
+/// The manifest version this reprov writes; it reads every version from 1 up to it.
+pub const VERSION: u32 = 2;
+/// Version 1: gzip chunks only, no partition type, file system or free chunks.
+const FIRST_VERSION: u32 = 1;
 /// Chunk size of new images.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Smallest chunk size accepted.
@@ -30,10 +31,107 @@ pub const MAX_DESCRIPTION_LEN: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// Stored as `chunks/NNNNNNNN.gz`.
+    /// Stored as `chunks/NNNNNNNN.gz` (or `.zst`).
     Data,
     /// All zero bytes; not stored.
     Zero,
+    /// Blocks the source's file system does not use; not stored, applied as zeros.
+    Free,
+}
+
+impl Kind {
+    /// The name in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Data => "data",
+            Kind::Zero => "zero",
+            Kind::Free => "free",
+        }
+    }
+
+    /// True for the kinds that are not stored and read back as zeros.
+    pub fn is_zeros(self) -> bool {
+        self != Kind::Data
+    }
+}
+
+/// How the data chunks are compressed: each is one frame (member) of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// One gzip member (RFC 1952) per chunk: `chunks/NNNNNNNN.gz`.
+    Gzip,
+    /// One zstd frame (RFC 8878) per chunk: `chunks/NNNNNNNN.zst`.
+    Zstd,
+}
+
+impl Codec {
+    /// The name in the manifest (and in `--codec`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The file name extension of its chunk entries.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gz",
+            Codec::Zstd => "zst",
+        }
+    }
+
+    /// Parses a name (pure).
+    pub fn parse(name: &str) -> Result<Codec, String> {
+        match name {
+            "gzip" => Ok(Codec::Gzip),
+            "zstd" => Ok(Codec::Zstd),
+            other => Err(format!("codec {other:?}: expected \"zstd\" or \"gzip\"")),
+        }
+    }
+}
+
+/// The file system an image holds, as far as reprov knows it (`filesystem` in the
+/// manifest). It decides how the recovery mounts the new NOS to restore the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    /// ext2, ext3 or ext4: the kernel's ext4 driver mounts all three.
+    Ext4,
+    /// FAT12, FAT16 or FAT32.
+    Fat,
+    /// Anything else, or not known (version 1 images).
+    Unknown,
+}
+
+impl Filesystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Fat => "fat",
+            Filesystem::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the image's chunks hold of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capture {
+    /// Every byte of the source.
+    AllBlocks,
+    /// Only the blocks the file system uses; the rest are free (applied as zeros).
+    UsedBlocks,
+}
+
+impl Capture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capture::AllBlocks => "all-blocks",
+            Capture::UsedBlocks => "used-blocks",
+        }
+    }
 }
 
 /// One chunk of the source: bytes `[index * chunk_size, …)`, `chunk_size` long except the last.
@@ -56,6 +154,12 @@ pub struct Manifest {
     /// Size of the source partition: the room the image needs.
     pub source_size: u64,
     pub chunk_size: u64,
+    pub codec: Codec,
+    /// The MBR type of the source partition: what NOS becomes when the image is
+    /// applied. `None` (version 1, or unknown): NOS keeps its type.
+    pub partition_type: Option<PartType>,
+    pub filesystem: Filesystem,
+    pub capture: Capture,
     pub chunks: Vec<Chunk>,
 }
 
@@ -74,6 +178,9 @@ struct Text {
     source_size: u64,
     chunk_size: u64,
     codec: String,
+    partition_type: Option<String>,
+    filesystem: Option<Filesystem>,
+    capture: Option<Capture>,
     chunks: Vec<ChunkText>,
 }
 
@@ -126,9 +233,14 @@ impl Manifest {
         self.chunks.iter().map(|c| c.stored).sum()
     }
 
-    /// Number of data chunks (the rest are zero chunks).
+    /// Number of chunks of a kind.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.chunks.iter().filter(|c| c.kind == kind).count()
+    }
+
+    /// Number of data chunks (the rest are zero or free chunks).
     pub fn data_chunks(&self) -> usize {
-        self.chunks.iter().filter(|c| c.kind == Kind::Data).count()
+        self.count(Kind::Data)
     }
 
     /// Parses and validates a manifest: a reprov image, a known version, sizes and chunk
@@ -151,15 +263,31 @@ impl Manifest {
                 },
             });
         }
-        match head.version {
-            Some(VERSION) => {}
+        let version = match head.version {
+            Some(version @ FIRST_VERSION..=VERSION) => version,
             Some(version) => return Err(Error::UnknownVersion { version }),
             None => return Err(bad("no version")),
-        }
+        };
         let t: Text = toml::from_str(text).map_err(|e| bad(e.message().to_string()))?;
-        if t.codec != CODEC {
-            return Err(bad(format!("codec {:?}: only {CODEC:?} is known", t.codec)));
+        let codec = Codec::parse(&t.codec).map_err(bad)?;
+        let v2 = |field: &str, present: bool| match (version, present) {
+            (FIRST_VERSION, true) => Err(bad(format!("{field} in a version 1 manifest"))),
+            _ => Ok(()),
+        };
+        v2("partition_type", t.partition_type.is_some())?;
+        v2("filesystem", t.filesystem.is_some())?;
+        v2("capture", t.capture.is_some())?;
+        if version == FIRST_VERSION && codec != Codec::Gzip {
+            return Err(bad("a version 1 image has gzip chunks only"));
         }
+        let partition_type = match &t.partition_type {
+            None => None,
+            Some(text) => Some(parse_part_type(text).ok_or_else(|| {
+                bad(format!(
+                    "partition_type {text:?} is not a type a NOS can have (0x01 to 0xFF, not extended, not 0xEE)"
+                ))
+            })?),
+        };
         check_text("name", &t.name, MAX_NAME_LEN)?;
         check_text("description", &t.description, MAX_DESCRIPTION_LEN)?;
         let created = OffsetDateTime::parse(&t.created, &Rfc3339)
@@ -187,6 +315,10 @@ impl Manifest {
             created,
             source_size: t.source_size,
             chunk_size: t.chunk_size,
+            codec,
+            partition_type,
+            filesystem: t.filesystem.unwrap_or(Filesystem::Unknown),
+            capture: t.capture.unwrap_or(Capture::AllBlocks),
             chunks: Vec::with_capacity(t.chunks.len()),
         };
         let mut zero_crcs = ZeroCrcs::default();
@@ -204,16 +336,27 @@ impl Manifest {
                 ))
             })?;
             let len = manifest.chunk_len(position);
+            let kind = c.kind.as_str();
             match c.kind {
-                Kind::Zero if c.stored != 0 => {
+                Kind::Free if version == FIRST_VERSION => {
                     return Err(bad(format!(
-                        "zero chunk {position} says {} bytes stored",
+                        "free chunk {position} in a version 1 manifest"
+                    )))
+                }
+                Kind::Free if manifest.capture != Capture::UsedBlocks => {
+                    return Err(bad(format!(
+                        "free chunk {position} in an image of all blocks"
+                    )))
+                }
+                Kind::Zero | Kind::Free if c.stored != 0 => {
+                    return Err(bad(format!(
+                        "{kind} chunk {position} says {} bytes stored",
                         c.stored
                     )))
                 }
-                Kind::Zero if crc32 != zero_crcs.get(len) => {
+                Kind::Zero | Kind::Free if crc32 != zero_crcs.get(len) => {
                     return Err(bad(format!(
-                        "zero chunk {position}: crc32 {crc32:08x} is not that of {len} zero bytes"
+                        "{kind} chunk {position}: crc32 {crc32:08x} is not that of {len} zero bytes"
                     )))
                 }
                 Kind::Data if c.stored == 0 || c.stored > max_stored(len) => {
@@ -249,17 +392,21 @@ impl Manifest {
         let _ = writeln!(text, "created = {}", quoted(&created));
         let _ = writeln!(text, "source_size = {}", self.source_size);
         let _ = writeln!(text, "chunk_size = {}", self.chunk_size);
-        let _ = writeln!(text, "codec = {}", quoted(CODEC));
+        let _ = writeln!(text, "codec = {}", quoted(self.codec.as_str()));
+        if let Some(ptype) = self.partition_type {
+            let _ = writeln!(text, "partition_type = \"0x{:02x}\"", ptype.0);
+        }
+        let _ = writeln!(text, "filesystem = {}", quoted(self.filesystem.as_str()));
+        let _ = writeln!(text, "capture = {}", quoted(self.capture.as_str()));
         text.push_str("chunks = [\n");
         for c in &self.chunks {
-            let kind = match c.kind {
-                Kind::Data => "data",
-                Kind::Zero => "zero",
-            };
             let _ = writeln!(
                 text,
-                "  {{ index = {}, kind = \"{kind}\", crc32 = \"{:08x}\", stored = {} }},",
-                c.index, c.crc32, c.stored
+                "  {{ index = {}, kind = \"{}\", crc32 = \"{:08x}\", stored = {} }},",
+                c.index,
+                c.kind.as_str(),
+                c.crc32,
+                c.stored
             );
         }
         text.push_str("]\n");
@@ -279,6 +426,15 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Err
         return Err(bad(format!("{field} holds control characters")));
     }
     Ok(())
+}
+
+/// `0x83` (or `83`) → type 0x83. Not a partition's type: 0x00 (an empty slot), the
+/// extended types and 0xEE (a GPT's protective entry), which no NOS can have.
+fn parse_part_type(text: &str) -> Option<PartType> {
+    let hex = text.strip_prefix("0x").unwrap_or(text);
+    let ptype = PartType(u8::from_str_radix(hex, 16).ok()?);
+    let usable = !ptype.is_empty() && !ptype.is_extended() && ptype != PartType::GPT_PROTECTIVE;
+    (hex.len() == 2 && usable).then_some(ptype)
 }
 
 fn parse_crc(text: &str) -> Option<u32> {
@@ -322,13 +478,17 @@ mod tests {
 
     fn sample() -> Manifest {
         let chunk_size = MIN_CHUNK_SIZE;
-        let source_size = 2 * chunk_size + 100;
+        let source_size = 3 * chunk_size + 100;
         Manifest {
             name: "acme-1234".into(),
             description: "Acme appliance \"3.1\"\nsecond line".into(),
             created: time::macros::datetime!(2026-01-02 03:04:05 UTC),
             source_size,
             chunk_size,
+            codec: Codec::Zstd,
+            partition_type: Some(PartType::LINUX),
+            filesystem: Filesystem::Ext4,
+            capture: Capture::UsedBlocks,
             chunks: vec![
                 Chunk {
                     index: 0,
@@ -344,6 +504,12 @@ mod tests {
                 },
                 Chunk {
                     index: 2,
+                    kind: Kind::Free,
+                    crc32: zero_crc(chunk_size),
+                    stored: 0,
+                },
+                Chunk {
+                    index: 3,
                     kind: Kind::Data,
                     crc32: 0x01,
                     stored: 99,
@@ -352,14 +518,51 @@ mod tests {
         }
     }
 
+    /// The sample as a version 1 image says it: gzip, no type, file system or free chunks.
+    fn version_1() -> String {
+        let mut m = sample();
+        m.codec = Codec::Gzip;
+        m.chunks[2].kind = Kind::Zero;
+        m.to_toml()
+            .replace("version = 2", "version = 1")
+            .replace("partition_type = \"0x83\"\n", "")
+            .replace("filesystem = \"ext4\"\n", "")
+            .replace("capture = \"used-blocks\"\n", "")
+    }
+
     #[test]
     fn round_trips_through_text() {
         let m = sample();
         let text = m.to_toml();
         assert!(text.contains("crc32 = \"deadbeef\""), "{text}");
+        assert!(text.contains("partition_type = \"0x83\""), "{text}");
         assert_eq!(Manifest::parse(&text).unwrap(), m);
-        assert_eq!(m.chunk_len(2), 100);
+        assert_eq!(m.chunk_len(3), 100);
         assert_eq!(m.data_chunks(), 2);
+        assert_eq!(m.count(Kind::Free), 1);
+    }
+
+    #[test]
+    fn reads_version_1_images() {
+        let m = Manifest::parse(&version_1()).unwrap();
+        assert_eq!(m.codec, Codec::Gzip);
+        assert_eq!(m.partition_type, None);
+        assert_eq!(m.filesystem, Filesystem::Unknown);
+        assert_eq!(m.capture, Capture::AllBlocks);
+        // What version 1 never had is refused in it.
+        for (from, to, expected) in [
+            ("codec = \"gzip\"", "codec = \"zstd\"", "gzip chunks only"),
+            (
+                "codec = \"gzip\"",
+                "codec = \"gzip\"\nfilesystem = \"fat\"",
+                "version 1",
+            ),
+            ("kind = \"zero\"", "kind = \"free\"", "version 1"),
+        ] {
+            let text = version_1().replacen(from, to, 1);
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{to}: {err}");
+        }
     }
 
     #[test]
@@ -371,15 +574,40 @@ mod tests {
                 "format = \"other\"",
                 "not a reprov image",
             ),
-            ("version = 1", "version = 7", "unknown image version 7"),
+            ("version = 2", "version = 7", "unknown image version 7"),
             (
-                "source_size = 131172",
+                "source_size = 196708",
                 "source_size = 999999",
                 "chunks listed",
             ),
             ("chunk_size = 65536", "chunk_size = 65537", "power of two"),
-            ("codec = \"gzip\"", "codec = \"xz\"", "codec"),
-            ("index = 2", "index = 5", "listed as index"),
+            ("codec = \"zstd\"", "codec = \"xz\"", "codec"),
+            (
+                "partition_type = \"0x83\"",
+                "partition_type = \"0x00\"",
+                "not a type a NOS can have",
+            ),
+            (
+                "partition_type = \"0x83\"",
+                "partition_type = \"0x05\"",
+                "not a type a NOS can have",
+            ),
+            (
+                "partition_type = \"0x83\"",
+                "partition_type = \"linux\"",
+                "not a type a NOS can have",
+            ),
+            (
+                "filesystem = \"ext4\"",
+                "filesystem = \"zfs\"",
+                "unknown variant `zfs`",
+            ),
+            (
+                "capture = \"used-blocks\"",
+                "capture = \"all-blocks\"",
+                "free chunk 2 in an image of all blocks",
+            ),
+            ("index = 3", "index = 5", "listed as index"),
             ("crc32 = \"deadbeef\"", "crc32 = \"xyz\"", "8 hex digits"),
             ("stored = 1234", "stored = 0", "bytes stored"),
             ("stored = 1234", "stored = 99999999", "bytes stored"),

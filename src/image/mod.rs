@@ -1,5 +1,6 @@
 //! Partition images: one tar file holding a manifest and the partition's data in
-//! independently gzipped chunks (see `docs/image-format.md`). Create, apply, verify.
+//! independently compressed chunks (zstd or gzip; see `docs/image-format.md`): of a file
+//! system reprov knows, only the blocks it uses. Create, apply, verify.
 //!
 //! All functions are generic over `Read`/`Write`/`Seek`; the stream I/O stays on the
 //! calling thread and only (de)compression runs on worker threads, so streams need not
@@ -7,6 +8,7 @@
 
 mod apply;
 mod check;
+mod codec;
 mod container;
 mod create;
 mod manifest;
@@ -16,11 +18,12 @@ mod verify;
 
 pub use apply::{apply, ApplyOptions};
 pub use check::check_target;
+pub use codec::{GZIP_LEVEL, ZSTD_LEVEL};
 pub use container::{chunk_path, open, Layout, MANIFEST_PATH};
-pub use create::{create, CreateOptions, COMPRESSION_LEVEL};
+pub use create::{create, CreateOptions};
 pub use manifest::{
-    chunk_count, Chunk, Kind, Manifest, CODEC, DEFAULT_CHUNK_SIZE, FORMAT, MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE, VERSION,
+    chunk_count, Capture, Chunk, Codec, Filesystem, Kind, Manifest, DEFAULT_CHUNK_SIZE, FORMAT,
+    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, VERSION,
 };
 pub use nos::{apply_to_nos, grow_nos_for, nos_growth};
 pub use verify::verify;
@@ -38,7 +41,7 @@ pub type CheckpointError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Error {
     #[error("not a reprov image: {why}")]
     NotAnImage { why: String },
-    #[error("unknown image version {version} (this reprov reads version {VERSION})")]
+    #[error("unknown image version {version} (this reprov reads versions 1 to {VERSION})")]
     UnknownVersion { version: u32 },
     #[error("invalid image manifest: {why}")]
     BadManifest { why: String },

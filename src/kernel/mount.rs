@@ -20,3 +20,18 @@ pub fn unmount(target: &Path) -> io::Result<()> {
 
 /// The errno of a mount on a busy (already mounted) target.
 pub const EBUSY: i32 = nix::libc::EBUSY;
+
+// EXT4_IOC_RESIZE_FS: _IOW('f', 16, __u64), the new block count.
+nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+
+/// Grows the ext4 file system mounted on `target` to `blocks` blocks, online (what
+/// resize2fs does on a mounted file system). The partition must already be that large
+/// in the kernel's view.
+pub fn grow_ext4(target: &Path, blocks: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(target)?;
+    // SAFETY: the ioctl reads one u64 from the pointer, alive across the call; the fd is
+    // the mounted file system's root directory.
+    unsafe { ext4_resize_fs(dir.as_raw_fd(), &blocks) }?;
+    Ok(())
+}

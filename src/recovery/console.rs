@@ -262,6 +262,12 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
                 )?;
                 Ok(Some(Exit::Reboot))
             }
+            Ok(Outcome::Retry) => {
+                self.say(
+                    "the job failed with nothing to roll back to (see the log); rebooting to try it again\n",
+                )?;
+                Ok(Some(Exit::Reboot))
+            }
             Ok(Outcome::NoJob | Outcome::Console { .. }) => Ok(None),
             Err(e) => Err(Stop::Failed(e)),
         }

@@ -51,6 +51,9 @@ pub enum Outcome {
     /// The job failed for good; the previous appliance (or the factory image) is back on
     /// NOS and committed: reboot into it.
     RolledBack,
+    /// The job failed with nothing to roll back to; it stays `running` and a fresh boot
+    /// into recovery starts it again (bounded by the job's `max_attempts`).
+    Retry,
     /// `reprov.console` on the kernel command line, or a key at the banner (`by_key`):
     /// the console first, the job waits.
     Console { by_key: bool },
@@ -116,6 +119,10 @@ fn reboot_after(outcome: crate::Result<Outcome>) {
         }
         Ok(Outcome::RolledBack) => {
             ::log::info!("the job failed; the previous appliance is back; rebooting");
+            reboot();
+        }
+        Ok(Outcome::Retry) => {
+            ::log::info!("the job failed; rebooting into recovery to try it again");
             reboot();
         }
         Err(error) => ::log::error!("{error}; system partition stays active; waiting"),

@@ -42,6 +42,8 @@ pub struct Machine {
     /// Mounts a non-FAT NOS partition (its device path) at a directory, and unmounts it.
     pub mount_nos: fn(&Path, &Path) -> std::io::Result<()>,
     pub unmount_nos: fn(&Path) -> std::io::Result<()>,
+    /// Grows the ext4 file system mounted at a directory to a number of blocks, online.
+    pub grow_ext4: fn(&Path, u64) -> std::io::Result<()>,
 }
 
 impl Machine {
@@ -57,6 +59,7 @@ impl Machine {
                 crate::kernel::mount::mount(device, at, "ext4", None)
             },
             unmount_nos: crate::kernel::mount::unmount,
+            grow_ext4: crate::kernel::mount::grow_ext4,
         }
     }
 }
@@ -275,6 +278,15 @@ impl Runner<'_> {
         self.job = job;
         self.note(Code::ApplyDone, &manifest.name)?;
 
+        // What is on NOS now decides its type: its own commit, the system partition
+        // still active, so a later resume or a `committing` job finds it on the disk.
+        let was = self.disk.entry(Role::Nos).ptype;
+        if let Some(ptype) = manifest.partition_type.filter(|t| *t != was) {
+            self.disk.set_nos_type(ptype);
+            self.disk.commit()?;
+            self.note(Code::NosTypeSet, &format!("{was} -> {ptype}"))?;
+        }
+
         let mut nos = self
             .disk
             .partition(Role::Nos)
@@ -282,11 +294,72 @@ impl Runner<'_> {
         image::check_target(&manifest, &mut nos)?;
         self.note(Code::Verified, "every chunk reads back with its CRC32")?;
 
-        if let Some(identity) = identity {
-            self.restore_identity(identity)?;
-            self.note(Code::IdentityRestored, identity.hostname.as_str())?;
+        self.finish_nos(&manifest, identity)
+    }
+
+    /// The new OS, written and verified: its file system grown to fill NOS (ext4) and
+    /// the saved identity restored into it — through fatfs on a FAT NOS, through the
+    /// kernel's ext4 mount otherwise.
+    fn finish_nos(
+        &mut self,
+        manifest: &image::Manifest,
+        identity: Option<&Identity>,
+    ) -> crate::Result<()> {
+        let ptype = self.disk.entry(Role::Nos).ptype;
+        let filesystem = match manifest.filesystem {
+            image::Filesystem::Unknown if ptype.is_fat() => image::Filesystem::Fat,
+            image::Filesystem::Unknown => image::Filesystem::Ext4,
+            known => known,
+        };
+        if filesystem == image::Filesystem::Fat {
+            if let Some(identity) = identity {
+                self.restore_into_fat(identity)?;
+                self.note(Code::IdentityRestored, identity.hostname.as_str())?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // How far the file system may grow: to the end of NOS.
+        let (_, nos_len) = self.disk.range(Role::Nos);
+        let mut nos = self
+            .disk
+            .partition(Role::Nos)
+            .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
+        let growth = crate::filesystem::ext4_size(&mut nos)
+            .map(|(block, blocks)| (block, blocks, nos_len / block))
+            .filter(|(_, blocks, fits)| fits > blocks);
+        if identity.is_none() && growth.is_none() {
+            return Ok(());
+        }
+        let part = partition_device(&self.device, Role::Nos.slot());
+        let at = Path::new(NOS_MOUNT);
+        (self.machine.mount_nos)(&part, at)
+            .map_err(|e| crate::Error::io("mounting NOS", part.display(), e))?;
+        let done = (|| {
+            // A file system that stays at the image's size still boots: say so, go on.
+            if let Some((block, blocks, fits)) = growth {
+                let size = |n: u64| crate::units::format_size(n * block);
+                match (self.machine.grow_ext4)(at, fits) {
+                    Ok(()) => self.note(
+                        Code::FilesystemGrown,
+                        &format!("ext4 from {} to {} ({fits} blocks)", size(blocks), size(fits)),
+                    )?,
+                    Err(e) => log::warn!(
+                        "growing the ext4 file system of NOS from {} to {}: {e}; it keeps the image's size",
+                        size(blocks),
+                        size(fits)
+                    ),
+                }
+            }
+            if let Some(identity) = identity {
+                identity::restore(identity, &mut identity::DirSink::new(at))?;
+                self.note(Code::IdentityRestored, identity.hostname.as_str())?;
+            }
+            Ok::<_, crate::Error>(())
+        })();
+        let unmounted = (self.machine.unmount_nos)(at)
+            .map_err(|e| crate::Error::io("unmounting NOS at", at.display(), e));
+        done?;
+        unmounted
     }
 
     /// Packs the current NOS into [`BACKUP_IMAGE`] and records it in the job, when the
@@ -363,7 +436,14 @@ impl Runner<'_> {
                 let code = Code::RollbackFailed;
                 log::error!("[{}] {}: {rollback}", code.id(), code.verbose());
                 let _ = self.try_note(code, &rollback.to_string());
-                self.record_failure(&format!("{message}; rollback failed: {rollback}"));
+                let why = format!("{message}; rollback failed: {rollback}");
+                // A fresh boot can cure what this kernel cannot (a partition table it
+                // did not take, a device in a bad state): try again, a bounded number
+                // of times, before waiting for hands.
+                if self.job.attempts < self.job.max_attempts && self.retry_after_reboot(&why) {
+                    return Ok(Outcome::Retry);
+                }
+                self.record_failure(&why);
                 Err(error)
             }
         }
@@ -494,36 +574,23 @@ impl Runner<'_> {
         created
     }
 
-    /// Writes the saved identity into the new OS: through fatfs on a FAT NOS, through
-    /// the kernel's file system (ext4) otherwise.
-    fn restore_identity(&mut self, identity: &Identity) -> crate::Result<()> {
-        let files = identity::render(identity);
-        let is_fat = self.disk.entry(Role::Nos).ptype.is_fat();
+    /// Writes the saved identity into a FAT NOS, through fatfs.
+    fn restore_into_fat(&mut self, identity: &Identity) -> crate::Result<()> {
         let nos = self
             .disk
             .partition(Role::Nos)
             .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
-        if is_fat {
-            let fs = fatfs::FileSystem::new(nos, fatfs::FsOptions::new()).map_err(|e| {
-                crate::Error::io(
-                    "mounting the FAT file system of NOS on",
-                    self.device.display(),
-                    e,
-                )
-            })?;
-            identity::restore_into(&files, &mut identity::FatSink::new(&fs))?;
-            fs.unmount()
-                .map_err(|e| crate::Error::io("unmounting NOS of", self.device.display(), e))?;
-            return Ok(());
-        }
-        let part = partition_device(&self.device, Role::Nos.slot());
-        let at = Path::new(NOS_MOUNT);
-        (self.machine.mount_nos)(&part, at)
-            .map_err(|e| crate::Error::io("mounting NOS", part.display(), e))?;
-        let restored = identity::restore_into(&files, &mut identity::DirSink::new(at));
-        (self.machine.unmount_nos)(at)
-            .map_err(|e| crate::Error::io("unmounting NOS at", at.display(), e))?;
-        Ok(restored?)
+        let fs = fatfs::FileSystem::new(nos, fatfs::FsOptions::new()).map_err(|e| {
+            crate::Error::io(
+                "mounting the FAT file system of NOS on",
+                self.device.display(),
+                e,
+            )
+        })?;
+        identity::restore(identity, &mut identity::FatSink::new(&fs))?;
+        fs.unmount()
+            .map_err(|e| crate::Error::io("unmounting NOS of", self.device.display(), e))?;
+        Ok(())
     }
 
     fn note(&mut self, code: Code, detail: &str) -> crate::Result<()> {
@@ -534,6 +601,32 @@ impl Runner<'_> {
     fn try_note(&mut self, code: Code, detail: &str) -> crate::Result<()> {
         self.note(code, detail)
             .inspect_err(|e| log::error!("logging {}: {e}", code.id()))
+    }
+
+    /// Leaves the job `running` with its reason, for the next boot to start it again;
+    /// false when that could not be recorded (then it is marked failed instead).
+    fn retry_after_reboot(&mut self, why: &str) -> bool {
+        let code = Code::RetryAfterReboot;
+        let detail = format!(
+            "attempt {} of {}: {why}",
+            self.job.attempts, self.job.max_attempts
+        );
+        log::error!("[{}] {}: {detail}", code.id(), code.verbose());
+        let job = Job {
+            last_error: self.job.fail(why).ok().and_then(|failed| failed.last_error),
+            ..self.job.clone()
+        };
+        let recorded = self.disk.with_store(|store| {
+            store.write_job(&job)?;
+            Ok(store.log(code, Some(&detail))?)
+        });
+        match recorded {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("recording the retry on the images partition: {e}");
+                false
+            }
+        }
     }
 
     /// Marks the job failed with its reason. A failure to record is logged: the

@@ -50,12 +50,14 @@ codes! {
     ApplyStarted = "R030", "apply-started", "Started writing the image onto NOS";
     ApplyProgress = "R031", "apply-progress", "Wrote and checked chunks of the image onto NOS";
     ApplyDone = "R032", "apply-done", "Wrote the whole image onto NOS";
+    NosTypeSet = "R033", "nos-type-set", "Gave NOS the partition type of the image written onto it";
     CreateStarted = "R035", "create-started", "Started packing NOS into an image file";
     CreateDone = "R036", "create-done", "Packed NOS into an image file on the images partition";
     BackupCreated = "R037", "backup-created", "Packed the current NOS into a safety backup, so a failed apply can bring it back";
     BackupSkipped = "R038", "backup-skipped", "Made no safety backup of NOS (the job says not to, or it did not fit)";
     IdentityRestored = "R040", "identity-restored", "Restored the saved network identity into the new OS";
     Verified = "R041", "verified", "Flushed and verified NOS";
+    FilesystemGrown = "R042", "filesystem-grown", "Grew the new OS's file system to fill the NOS partition";
     CommitStarted = "R050", "commit-started", "Started the commit: hiding the system partition and making NOS active";
     Committed = "R051", "committed", "Committed: NOS is active, the system partition hidden";
     JobDone = "R060", "job-done", "The job is done";
@@ -80,6 +82,7 @@ codes! {
     VerifyFailed = "E109", "verify-failed", "NOS did not verify after the write";
     TooManyAttempts = "E110", "too-many-attempts", "The job failed too many times; recovery stops retrying";
     RollbackFailed = "E111", "rollback-failed", "Could not bring back the previous appliance nor the factory image";
+    RetryAfterReboot = "E112", "retry-after-reboot", "The job failed with nothing to roll back to: rebooting to try it again, since a fresh boot can cure what the running kernel cannot";
     Internal = "E199", "internal", "Internal error in reprov";
 }
 

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use reprov::image::{self, ApplyOptions, CreateOptions, Manifest};
+use reprov::image::{self, ApplyOptions, Codec, CreateOptions, Manifest};
 
 /// A small reproducible pseudo-random generator (xorshift64*).
 pub struct Rng(u64);
@@ -105,13 +105,19 @@ pub fn random_target(path: &Path, size: u64, seed: u64) -> File {
         .unwrap()
 }
 
-/// Creates an image of `source` at `out` with the given chunk size.
+/// Creates an image of `source` at `out` with the given chunk size (zstd, the default).
 pub fn create_image(source: &Path, out: &Path, chunk_size: u64) -> Manifest {
+    create_image_with(source, out, chunk_size, Codec::Zstd)
+}
+
+/// Creates an image of `source` at `out` with the given chunk size and codec.
+pub fn create_image_with(source: &Path, out: &Path, chunk_size: u64, codec: Codec) -> Manifest {
     let mut src = File::open(source).unwrap();
     let mut img = File::create(out).unwrap();
     let mut options = CreateOptions::new("test-0001");
     options.description = "test appliance 1.0".into();
     options.chunk_size = chunk_size;
+    options.codec = codec;
     image::create(&mut src, &mut img, &options).unwrap()
 }
 
