@@ -45,6 +45,11 @@ pub fn qemu_or_skip() -> Option<PathBuf> {
         "mkfs.fat",
         "sfdisk",
         "cpio",
+        // The real Debian appliances (tests/common/debian.rs).
+        "mmdebstrap",
+        "extlinux",
+        "curl",
+        "dig",
     ];
     let missing: Vec<&str> = tools
         .iter()
@@ -74,16 +79,51 @@ fn python() -> &'static str {
     })
 }
 
-/// The `-nic` option: user networking with `restrict=on`, and a `guestfwd` rule relaying
-/// [`HOST`]`:PORT` to the host's 127.0.0.1:PORT for each of `ports`.
-fn nic(ports: &[u16]) -> String {
+/// How a guest is started: [`Guest::default`] is the plain one of [`Qemu::boot`].
+#[derive(Clone, Debug)]
+pub struct Guest {
+    /// More `-drive` options (e.g. `,throttling.iops-total=50`).
+    pub drive_options: String,
+    /// A serial line the test types into ([`Qemu::send`]) and a monitor.
+    pub interactive: bool,
+    /// `(guest port, host port)`: the guest's connections to [`HOST`]`:guest port` reach
+    /// the host's 127.0.0.1:host port (the test's servers), and nothing else is reachable.
+    pub forwards: Vec<(u16, u16)>,
+    /// `hostfwd` rules: `tcp:127.0.0.1:8080-10.0.2.77:80` lets the host reach a guest port.
+    pub hostfwd: Vec<String>,
+    pub dmi_serial: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+}
+
+impl Default for Guest {
+    fn default() -> Self {
+        Guest {
+            drive_options: String::new(),
+            interactive: false,
+            forwards: Vec::new(),
+            hostfwd: Vec::new(),
+            dmi_serial: GUEST_SERIAL.to_string(),
+            memory_mib: 512,
+            cpus: 1,
+        }
+    }
+}
+
+/// The `-nic` option: user networking with `restrict=on`, a `guestfwd` rule relaying
+/// [`HOST`]`:GUEST` to the host's 127.0.0.1:HOST_PORT for each of `forwards`, and the
+/// `hostfwd` rules.
+fn nic(forwards: &[(u16, u16)], hostfwd: &[String]) -> String {
     let relay = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/relay.py");
     let mut nic = format!("user,model=virtio-net-pci,mac={GUEST_MAC},restrict=on");
-    for port in ports {
+    for (guest, host) in forwards {
         // QEMU splits its options at commas; the command is split like a shell would.
-        let command = format!("'{}' '{}' {port}", python(), relay.display());
+        let command = format!("'{}' '{}' {host}", python(), relay.display());
         assert!(!command.contains(','), "a comma in {command:?}");
-        nic.push_str(&format!(",guestfwd=tcp:{HOST}:{port}-cmd:{command}"));
+        nic.push_str(&format!(",guestfwd=tcp:{HOST}:{guest}-cmd:{command}"));
+    }
+    for rule in hostfwd {
+        nic.push_str(&format!(",hostfwd={rule}"));
     }
     nic
 }
@@ -103,12 +143,16 @@ pub struct Qemu {
 impl Qemu {
     /// Boots `disk` (raw) from its MBR; the serial console goes to `serial`.
     pub fn boot(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
-        Qemu::boot_with(qemu, disk, serial, "")
+        Qemu::boot_guest(qemu, disk, serial, &Guest::default())
     }
 
     /// [`Qemu::boot`], with more `-drive` options (e.g. `throttling.iops-total=50`).
     pub fn boot_with(qemu: &Path, disk: &Path, serial: &Path, drive_options: &str) -> Qemu {
-        Qemu::spawn(qemu, disk, serial, drive_options, None, &[], GUEST_SERIAL)
+        let guest = Guest {
+            drive_options: drive_options.to_string(),
+            ..Guest::default()
+        };
+        Qemu::boot_guest(qemu, disk, serial, &guest)
     }
 
     /// [`Qemu::boot`] with the host's loopback `ports` (the test's servers) reachable at
@@ -121,7 +165,12 @@ impl Qemu {
         dmi_serial: &str,
         ports: &[u16],
     ) -> Qemu {
-        Qemu::spawn(qemu, disk, serial, "", None, ports, dmi_serial)
+        let guest = Guest {
+            forwards: ports.iter().map(|&p| (p, p)).collect(),
+            dmi_serial: dmi_serial.to_string(),
+            ..Guest::default()
+        };
+        Qemu::boot_guest(qemu, disk, serial, &guest)
     }
 
     /// [`Qemu::boot`] with a serial line the test types into ([`Qemu::send`]): the serial
@@ -129,23 +178,22 @@ impl Qemu {
     /// Its screen ([`Qemu::screen`]) and keyboard ([`Qemu::press`]) are reached through
     /// QEMU's monitor (`serial` + `.mon`).
     pub fn boot_interactive(qemu: &Path, disk: &Path, serial: &Path) -> Qemu {
-        let socket = Some(serial.with_extension("sock"));
-        Qemu::spawn(qemu, disk, serial, "", socket, &[], GUEST_SERIAL)
+        let guest = Guest {
+            interactive: true,
+            ..Guest::default()
+        };
+        Qemu::boot_guest(qemu, disk, serial, &guest)
     }
 
-    fn spawn(
-        qemu: &Path,
-        disk: &Path,
-        serial: &Path,
-        drive_options: &str,
-        socket: Option<PathBuf>,
-        ports: &[u16],
-        dmi_serial: &str,
-    ) -> Qemu {
+    /// Boots `disk` as `guest` says.
+    pub fn boot_guest(qemu: &Path, disk: &Path, serial: &Path, guest: &Guest) -> Qemu {
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let mut command = Command::new(qemu);
-        command.args(["-accel", "tcg", "-m", "512", "-display", "none"]);
+        command.args(["-accel", "tcg", "-display", "none"]);
+        command.args(["-m", &guest.memory_mib.to_string()]);
+        command.args(["-smp", &guest.cpus.to_string()]);
+        let socket = guest.interactive.then(|| serial.with_extension("sock"));
         let monitor = socket.as_ref().map(|s| s.with_extension("mon"));
         match &monitor {
             None => command.args(["-monitor", "none"]),
@@ -169,14 +217,15 @@ impl Qemu {
         let child = command
             .arg("-drive")
             .arg(format!(
-                "file={},format=raw,if=virtio{drive_options}",
-                disk.display()
+                "file={},format=raw,if=virtio{}",
+                disk.display(),
+                guest.drive_options
             ))
-            .args(["-nic", &nic(ports)])
+            .args(["-nic", &nic(&guest.forwards, &guest.hostfwd)])
             // DMI model and serial: what a `create` job names its image after.
             .args([
                 "-smbios",
-                &format!("type=1,product={GUEST_MODEL},serial={dmi_serial}"),
+                &format!("type=1,product={GUEST_MODEL},serial={}", guest.dmi_serial),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -323,16 +372,50 @@ impl Qemu {
     /// Waits for a console line containing `needle` and returns that line (trimmed).
     /// Fails on a kernel panic, on QEMU exiting first, or after `timeout`.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_line_from(0, needle, timeout)
+    }
+
+    /// Where the console ends now: a mark for [`Qemu::wait_for_line_from`].
+    pub fn mark(&self) -> usize {
+        self.console().len()
+    }
+
+    /// [`Qemu::wait_for_line`], looking only at what the console showed after `mark`.
+    pub fn wait_for_line_from(&mut self, mark: usize, needle: &str, timeout: Duration) -> String {
+        self.wait_for(mark, timeout, needle, |text| {
+            // Whole lines only: the last one may still be arriving.
+            let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+            whole
+                .lines()
+                .find(|line| line.contains(needle))
+                .map(|line| line.trim().to_string())
+        })
+    }
+
+    /// Waits for `needle` anywhere after `mark`, a line's end or not (a shell prompt).
+    pub fn wait_for_text_from(&mut self, mark: usize, needle: &str, timeout: Duration) {
+        self.wait_for(mark, timeout, needle, |text| {
+            text.contains(needle).then_some(())
+        })
+    }
+
+    /// Polls the console after `mark` until `found` finds something.
+    fn wait_for<T>(
+        &mut self,
+        mark: usize,
+        timeout: Duration,
+        what: &str,
+        found: impl Fn(&str) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
+        let needle = what;
         loop {
             let console = self.console();
             if console.contains(KERNEL_PANIC) {
                 self.fail("the guest's kernel panicked");
             }
-            // Whole lines only: the last one may still be arriving.
-            let whole = &console[..console.rfind('\n').map_or(0, |end| end + 1)];
-            if let Some(line) = whole.lines().find(|line| line.contains(needle)) {
-                return line.trim().to_string();
+            if let Some(value) = found(after(&console, mark)) {
+                return value;
             }
             match self.child.try_wait() {
                 Ok(Some(status)) => self.fail(&format!("QEMU exited ({status}) before {needle:?}")),
@@ -344,6 +427,59 @@ impl Qemu {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Runs `command` in the guest's shell on the serial line (a Debian appliance's root
+    /// login, its echo off: see [`Qemu::login_shell`]), waits for it to end, and returns
+    /// its output (stdout and stderr, escape sequences and carriage returns removed) and
+    /// its exit status.
+    pub fn shell(&mut self, command: &str, timeout: Duration) -> (String, i32) {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mark = self.mark();
+        // printf builds the markers, so the command as typed never contains them.
+        self.send(&format!(
+            "printf '@@%s@@\\n' begin-{n}; {{ {command} ; }} 2>&1; printf '@@%s-%d@@\\n' end-{n} $?\n"
+        ));
+        let (begin, end) = (format!("@@begin-{n}@@"), format!("@@end-{n}-"));
+        let line = self.wait_for_line_from(mark, &end, timeout);
+        let status: i32 = line
+            .split(&end)
+            .nth(1)
+            .and_then(|rest| {
+                rest.trim_end_matches('@')
+                    .trim_end_matches('@')
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| self.fail(&format!("no status in {line:?}")));
+        let console = clean(after(&self.console(), mark));
+        let output = console
+            .split(&begin)
+            .nth(1)
+            .and_then(|rest| rest.split(&end).next())
+            .unwrap_or_default()
+            .trim_start_matches('\n')
+            .to_string();
+        (output, status)
+    }
+
+    /// [`Qemu::shell`], failing unless the command succeeds; returns its output.
+    pub fn shell_ok(&mut self, command: &str, timeout: Duration) -> String {
+        let (output, status) = self.shell(command, timeout);
+        if status != 0 {
+            self.fail(&format!("{command:?} exited {status}: {output}"));
+        }
+        output
+    }
+
+    /// Waits (after `mark`) for the root prompt of a Debian appliance on the serial line
+    /// and turns its echo off, so [`Qemu::shell`] reads only what commands print.
+    pub fn login_shell(&mut self, mark: usize, timeout: Duration) {
+        self.wait_for_text_from(mark, "appliance-prompt# ", timeout);
+        let mark = self.mark();
+        self.send("stty -echo cols 500; printf '@@%s@@\\n' shell-ready\n");
+        self.wait_for_line_from(mark, "@@shell-ready@@", Duration::from_secs(60));
     }
 
     /// Waits for QEMU to exit by itself (the guest powered off), at most `timeout`.
@@ -388,6 +524,40 @@ impl Drop for Qemu {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The text after byte `mark` (at the next character boundary).
+fn after(text: &str, mark: usize) -> &str {
+    let start = (mark.min(text.len())..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    &text[start..]
+}
+
+/// Console text without terminal escape sequences and carriage returns.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {}
+            '\u{1b}' => {
+                // CSI: ESC [ parameters final-byte; others: ESC and one more.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The screen's rows as one text, so a line the screen wrapped at 80 columns is found.
