@@ -508,7 +508,8 @@ fn an_apply_failing_after_the_write_brings_a_back_from_the_safety_backup() {
 
     assert_eq!(s.run().unwrap(), Outcome::RolledBack);
 
-    assert_eq!(s.boot_state(), IMAGE_BOOTS, "A boots again");
+    // The backup carries the type NOS had: A comes back with it.
+    assert_eq!(s.boot_state(), NOS_BOOTS, "A boots again, with its type");
     assert!(s.read_role(Role::Nos) == a, "NOS is A again, byte for byte");
     let job = s.job();
     assert_eq!(job.state, State::Failed);

@@ -30,6 +30,7 @@ enum Verb {
     Verify(Verify),
     Info(Info),
     Add(Add),
+    List(List),
 }
 
 /// Pack a partition into an image file.
@@ -102,21 +103,48 @@ struct Apply {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "verify")]
 struct Verify {
-    /// the image file
+    /// the image file (its parts NAME.002 … beside it are read too), or with --disk
+    /// the name of an image on the disk's images partition
     #[argh(positional)]
     image: PathBuf,
+    /// the appliance disk whose images partition holds the image
+    #[argh(option)]
+    disk: Option<PathBuf>,
+    /// with --disk: the factory image, in factory/ on the data partition
+    #[argh(switch)]
+    factory: bool,
 }
 
 /// Show an image's manifest.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "info")]
 struct Info {
-    /// the image file
+    /// the image file (its parts NAME.002 … beside it are read too), or with --disk
+    /// the name of an image on the disk's images partition
     #[argh(positional)]
     image: PathBuf,
+    /// the appliance disk whose images partition holds the image
+    #[argh(option)]
+    disk: Option<PathBuf>,
+    /// with --disk: the factory image, in factory/ on the data partition
+    #[argh(switch)]
+    factory: bool,
     /// print JSON (with every chunk) instead of text
     #[argh(switch)]
     json: bool,
+}
+
+/// List the images on an appliance disk: the images partition, or with --factory the
+/// factory images on the data partition. An image kept as parts counts once.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct List {
+    /// the appliance disk: an image file or a block device
+    #[argh(option)]
+    disk: PathBuf,
+    /// list factory/ on the data partition
+    #[argh(switch)]
+    factory: bool,
 }
 
 /// Copy an image file onto an appliance disk: into images/ on the images partition, or
@@ -146,6 +174,7 @@ impl ImageCommand {
             Verb::Verify(v) => verify(v),
             Verb::Info(i) => info(i),
             Verb::Add(a) => add(a),
+            Verb::List(l) => list(l),
         }
     }
 }
@@ -153,6 +182,55 @@ impl ImageCommand {
 fn open_read(path: &Path) -> crate::Result<File> {
     File::open(path).map_err(|e| Error::io("opening", path.display(), e))
 }
+
+/// Opens an image file with the parts beside it (see [`crate::io::open_with_parts`]).
+fn open_image_file(path: &Path) -> crate::Result<crate::io::Concat<File>> {
+    let image =
+        crate::io::open_with_parts(path).map_err(|e| Error::io("opening", path.display(), e))?;
+    if image.parts() > 1 {
+        log::info!(
+            "{} is kept as {} parts: reading them as one",
+            path.display(),
+            image.parts()
+        );
+    }
+    Ok(image)
+}
+
+/// Runs `f` on the image `name` of an appliance disk: on its images partition, or the
+/// factory image on its data partition. Reads only.
+fn with_stored_image<T>(
+    disk_path: &Path,
+    name: &Path,
+    factory: bool,
+    f: impl FnOnce(&mut dyn ReadSeek) -> crate::Result<T>,
+) -> crate::Result<T> {
+    let text = name
+        .to_str()
+        .ok_or_else(|| usage("the image name is not UTF-8"))?;
+    let name =
+        ImageName::new(text).map_err(|why| Error::Usage(format!("image {text:?}: {why}")))?;
+    let mut disk = open_disk(disk_path)?;
+    let role = if factory { Role::Data } else { Role::Images };
+    let part = disk
+        .partition(role)
+        .map_err(|e| Error::io("opening a partition of", disk_path.display(), e))?;
+    let store = crate::store::Store::open(part)?;
+    let dir = if factory {
+        crate::recovery::runner::FACTORY_DIR
+    } else {
+        crate::store::IMAGES_DIR
+    };
+    let result = store
+        .open_in(dir, &name)
+        .map_err(Error::from)
+        .and_then(|mut image| f(&mut image));
+    store.unmount()?;
+    result
+}
+
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
 
 fn parse_codec(text: &str) -> Result<Codec, String> {
     Codec::parse(text)
@@ -251,18 +329,22 @@ fn create_into<R: Read + Seek>(
             // A second handle on the disk: the source may be a partition of the same disk.
             let mut disk = open_disk(disk_path)?;
             let file_name = format!("{}.{}", options.name, image::EXTENSION);
-            let path = ImageName::new(&file_name)
-                .map(|name| crate::store::image_path(&name))
+            let name = ImageName::new(&file_name)
                 .map_err(|why| Error::Usage(format!("image create --to-store: {why}")))?;
             log::info!(
-                "creating image {:?} of {what} into {path} on the images partition of {}",
+                "creating image {:?} of {what} into {} on the images partition of {}",
                 options.name,
+                crate::store::image_path(&name),
                 disk_path.display()
             );
             disk.with_store(|store| {
-                let mut file = store.create_file(&path)?;
+                // Under a temporary name until whole; as parts past FAT's 4 GiB limit.
+                let mut file = store.create_image(&name)?;
                 let manifest = image::create(source, &mut file, options)?;
-                file.flush().map_err(|e| Error::io("flushing", &path, e))?;
+                file.flush()
+                    .map_err(|e| Error::io("flushing", name.as_str(), e))?;
+                drop(file);
+                store.finish_image(&name)?;
                 Ok(manifest)
             })?
         }
@@ -286,7 +368,7 @@ fn create_into<R: Read + Seek>(
 }
 
 fn apply(a: Apply) -> crate::Result<()> {
-    let mut img = open_read(&a.image)?;
+    let mut img = open_image_file(&a.image)?;
     let mut durable = a.resume_from;
     let mut record = |chunks: u64| {
         log::debug!("checkpoint: {chunks} chunks durably written");
@@ -351,7 +433,7 @@ fn apply(a: Apply) -> crate::Result<()> {
 
 /// Opens the target read-write; a missing path (outside `/dev`) becomes a sparse file of
 /// the image's size.
-fn open_target(path: &Path, img: &mut File) -> crate::Result<File> {
+fn open_target(path: &Path, img: &mut crate::io::Concat<File>) -> crate::Result<File> {
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => Ok(file),
         // A mistyped device must not become a file in /dev (a RAM file system).
@@ -372,8 +454,12 @@ fn open_target(path: &Path, img: &mut File) -> crate::Result<File> {
 }
 
 fn verify(v: Verify) -> crate::Result<()> {
-    let mut img = open_read(&v.image)?;
-    let manifest = image::verify(&mut img, Show::detect())?;
+    let manifest = match &v.disk {
+        Some(disk) => with_stored_image(disk, &v.image, v.factory, |img| {
+            Ok(image::verify(&mut &mut *img, Show::detect())?)
+        })?,
+        None => image::verify(&mut open_image_file(&v.image)?, Show::detect())?,
+    };
     println!(
         "{}: good: {} chunks checked, {} of data",
         v.image.display(),
@@ -395,28 +481,19 @@ fn add(a: Add) -> crate::Result<()> {
     };
     let name = crate::store::ImageName::new(&name)
         .map_err(|why| Error::Usage(format!("image add: name {name:?}: {why}")))?;
-    let mut source = open_read(&a.image)?;
-    let size = source
-        .metadata()
-        .map_err(|e| Error::io("measuring", a.image.display(), e))?
-        .len();
+    let mut source = open_image_file(&a.image)?;
+    let size = source.len();
     let mut disk = open_disk(&a.disk)?;
     let place = if a.factory {
-        let path = format!("{}/{name}", crate::recovery::runner::FACTORY_DIR);
+        let dir = crate::recovery::runner::FACTORY_DIR;
         let part = disk
             .partition(Role::Data)
             .map_err(|e| Error::io("opening the data partition of", a.disk.display(), e))?;
         let store = crate::store::Store::open(part)?;
-        let copied = (|| {
-            let mut file = store.create_file(&path)?;
-            std::io::copy(&mut source, &mut file)
-                .map_err(|e| Error::io("copying the image to", &path, e))?;
-            file.flush().map_err(|e| Error::io("flushing", &path, e))?;
-            Ok::<_, Error>(())
-        })();
+        let added = store.add_image_in(dir, &name, &mut source, size);
         store.unmount()?;
-        copied?;
-        format!("{path} on the data partition")
+        added?;
+        format!("{dir}/{name} on the data partition")
     } else {
         disk.with_store(|store| Ok(store.add_image(&name, &mut source, size)?))?;
         format!(
@@ -431,9 +508,33 @@ fn add(a: Add) -> crate::Result<()> {
     Ok(())
 }
 
+fn list(l: List) -> crate::Result<()> {
+    let mut disk = open_disk(&l.disk)?;
+    let role = if l.factory { Role::Data } else { Role::Images };
+    let part = disk
+        .partition(role)
+        .map_err(|e| Error::io("opening a partition of", l.disk.display(), e))?;
+    let store = crate::store::Store::open(part)?;
+    let dir = if l.factory {
+        crate::recovery::runner::FACTORY_DIR
+    } else {
+        crate::store::IMAGES_DIR
+    };
+    let listed = store.list_images_in(dir);
+    store.unmount()?;
+    for (name, size) in listed? {
+        println!("{name}\t{size}\t{}", format_size(size));
+    }
+    Ok(())
+}
+
 fn info(i: Info) -> crate::Result<()> {
-    let mut img = open_read(&i.image)?;
-    let manifest = image::open(&mut img)?.manifest;
+    let manifest = match &i.disk {
+        Some(disk) => with_stored_image(disk, &i.image, i.factory, |img| {
+            Ok(image::open(&mut &mut *img)?.manifest)
+        })?,
+        None => image::open(&mut open_image_file(&i.image)?)?.manifest,
+    };
     if i.json {
         println!("{:#}", info_json(&manifest));
     } else {

@@ -1,5 +1,7 @@
 //! Small `Read`/`Write`/`Seek` adapters, each tested on its own and stacked into streams.
 
+mod block_cache;
+mod concat;
 mod limit;
 mod progress;
 mod sync;
@@ -7,6 +9,8 @@ mod sync_on_flush;
 mod window;
 mod zero;
 
+pub use block_cache::BlockCache;
+pub use concat::{open_with_parts, Concat};
 pub use limit::Limited;
 pub use progress::{Progress, Show};
 pub use sync::SyncAll;

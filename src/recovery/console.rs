@@ -224,7 +224,7 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
             disk.partition(Role::Data)
                 .map_err(|e| crate::Error::io("opening the data partition of", &device, e))?,
         )?;
-        let listed = data.list(FACTORY_DIR);
+        let listed = data.list_images_in(FACTORY_DIR);
         data.unmount()?;
         let Some(first) = listed?
             .into_iter()

@@ -376,7 +376,7 @@ impl Runner<'_> {
         let (_, nos_len) = self.disk.range(Role::Nos);
         // The old backup goes first: it is of an older appliance, and its room counts.
         let free = self.disk.with_store(|store| {
-            store.remove(&crate::store::image_path(&name))?;
+            store.discard_image(&name)?;
             Ok(store.free_bytes()?)
         })?;
         if free < nos_len {
@@ -406,7 +406,7 @@ impl Runner<'_> {
             }
             Err(error) => {
                 self.disk
-                    .with_store(|store| Ok(store.remove(&crate::store::image_path(&name))?))?;
+                    .with_store(|store| Ok(store.discard_image(&name)?))?;
                 self.note(Code::BackupSkipped, &error.to_string())
             }
         }
@@ -504,7 +504,7 @@ impl Runner<'_> {
     fn factory_image(&mut self) -> crate::Result<ImageName> {
         let (start, len) = self.disk.range(Role::Data);
         let data = mount(&self.device, start, len, "data")?;
-        let listed = data.list(FACTORY_DIR);
+        let listed = data.list_images_in(FACTORY_DIR);
         data.unmount()?;
         let first = listed?
             .into_iter()
@@ -548,7 +548,8 @@ impl Runner<'_> {
         )
     }
 
-    /// Packs NOS into `images/NAME` on the images partition. Writes the store.
+    /// Packs NOS into `images/NAME` on the images partition (under a temporary name
+    /// until it is whole, as parts when it is bigger than FAT allows). Writes the store.
     fn pack_nos(
         &mut self,
         name: &ImageName,
@@ -559,8 +560,9 @@ impl Runner<'_> {
         let mut options = CreateOptions::new(name.as_str().trim_end_matches(".tar"));
         options.description = description;
         options.show = Show::Console;
+        options.partition_type = Some(self.disk.entry(Role::Nos).ptype);
         let created = (|| {
-            let mut file = store.create_file(&crate::store::image_path(name))?;
+            let mut file = store.create_image(name)?;
             let mut nos = self
                 .disk
                 .partition(Role::Nos)
@@ -568,6 +570,8 @@ impl Runner<'_> {
             let manifest = image::create(&mut nos, &mut file, &options)?;
             std::io::Write::flush(&mut file)
                 .map_err(|e| crate::Error::io("flushing", name.as_str(), e))?;
+            drop(file);
+            store.finish_image(name)?;
             Ok::<_, crate::Error>(manifest)
         })();
         store.unmount()?;

@@ -253,14 +253,12 @@ fn fetch<D: Read + Write + Seek>(
                 .and_then(|n| n.to_str())
                 .ok_or_else(|| Error::Image(format!("{} names no file", path.display())))?;
             let name = ImageName::new(file_name).map_err(|why| bad_name(file_name, why))?;
-            let file = std::fs::File::open(path)
+            // With its parts beside it, when it is kept as parts (a mounted FAT).
+            let file = crate::io::open_with_parts(path)
                 .map_err(|e| crate::Error::io("opening", path.display(), e))?;
-            let size = file
-                .metadata()
-                .map_err(|e| crate::Error::io("reading the size of", path.display(), e))?
-                .len();
+            let size = file.len();
             // A file of the same name may be an older image: this one replaces it.
-            store.remove(&crate::store::image_path(&name))?;
+            store.discard_image(&name)?;
             store.add_image(&name, file, size)?;
             return Ok((name, format!("copied from {}", path.display())));
         }
@@ -376,7 +374,7 @@ fn factory_image<D: Read + Write + Seek + SyncAll>(
                 .into())
             }
             None => {
-                let names = data.list(FACTORY_DIR)?;
+                let names = data.list_images_in(FACTORY_DIR)?;
                 match names.as_slice() {
                     [(only, _)] => ImageName::new(only).map_err(Error::Image)?,
                     _ => {

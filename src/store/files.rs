@@ -20,7 +20,7 @@ const SEAL: &str = "#reprov-seal";
 /// Largest identity file read, in bytes.
 const MAX_IDENTITY_BYTES: u64 = 64 * 1024;
 /// Copy buffer for image files.
-const COPY_CHUNK: usize = 64 * 1024;
+const COPY_CHUNK: usize = 1 << 20;
 
 /// `data`, then a line with its length and CRC32, so a torn copy can be told apart.
 fn seal(data: &[u8]) -> Vec<u8> {
@@ -164,29 +164,60 @@ impl<D: Read + Write + Seek> Store<D> {
         self.remove_replaced(IDENTITY_PATH)
     }
 
-    /// The complete image files with their sizes in bytes, sorted by name.
+    /// The complete images with their sizes in bytes (all parts of one taken as one),
+    /// sorted by name.
     pub fn list_images(&self) -> Result<Vec<(String, u64)>, Error> {
-        let mut images = self.list(IMAGES_DIR)?;
-        images.retain(|(name, _)| !name.ends_with(PARTIAL_SUFFIX));
+        self.list_images_in(IMAGES_DIR)
+    }
+
+    /// The complete images in `dir`, with their sizes, sorted by name.
+    pub fn list_images_in(&self, dir: &str) -> Result<Vec<(String, u64)>, Error> {
+        let mut images = Vec::new();
+        for (name, _) in self.list(dir)? {
+            // Not images: unfinished copies, a download's sidecar, the parts of a set.
+            let sidecar = name
+                .strip_suffix(".toml")
+                .is_some_and(|base| base.ends_with(PARTIAL_SUFFIX));
+            if name.ends_with(PARTIAL_SUFFIX) || sidecar || super::parts::is_continuation(&name) {
+                continue;
+            }
+            if let Some(len) = self.file_len(&format!("{dir}/{name}"))? {
+                images.push((name, len));
+            }
+        }
         Ok(images)
     }
 
     /// Size of an image in bytes; [`Error::ImageMissing`] when it is not there.
     pub fn image_size(&self, name: &ImageName) -> Result<u64, Error> {
-        let mut file = self.open_image(name)?;
-        file.seek(SeekFrom::End(0))
-            .map_err(file_error("measuring", &image_path(name)))
+        self.file_len(&image_path(name))?
+            .ok_or_else(|| Error::ImageMissing {
+                name: name.to_string(),
+            })
     }
 
-    /// Copies `size` bytes from `source` into `images/NAME`, streaming. Writes.
+    /// Copies `size` bytes from `source` into `images/NAME`, streaming (as parts when it
+    /// is bigger than FAT allows). Writes.
     ///
     /// Refuses an existing name and an image larger than the free space. The copy goes
     /// to `NAME.part` first and is renamed when complete, so a cut leaves no file that
     /// looks like a whole image; a source shorter or longer than `size` is refused and
     /// its partial copy removed.
     pub fn add_image(&self, name: &ImageName, source: impl Read, size: u64) -> Result<(), Error> {
-        let path = image_path(name);
-        if self.image_exists(name)? {
+        self.add_image_in(IMAGES_DIR, name, source, size)
+    }
+
+    /// [`Store::add_image`] into `dir` (the factory image goes to `factory/` on the data
+    /// partition). Writes.
+    pub fn add_image_in(
+        &self,
+        dir: &str,
+        name: &ImageName,
+        source: impl Read,
+        size: u64,
+    ) -> Result<(), Error> {
+        let path = format!("{dir}/{name}");
+        if self.file_len(&path)?.is_some() {
             return Err(Error::ImageExists {
                 name: name.to_string(),
             });
@@ -201,15 +232,12 @@ impl<D: Read + Write + Seek> Store<D> {
         }
         let part = format!("{path}{PARTIAL_SUFFIX}");
         if let Err(e) = self.copy_in(&part, name, source, size) {
-            if let Err(cleanup) = self.remove(&part) {
+            if let Err(cleanup) = self.remove_parts(&part) {
                 log::warn!("removing the partial copy after a failed add: {cleanup}");
             }
             return Err(e);
         }
-        let images = self.fs.root_dir();
-        images
-            .rename(&part, &images, &path)
-            .map_err(file_error("renaming into place", &part))
+        self.rename_parts(&part, &path)
     }
 
     fn copy_in(
@@ -220,12 +248,7 @@ impl<D: Read + Write + Seek> Store<D> {
         size: u64,
     ) -> Result<(), Error> {
         self.create_dirs_for(part)?;
-        let mut file = self
-            .fs
-            .root_dir()
-            .create_file(part)
-            .map_err(file_error("creating", part))?;
-        file.truncate().map_err(file_error("truncating", part))?;
+        let mut file = self.create_parts(part)?;
         let mut source = source.take(size.saturating_add(1));
         let mut buf = vec![0u8; COPY_CHUNK];
         let mut got: u64 = 0;
@@ -262,40 +285,54 @@ impl<D: Read + Write + Seek> Store<D> {
         file.flush().map_err(file_error("flushing", part))
     }
 
-    /// Opens an image for reading (the handle is `Read + Seek`).
-    pub fn open_image(&self, name: &ImageName) -> Result<impl Read + Seek + '_, Error> {
+    /// Opens an image for reading, all its parts as one (`Read + Seek`).
+    pub fn open_image(&self, name: &ImageName) -> Result<super::Parts<'_, D>, Error> {
         self.open_in(IMAGES_DIR, name)
     }
 
     /// Opens image `name` in directory `dir` for reading (the factory image lives in
     /// `factory/` on the data partition); [`Error::ImageMissing`] when it is not there.
-    pub fn open_in(&self, dir: &str, name: &ImageName) -> Result<impl Read + Seek + '_, Error> {
-        let path = format!("{dir}/{name}");
-        match self.fs.root_dir().open_file(&path) {
-            Ok(file) => Ok(file),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::ImageMissing {
+    pub fn open_in(&self, dir: &str, name: &ImageName) -> Result<super::Parts<'_, D>, Error> {
+        self.open_parts(&format!("{dir}/{name}"))?
+            .ok_or_else(|| Error::ImageMissing {
                 name: name.to_string(),
-            }),
-            Err(e) => Err(file_error("opening", &path)(e)),
-        }
+            })
     }
 
-    /// Removes an image; [`Error::ImageMissing`] when it is not there. Writes.
+    /// Creates (or replaces) image `name` in the images directory for writing, under a
+    /// temporary name: [`Store::finish_image`] gives it its name when it is whole. Writes.
+    pub fn create_image(&self, name: &ImageName) -> Result<super::Parts<'_, D>, Error> {
+        let part = format!("{}{PARTIAL_SUFFIX}", image_path(name));
+        self.create_dirs_for(&part)?;
+        self.create_parts(&part)
+    }
+
+    /// Gives an image written through [`Store::create_image`] its name, replacing an
+    /// image of that name. Writes.
+    pub fn finish_image(&self, name: &ImageName) -> Result<(), Error> {
+        let path = image_path(name);
+        self.rename_parts(&format!("{path}{PARTIAL_SUFFIX}"), &path)
+    }
+
+    /// Removes an image with all its parts, and what is left of an unfinished one of that
+    /// name; none is not an error. Writes.
+    pub fn discard_image(&self, name: &ImageName) -> Result<(), Error> {
+        let path = image_path(name);
+        self.remove_parts(&path)?;
+        self.remove_parts(&format!("{path}{PARTIAL_SUFFIX}"))
+    }
+
+    /// Removes an image with all its parts, and what is left of an unfinished one of that
+    /// name; [`Error::ImageMissing`] when there is neither. Writes.
     pub fn remove_image(&self, name: &ImageName) -> Result<(), Error> {
-        if !self.image_exists(name)? {
+        let path = image_path(name);
+        let partial = format!("{path}{PARTIAL_SUFFIX}");
+        if self.file_len(&path)?.is_none() && self.parts(&partial)?.is_empty() {
             return Err(Error::ImageMissing {
                 name: name.to_string(),
             });
         }
-        self.remove(&image_path(name))
-    }
-
-    fn image_exists(&self, name: &ImageName) -> Result<bool, Error> {
-        match self.open_image(name) {
-            Ok(_) => Ok(true),
-            Err(Error::ImageMissing { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.discard_image(name)
     }
 
     /// Free bytes on the images partition (as the FAT32 FSInfo sector counts them).

@@ -6,15 +6,19 @@
 
 use std::io::{Read, Seek, Write};
 
+use crate::io::BlockCache;
+
 mod files;
 mod job;
 mod log;
 mod name;
+mod parts;
 
 pub use files::{image_path, IDENTITY_PATH, IMAGES_DIR, JOB_PATH};
 pub use job::{Job, JobError, Kind, State};
 pub use log::{parse_log, Code, Entry, LogRead, CODES, LOG_LIMIT, LOG_PATH, OLD_LOG_PATH};
 pub use name::{ImageName, MAX_IMAGE_NAME_BYTES};
+pub use parts::{is_continuation, Parts, PART_SIZE};
 
 /// Directory of reprov's own files on the images partition.
 pub const REPROV_DIR: &str = "reprov";
@@ -77,7 +81,9 @@ fn file_error<'a>(what: &'static str, path: &'a str) -> impl FnOnce(std::io::Err
 
 /// The mounted images partition. Call [`Store::unmount`] when done: dropping it only logs.
 pub struct Store<D: Read + Write + Seek> {
-    fs: fatfs::FileSystem<D>,
+    fs: fatfs::FileSystem<BlockCache<D>>,
+    /// Bytes per part of a file kept as parts ([`PART_SIZE`]; smaller in tests).
+    part_size: u64,
 }
 
 impl<D: Read + Write + Seek> Store<D> {
@@ -86,8 +92,13 @@ impl<D: Read + Write + Seek> Store<D> {
         // fatfs reads the boot sector from wherever the stream stands.
         part.seek(std::io::SeekFrom::Start(0))
             .map_err(Error::Mount)?;
-        let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(Error::Mount)?;
-        Ok(Store { fs })
+        // Whole blocks between fatfs and the disk: see crate::io::BlockCache.
+        let cached = BlockCache::new(part).map_err(Error::Mount)?;
+        let fs = fatfs::FileSystem::new(cached, fatfs::FsOptions::new()).map_err(Error::Mount)?;
+        Ok(Store {
+            fs,
+            part_size: PART_SIZE,
+        })
     }
 
     /// Flushes and unmounts, reporting any error (unlike drop).
@@ -121,7 +132,7 @@ impl<D: Read + Write + Seek> Store<D> {
     }
 
     /// Opens a file for streaming reads (an image). `None` when it does not exist.
-    pub fn open_file(&self, path: &str) -> Result<Option<fatfs::File<'_, D>>, Error> {
+    pub fn open_file(&self, path: &str) -> Result<Option<fatfs::File<'_, BlockCache<D>>>, Error> {
         match self.fs.root_dir().open_file(path) {
             Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -131,7 +142,7 @@ impl<D: Read + Write + Seek> Store<D> {
 
     /// Creates (or empties) a file for streaming writes (an image), creating its
     /// directories. Flush it, then unmount the store. Writes to the partition.
-    pub fn create_file(&self, path: &str) -> Result<fatfs::File<'_, D>, Error> {
+    pub fn create_file(&self, path: &str) -> Result<fatfs::File<'_, BlockCache<D>>, Error> {
         self.create_dirs_for(path)?;
         let mut file = self
             .fs
@@ -156,7 +167,7 @@ impl<D: Read + Write + Seek> Store<D> {
 
     /// Opens a file for writing, creating it (and its directories) when missing; never
     /// truncates, so a partial download can be resumed. Writes through the returned file.
-    pub fn open_write(&self, path: &str) -> Result<fatfs::File<'_, D>, Error> {
+    pub fn open_write(&self, path: &str) -> Result<fatfs::File<'_, BlockCache<D>>, Error> {
         self.create_dirs_for(path)?;
         self.fs
             .root_dir()

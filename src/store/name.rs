@@ -50,6 +50,11 @@ impl ImageName {
                 "image name {name:?} starts or ends with a space or ends with a dot"
             ));
         }
+        if super::parts::is_continuation(name) {
+            return Err(format!(
+                "image name {name:?} ends like a part of a bigger image (.002 … .999)"
+            ));
+        }
         if name.ends_with(PARTIAL_SUFFIX) {
             return Err(format!(
                 "image name {name:?} ends with {PARTIAL_SUFFIX:?}, which marks unfinished copies"

@@ -27,9 +27,9 @@ impl PartFile for std::fs::File {
     }
 }
 
-impl<T: Read + Write + Seek> PartFile for fatfs::File<'_, T> {
+impl<T: Read + Write + Seek> PartFile for crate::store::Parts<'_, T> {
     fn truncate_here(&mut self) -> std::io::Result<()> {
-        self.truncate()
+        crate::store::Parts::truncate_here(self)
     }
 
     /// Flushes into the partition; syncing the device is for whoever owns the store.
@@ -122,7 +122,8 @@ impl Place for DirPlace {
     }
 }
 
-/// A directory of the images store (e.g. `images`).
+/// A directory of the images store (e.g. `images`). Files bigger than FAT allows are
+/// kept as parts there and taken as one (see `crate::store::Parts`).
 pub struct StorePlace<'s, D: Read + Write + Seek> {
     store: &'s Store<D>,
     dir: String,
@@ -147,11 +148,7 @@ impl<D: Read + Write + Seek> Place for StorePlace<'_, D> {
     }
 
     fn len(&self, name: &str) -> Result<Option<u64>, Error> {
-        let files = self.store.list(&self.dir)?;
-        Ok(files
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, len)| len))
+        Ok(self.store.file_len(&self.path(name))?)
     }
 
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -163,14 +160,14 @@ impl<D: Read + Write + Seek> Place for StorePlace<'_, D> {
     }
 
     fn open(&self, name: &str) -> Result<Box<dyn PartFile + '_>, Error> {
-        Ok(Box::new(self.store.open_write(&self.path(name))?))
+        Ok(Box::new(self.store.open_parts_write(&self.path(name))?))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        Ok(self.store.rename(&self.path(from), &self.path(to))?)
+        Ok(self.store.rename_parts(&self.path(from), &self.path(to))?)
     }
 
     fn remove(&self, name: &str) -> Result<(), Error> {
-        Ok(self.store.remove(&self.path(name))?)
+        Ok(self.store.remove_parts(&self.path(name))?)
     }
 }
