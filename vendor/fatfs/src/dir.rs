@@ -51,10 +51,28 @@ impl<'a, T: ReadWriteSeek> Clone for DirRawStream<'a, T> {
     }
 }
 
+// reprov: FAT allows 65536 entries in a directory. A directory whose cluster chain loops
+// (no end marker, no end-of-directory entry) would otherwise be read, searched and
+// extended for ever; past the limit it is an error instead.
+const MAX_DIR_SIZE: u64 = 65536 * DIR_ENTRY_SIZE;
+
+fn check_dir_size(file: &File<'_, impl ReadWriteSeek>) -> io::Result<()> {
+    if u64::from(file.offset()) >= MAX_DIR_SIZE {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "FAT: a directory runs past 65536 entries (its cluster chain loops)",
+        ));
+    }
+    Ok(())
+}
+
 impl<'a, T: ReadWriteSeek> Read for DirRawStream<'a, T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            &mut DirRawStream::File(ref mut file) => file.read(buf),
+            &mut DirRawStream::File(ref mut file) => {
+                check_dir_size(file)?;
+                file.read(buf)
+            },
             &mut DirRawStream::Root(ref mut raw) => raw.read(buf),
         }
     }
@@ -63,7 +81,10 @@ impl<'a, T: ReadWriteSeek> Read for DirRawStream<'a, T> {
 impl<'a, T: ReadWriteSeek> Write for DirRawStream<'a, T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            &mut DirRawStream::File(ref mut file) => file.write(buf),
+            &mut DirRawStream::File(ref mut file) => {
+                check_dir_size(file)?;
+                file.write(buf)
+            },
             &mut DirRawStream::Root(ref mut raw) => raw.write(buf),
         }
     }

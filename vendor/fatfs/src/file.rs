@@ -27,6 +27,11 @@ pub struct File<'a, T: ReadWriteSeek + 'a> {
 }
 
 impl<'a, T: ReadWriteSeek> File<'a, T> {
+    // reprov: the position, for the directory size bound in dir.rs.
+    pub(crate) fn offset(&self) -> u32 {
+        self.offset
+    }
+
     pub(crate) fn new(first_cluster: Option<u32>, entry: Option<DirEntryEditor>, fs: &'a FileSystem<T>) -> Self {
         File {
             first_cluster,

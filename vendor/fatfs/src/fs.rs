@@ -471,7 +471,7 @@ impl<T: ReadWriteSeek> FileSystem<T> {
 
     pub(crate) fn cluster_iter<'b>(&'b self, cluster: u32) -> ClusterIterator<DiskSlice<FsIoAdapter<'b, T>>> {
         let disk_slice = self.fat_slice();
-        ClusterIterator::new(disk_slice, self.fat_type, cluster)
+        ClusterIterator::new(disk_slice, self.fat_type, cluster, self.total_clusters)
     }
 
     pub(crate) fn truncate_cluster_chain(&self, cluster: u32) -> io::Result<()> {

@@ -416,18 +416,38 @@ pub(crate) struct ClusterIterator<T: ReadWriteSeek> {
     fat_type: FatType,
     cluster: Option<u32>,
     err: bool,
+    // reprov: a chain cannot be longer than the file system has clusters, nor name a
+    // cluster outside it; a damaged FAT that loops or points away is an error, not a hang
+    // (nor a subtraction that underflows in offset_from_cluster).
+    total_clusters: u32,
+    steps: u32,
 }
 
 impl<T: ReadWriteSeek> ClusterIterator<T> {
-    pub(crate) fn new(fat: T, fat_type: FatType, cluster: u32) -> Self {
-        ClusterIterator { fat, fat_type, cluster: Some(cluster), err: false }
+    pub(crate) fn new(fat: T, fat_type: FatType, cluster: u32, total_clusters: u32) -> Self {
+        ClusterIterator { fat, fat_type, cluster: Some(cluster), err: false, total_clusters, steps: 0 }
+    }
+
+    fn check(&self, next: Option<u32>) -> io::Result<Option<u32>> {
+        match next {
+            Some(n) if n < RESERVED_FAT_ENTRIES || n - RESERVED_FAT_ENTRIES >= self.total_clusters => Err(
+                io::Error::new(io::ErrorKind::InvalidData, "FAT: a cluster chain names a cluster outside the file system"),
+            ),
+            Some(_) if self.steps >= self.total_clusters => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "FAT: a cluster chain is longer than the file system (it loops)",
+            )),
+            other => Ok(other),
+        }
     }
 
     pub(crate) fn truncate(&mut self) -> io::Result<u32> {
         match self.cluster {
             Some(n) => {
-                // Move to the next cluster
-                self.next();
+                // Move to the next cluster (reprov: an error ends the walk, not ignored)
+                if let Some(Err(err)) = self.next() {
+                    return Err(err);
+                }
                 // Mark previous cluster as end of chain
                 write_fat(&mut self.fat, self.fat_type, n, FatValue::EndOfChain)?;
                 // Free rest of chain
@@ -440,7 +460,10 @@ impl<T: ReadWriteSeek> ClusterIterator<T> {
     pub(crate) fn free(&mut self) -> io::Result<u32> {
         let mut num_free = 0;
         while let Some(n) = self.cluster {
-            self.next();
+            // reprov: after an error `next` leaves `cluster` as it was: stop, do not spin
+            if let Some(Err(err)) = self.next() {
+                return Err(err);
+            }
             write_fat(&mut self.fat, self.fat_type, n, FatValue::Free)?;
             num_free += 1;
         }
@@ -456,7 +479,10 @@ impl<T: ReadWriteSeek> Iterator for ClusterIterator<T> {
             return None;
         }
         if let Some(current_cluster) = self.cluster {
-            self.cluster = match get_next_cluster(&mut self.fat, self.fat_type, current_cluster) {
+            self.steps += 1;
+            self.cluster = match get_next_cluster(&mut self.fat, self.fat_type, current_cluster)
+                .and_then(|next| self.check(next))
+            {
                 Ok(next_cluster) => next_cluster,
                 Err(err) => {
                     self.err = true;
@@ -502,12 +528,12 @@ mod tests {
         assert_eq!(count_free_clusters(&mut cur, fat_type, 0x1E).unwrap(), 3);
         // test reading from iterator
         {
-            let iter = ClusterIterator::new(&mut cur, fat_type, 0x9);
+            let iter = ClusterIterator::new(&mut cur, fat_type, 0x9, 0x100);
             assert_eq!(iter.map(|r| r.unwrap()).collect::<Vec<_>>(), vec![0xA, 0x14, 0x15, 0x16, 0x19, 0x1A]);
         }
         // test truncating a chain
         {
-            let mut iter = ClusterIterator::new(&mut cur, fat_type, 0x9);
+            let mut iter = ClusterIterator::new(&mut cur, fat_type, 0x9, 0x100);
             assert_eq!(iter.nth(3).unwrap().unwrap(), 0x16);
             iter.truncate().unwrap();
         }
@@ -516,7 +542,7 @@ mod tests {
         assert_eq!(read_fat(&mut cur, fat_type, 0x1A).unwrap(), FatValue::Free);
         // test freeing a chain
         {
-            let mut iter = ClusterIterator::new(&mut cur, fat_type, 0x9);
+            let mut iter = ClusterIterator::new(&mut cur, fat_type, 0x9, 0x100);
             iter.free().unwrap();
         }
         assert_eq!(read_fat(&mut cur, fat_type, 0x9).unwrap(), FatValue::Free);

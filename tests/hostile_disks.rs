@@ -1,0 +1,169 @@
+//! Disks nobody here made: damaged file systems, floats that hold data, partition tables
+//! with impossible numbers. Each is refused with an error that names what is wrong, in
+//! bounded time, before anything is written.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixtures::layout_disk;
+
+const MIB: u64 = 1 << 20;
+/// Where `layout_disk` puts the images partition.
+const IMAGES_AT: u64 = 161 * MIB;
+
+/// Runs the reprov binary, killed after `limit`: (success, stdout, stderr). A command that
+/// is still running at the limit fails the test: it hangs.
+fn reprov_within(limit: Duration, args: &[&str]) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reprov"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "reprov {} still runs after {limit:?}: it hangs",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.unwrap().read_to_string(&mut err).unwrap();
+    (status.success(), out, err)
+}
+
+fn read_at(disk: &Path, at: u64, len: usize) -> Vec<u8> {
+    let mut file = std::fs::File::open(disk).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
+    let mut buf = vec![0; len];
+    file.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn write_at(disk: &Path, at: u64, bytes: &[u8]) {
+    let mut file = OpenOptions::new().write(true).open(disk).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+fn le16(b: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()))
+}
+
+/// Makes the FAT32 root directory of the partition at `at` a chain that loops onto
+/// itself with no end-of-directory entry in it: every free slot of its cluster becomes a
+/// deleted entry, and its FAT entry (in every FAT) names the cluster itself.
+fn loop_root_directory(disk: &Path, at: u64) {
+    let boot = read_at(disk, at, 512);
+    let sector = le16(&boot, 11);
+    let cluster = u64::from(boot[13]) * sector;
+    let reserved = le16(&boot, 14) * sector;
+    let fats = u64::from(boot[16]);
+    let fat_size = le32(&boot, 36) * sector;
+    let root = le32(&boot, 44);
+    let root_at = at + reserved + fats * fat_size + (root - 2) * cluster;
+    let mut dir = read_at(disk, root_at, cluster as usize);
+    for entry in dir.chunks_mut(32).filter(|e| e[0] == 0) {
+        entry[0] = 0xE5;
+    }
+    write_at(disk, root_at, &dir);
+    for fat in 0..fats {
+        write_at(
+            disk,
+            at + reserved + fat * fat_size + root * 4,
+            &(root as u32).to_le_bytes(),
+        );
+    }
+}
+
+#[test]
+fn a_looping_directory_on_the_images_partition_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = layout_disk(dir.path());
+    let d = disk.to_str().unwrap();
+    let identity = dir.path().join("identity.toml");
+    std::fs::write(&identity, "hostname = \"web-07\"\n").unwrap();
+    let image = dir.path().join("small.tar");
+    std::fs::write(dir.path().join("part"), vec![7u8; 100_000]).unwrap();
+    let part = dir.path().join("part");
+    let (ok, _, err) = reprov_within(
+        Duration::from_secs(60),
+        &[
+            "image",
+            "create",
+            "--from",
+            part.to_str().unwrap(),
+            "--out",
+            image.to_str().unwrap(),
+            "--name",
+            "small",
+        ],
+    );
+    assert!(ok, "image create: {err}");
+    let (ok, _, err) = reprov_within(Duration::from_secs(30), &["log", "--disk", d]);
+    assert!(ok, "log on the intact disk: {err}");
+
+    loop_root_directory(&disk, IMAGES_AT);
+    let before = std::fs::read(&disk).unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["job", "show", "--disk", d],
+        vec![
+            "job",
+            "set",
+            "--disk",
+            d,
+            "--kind",
+            "apply",
+            "--image",
+            "small.tar",
+        ],
+        vec!["log", "--disk", d],
+        vec![
+            "identity",
+            "save",
+            "--disk",
+            d,
+            "--file",
+            identity.to_str().unwrap(),
+        ],
+        vec!["image", "add", "--disk", d, image.to_str().unwrap()],
+        vec!["image", "list", "--disk", d],
+    ];
+    for args in commands {
+        let (ok, _, err) = reprov_within(Duration::from_secs(30), &args);
+        assert!(
+            !ok,
+            "reprov {} succeeded on a looping directory",
+            args.join(" ")
+        );
+        assert!(
+            err.contains("cluster chain loops") || err.contains("longer than the file system"),
+            "reprov {}: the error names the loop: {err}",
+            args.join(" ")
+        );
+    }
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "a refused command changed the disk"
+    );
+}
