@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use reprov::store::{Code, Store};
+use reprov::store::Code;
 
 const MIB: u64 = 1 << 20;
 
@@ -52,7 +52,7 @@ fn on_disk(disk: &Path, verb: &[&str], args: &[&str]) -> Output {
 }
 
 /// Runs `f` on the images store of `disk`, through the library.
-fn with_store(disk: &Path, f: impl FnOnce(&Store<reprov::io::Window<&mut std::fs::File>>)) {
+fn with_store(disk: &Path, f: impl FnOnce(&reprov::disk::Mounted<'_, std::fs::File>)) {
     let mut disk = reprov::cli::open_disk(disk).unwrap();
     let store = disk.store().unwrap();
     f(&store);
@@ -318,4 +318,63 @@ fn store_writes_pass_fsck_and_read_with_mtools() {
         ],
         "no .new or .part left behind"
     );
+}
+
+/// A power cut after the commit took the job's `done` and the last log entries: the job
+/// says `committing` while NOS is active and the system partition hidden. The next boot
+/// is into NOS, so after-boot (or the agent, or a schedule) closes it; a job still
+/// `committing` before the commit (system partition active) is left to the recovery.
+#[test]
+fn a_committing_job_whose_commit_landed_is_closed_after_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = appliance_disk(dir.path());
+    let identity = dir.path().join("identity.toml");
+    std::fs::write(&identity, "hostname = \"web-07\"\n").unwrap();
+    // A store nobody answers at: the status report fails (a warning), the rest goes on.
+    let config = dir.path().join("store.toml");
+    std::fs::write(
+        &config,
+        "url = \"http://127.0.0.1:9\"\ndirectory = \"images\"\n",
+    )
+    .unwrap();
+    let after_boot = || {
+        on_disk(
+            &disk,
+            &["after-boot"],
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--identity",
+                identity.to_str().unwrap(),
+            ],
+        )
+    };
+    let set = |args: &[&str]| {
+        let out = on_disk(&disk, &["job", "set"], args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    set(&["--kind", "apply", "--image", "b.tar"]);
+    set(&["--state", "committing"]);
+
+    // Before the commit: the system partition is the active one.
+    let out = on_disk(&disk, &["layout", "activate"], &["system"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = after_boot();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&on_disk(&disk, &["job", "show"], &[]).stdout);
+    assert!(shown.contains("state = \"committing\""), "{shown}");
+
+    // After it: NOS active, the system partition hidden.
+    let out = on_disk(&disk, &["layout", "activate"], &["nos"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = after_boot();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&on_disk(&disk, &["job", "show"], &[]).stdout);
+    assert!(shown.contains("state = \"done\""), "{shown}");
+    let log = text(&on_disk(&disk, &["log"], &[]).stdout);
+    assert!(
+        log.contains("R051") && log.contains("found by after-boot"),
+        "{log}"
+    );
+    assert!(log.contains("R060"), "{log}");
 }

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use common::fixtures::{fat_nos, image_of, machine};
 use reprov::disk::{open_disk, Role};
 use reprov::image;
-use reprov::io::Window;
 use reprov::recovery::runner::{self, Machine, FACTORY_DIR};
 use reprov::recovery::Outcome;
 use reprov::store::{ImageName, Job, Kind, State, Store};
@@ -67,7 +66,7 @@ impl Scenario {
         Scenario { _dir: dir, disk }
     }
 
-    fn with_store<T>(&self, f: impl FnOnce(&Store<Window<&mut File>>) -> T) -> T {
+    fn with_store<T>(&self, f: impl FnOnce(&reprov::disk::Mounted<'_, File>) -> T) -> T {
         let mut disk = open_disk(&self.disk).unwrap();
         let store = disk.store().unwrap();
         let value = f(&store);
@@ -276,12 +275,24 @@ fn refusals_leave_nos_untouched_and_a_boots_again() {
             "hostname",
         ),
     ];
-    for (what, breaker, code, message) in cases {
+    // Each also after a start that was cut before NOS was written (a power cut during
+    // validation): NOS is as fresh as for a pending job, so nothing changes.
+    let cases = cases.iter().flat_map(|&(what, breaker, code, message)| {
+        [
+            (what, breaker, code, message, false),
+            (what, breaker, code, message, true),
+        ]
+    });
+    for (what, breaker, code, message, cut) in cases {
         let s = Scenario::blank();
         s.write_role(Role::Nos, &fat_nos(40 * MIB, "A", 0));
         s.with_store(|store| store.write_identity_text(IDENTITY_A.as_bytes()).unwrap());
         breaker(&s);
         s.set_job(Kind::Apply, "B.tar");
+        if cut {
+            let started = s.job().start().unwrap();
+            s.with_store(|store| store.write_job(&started).unwrap());
+        }
         s.arm();
         let nos_before = s.read_role(Role::Nos);
 
@@ -454,7 +465,8 @@ fn no_job_is_no_job() {
 fn a_checkpoint_that_lies_is_caught_by_the_read_back_before_the_commit() {
     let s = Scenario::apply_b(40 * MIB);
     // The job claims 10 chunks are written, but NOS still holds A there.
-    let job = s.job().start().unwrap().checkpoint(10).unwrap();
+    let mut job = s.job().start().unwrap().checkpoint(10).unwrap();
+    job.nos_written = true;
     s.with_store(|store| store.write_job(&job).unwrap());
 
     // A resume has no backup and this disk no factory image: nothing to roll back to,
@@ -568,7 +580,10 @@ fn with_neither_backup_nor_factory_the_machine_stays_in_recovery() {
     assert!(error.contains("hostname"), "{error}");
     assert_eq!(s.boot_state(), IMAGE_ARMED);
     let job = s.job();
-    assert_eq!((job.state, job.attempts), (State::Failed, limit));
+    assert_eq!(
+        (job.state, job.attempts, job.failures),
+        (State::Failed, limit, limit)
+    );
     assert!(job.last_error.unwrap().contains("no factory image"));
     let codes = s.log_codes();
     assert_in_order(
@@ -582,25 +597,51 @@ fn with_neither_backup_nor_factory_the_machine_stays_in_recovery() {
     assert_eq!(codes.last().map(String::as_str), Some("E111"));
 }
 
-#[test]
-fn a_job_started_too_often_stops_and_restores_the_previous_appliance() {
+/// As starts that each died mid-write leave a job: B half on NOS, A in the backup.
+fn cut_short(starts: u32) -> (Scenario, Vec<u8>) {
     let a = fat_nos(40 * MIB, "A", 0);
     let b = fat_nos(40 * MIB, "B", 3 * MIB);
     let s = Scenario::apply(&b);
-    // As three starts that each died mid-write leave it: B half on NOS, A in the backup.
     s.add_image("previous.tar", &image_of(&a, "previous"));
     s.write_role(Role::Nos, &b[..(10 * MIB) as usize]);
     let mut job = s.job().start().unwrap().checkpoint(10).unwrap();
-    job.attempts = 3;
+    job.attempts = starts;
+    job.nos_written = true;
     job.backup_image = Some(ImageName::new("previous.tar").unwrap());
     s.with_store(|store| store.write_job(&job).unwrap());
+    (s, a)
+}
+
+/// Power cuts are not failures: three cut starts (more than `max_attempts`) resume and
+/// finish the job on B.
+#[test]
+fn starts_cut_short_do_not_count_as_failed_attempts() {
+    let (s, _) = cut_short(3);
+    assert_eq!(s.run().unwrap(), Outcome::Done);
+    assert_eq!(s.boot_state(), IMAGE_BOOTS);
+    assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
+    let job = s.job();
+    assert_eq!((job.state, job.attempts, job.failures), (State::Done, 4, 0));
+}
+
+#[test]
+fn a_job_cut_short_too_often_stops_and_restores_the_previous_appliance() {
+    let (s, a) = cut_short(reprov::store::MAX_UNFINISHED_STARTS + 1);
 
     assert_eq!(s.run().unwrap(), Outcome::RolledBack);
 
     assert_eq!(s.boot_state(), IMAGE_BOOTS);
     assert!(s.read_role(Role::Nos) == a, "NOS is A again");
     let job = s.job();
-    assert_eq!((job.state, job.attempts), (State::Failed, 4));
-    assert!(job.last_error.unwrap().contains("started 3 times"));
+    assert_eq!(job.state, State::Failed);
+    let error = job.last_error.unwrap();
+    assert!(
+        error.contains("started 21 times without finishing: 0 failed"),
+        "{error}"
+    );
+    assert!(
+        error.contains("cut short by power cuts or crashes (the limit is 20)"),
+        "{error}"
+    );
     assert_in_order(&s.log_codes(), &["E110", "R080", "R082", "R051"]);
 }

@@ -133,6 +133,7 @@ pub fn agent(args: Agent) -> crate::Result<()> {
         return finish(disk, armed, args.no_reboot);
     };
     let identity = load_identity(args.identity.as_deref())?;
+    crate::schedule::close_landed_commit(&mut disk)?;
     let run = fleet::agent(&mut disk, &config, &identity, now, &options);
     let error = run.as_ref().err().map(|e| e.to_string());
     if let Ok(run) = &run {
@@ -164,6 +165,7 @@ pub fn after_boot(args: AfterBoot) -> crate::Result<()> {
     let mut disk = find_disk(args.disk.as_deref())?;
     let config = store_config(args.config.as_deref())?;
     let identity = load_identity(args.identity.as_deref())?;
+    crate::schedule::close_landed_commit(&mut disk)?;
     let uploaded = match &config {
         Some(config) => upload_created(&mut disk, config, &options),
         None => Ok(()),

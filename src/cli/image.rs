@@ -212,10 +212,7 @@ fn with_stored_image<T>(
         ImageName::new(text).map_err(|why| Error::Usage(format!("image {text:?}: {why}")))?;
     let mut disk = open_disk(disk_path)?;
     let role = if factory { Role::Data } else { Role::Images };
-    let part = disk
-        .partition(role)
-        .map_err(|e| Error::io("opening a partition of", disk_path.display(), e))?;
-    let store = crate::store::Store::open(part)?;
+    let store = disk.mount(role)?;
     let dir = if factory {
         crate::recovery::runner::FACTORY_DIR
     } else {
@@ -486,10 +483,7 @@ fn add(a: Add) -> crate::Result<()> {
     let mut disk = open_disk(&a.disk)?;
     let place = if a.factory {
         let dir = crate::recovery::runner::FACTORY_DIR;
-        let part = disk
-            .partition(Role::Data)
-            .map_err(|e| Error::io("opening the data partition of", a.disk.display(), e))?;
-        let store = crate::store::Store::open(part)?;
+        let store = disk.mount(Role::Data)?;
         let added = store.add_image_in(dir, &name, &mut source, size);
         store.unmount()?;
         added?;
@@ -511,10 +505,7 @@ fn add(a: Add) -> crate::Result<()> {
 fn list(l: List) -> crate::Result<()> {
     let mut disk = open_disk(&l.disk)?;
     let role = if l.factory { Role::Data } else { Role::Images };
-    let part = disk
-        .partition(role)
-        .map_err(|e| Error::io("opening a partition of", l.disk.display(), e))?;
-    let store = crate::store::Store::open(part)?;
+    let store = disk.mount(role)?;
     let dir = if l.factory {
         crate::recovery::runner::FACTORY_DIR
     } else {

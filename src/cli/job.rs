@@ -8,7 +8,7 @@ use argh::FromArgs;
 use time::OffsetDateTime;
 
 use crate::disk::Role;
-use crate::io::{SyncAll, Window};
+use crate::io::SyncAll;
 use crate::store::{Job, JobError, Store};
 
 /// Show, set or clear the pending job on an appliance disk.
@@ -184,7 +184,7 @@ pub fn run(args: JobArgs) -> crate::Result<()> {
 pub(super) fn with_store<T>(
     path: &Path,
     action: &'static str,
-    f: impl FnOnce(&Store<Window<&mut File>>) -> crate::Result<T>,
+    f: impl FnOnce(&crate::disk::Mounted<'_, File>) -> crate::Result<T>,
 ) -> crate::Result<T> {
     let on_disk = |source: crate::Error| match source {
         usage @ crate::Error::Usage(_) => usage,

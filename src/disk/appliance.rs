@@ -6,9 +6,12 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use super::detect::{self, Role};
 use super::mbr::{bytes_to_sectors, Entry, Mbr, PartType, ALIGN, BOOT_ACTIVE, BOOT_INACTIVE};
 use super::Error;
-use crate::io::{SyncAll, Window};
+use crate::io::{SyncAll, SyncOnFlush, Window};
 use crate::store::Store;
 use crate::units::format_size;
+
+/// A partition's FAT file system as [`ApplianceDisk::mount`] gives it.
+pub type Mounted<'a, D> = Store<SyncOnFlush<Window<&'a mut D>>>;
 
 /// Tells the kernel that partition `slot` of the disk now spans `len` bytes from byte
 /// `start` (`len` 0: gone); see [`ApplianceDisk::telling_kernel`].
@@ -171,18 +174,30 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
     }
 
     /// The images partition, mounted. Call `unmount()` on it.
-    pub fn store(&mut self) -> Result<Store<Window<&mut D>>, crate::Error> {
-        let (start, len) = self.range(Role::Images);
+    pub fn store(&mut self) -> Result<Mounted<'_, D>, crate::Error> {
+        self.mount(Role::Images)
+    }
+
+    /// The FAT file system of a partition (images or data), mounted so that every flush
+    /// of a file is a sync of the device: what reprov writes there reaches the disk in
+    /// the order it was written (the job's `.new` copy before the job, a log entry
+    /// before the step it announces). Call `unmount()` on it.
+    pub fn mount(&mut self, role: Role) -> Result<Mounted<'_, D>, crate::Error> {
+        let what = match role {
+            Role::Data => "opening the data partition of",
+            _ => "opening the images partition of",
+        };
+        let (start, len) = self.range(role);
         let window = Window::new(&mut self.device, start, len)
-            .map_err(|e| crate::Error::io("opening the images partition of", &self.name, e))?;
-        Ok(Store::open(window)?)
+            .map_err(|e| crate::Error::io(what, &self.name, e))?;
+        Ok(Store::open(SyncOnFlush(window))?)
     }
 
     /// Mounts the images partition, runs `f`, unmounts it (also when `f` failed) and syncs
     /// the device. Writes what `f` writes.
     pub fn with_store<T>(
         &mut self,
-        f: impl FnOnce(&Store<Window<&mut D>>) -> crate::Result<T>,
+        f: impl FnOnce(&Mounted<'_, D>) -> crate::Result<T>,
     ) -> crate::Result<T> {
         let store = self.store()?;
         let result = f(&store);

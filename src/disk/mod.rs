@@ -8,7 +8,7 @@ mod open;
 #[cfg(test)]
 mod tests;
 
-pub use appliance::ApplianceDisk;
+pub use appliance::{ApplianceDisk, Mounted};
 pub use detect::Role;
 pub use init::{init, Sizes};
 pub use mbr::{Entry, Mbr, PartType};

@@ -219,11 +219,7 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
 
     fn factory(&mut self) -> Result<Option<Exit>, Stop> {
         let mut disk = open_disk(&self.device)?;
-        let device = self.device.display().to_string();
-        let data = crate::store::Store::open(
-            disk.partition(Role::Data)
-                .map_err(|e| crate::Error::io("opening the data partition of", &device, e))?,
-        )?;
+        let data = disk.mount(Role::Data)?;
         let listed = data.list_images_in(FACTORY_DIR);
         data.unmount()?;
         let Some(first) = listed?

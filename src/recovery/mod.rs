@@ -71,12 +71,16 @@ pub enum Error {
     )]
     JobFailed { job: String, why: String },
     #[error(
-        "the job ({job}) was started {started} times without finishing (the limit is {limit})"
+        "the job ({job}) was started {started} times without finishing: {failures} failed \
+         (the limit is {max_failures}), the others were cut short by power cuts or crashes \
+         (the limit is {max_cut_short})"
     )]
     TooManyAttempts {
         job: String,
         started: u32,
-        limit: u32,
+        failures: u32,
+        max_failures: u32,
+        max_cut_short: u32,
     },
 }
 

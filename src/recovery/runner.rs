@@ -91,8 +91,6 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
             commit(&mut disk, job)
         }
         JobState::Pending | JobState::Running => {
-            // Only a fresh start may back NOS up: on a resume NOS may be half written.
-            let fresh = job.state == JobState::Pending;
             let job = job.start()?;
             disk.with_store(|store| {
                 store.write_job(&job)?;
@@ -105,20 +103,25 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
                     ),
                 )
             })?;
-            let writes_nos = job.kind != JobKind::Create;
             let mut runner = Runner {
                 device: device.to_path_buf(),
                 disk,
                 job,
                 machine,
-                fresh,
-                nos_written: writes_nos && !fresh,
             };
-            if runner.job.attempts > runner.job.max_attempts {
+            // Failed attempts are bounded by the job; starts cut short (power cuts,
+            // crashes) apart, by a larger bound of their own.
+            let earlier = runner.job.attempts - 1;
+            let cut_short = earlier.saturating_sub(runner.job.failures);
+            if runner.job.failures >= runner.job.max_attempts
+                || cut_short > crate::store::MAX_UNFINISHED_STARTS
+            {
                 let error = super::Error::TooManyAttempts {
                     job: what,
-                    started: runner.job.attempts - 1,
-                    limit: runner.job.max_attempts,
+                    started: earlier,
+                    failures: runner.job.failures,
+                    max_failures: runner.job.max_attempts,
+                    max_cut_short: crate::store::MAX_UNFINISHED_STARTS,
                 };
                 return runner.give_up(error.into(), Code::TooManyAttempts);
             }
@@ -151,10 +154,6 @@ struct Runner<'a> {
     disk: ApplianceDisk<File>,
     job: Job,
     machine: &'a Machine,
-    /// The job starts from scratch (it was pending): the safety backup may be made.
-    fresh: bool,
-    /// NOS may no longer hold the previous appliance.
-    nos_written: bool,
 }
 
 impl Runner<'_> {
@@ -217,7 +216,8 @@ impl Runner<'_> {
                 manifest.chunks.len()
             ),
         )?;
-        if as_job && self.fresh {
+        // NOS still holds the previous appliance, wherever an earlier start was cut.
+        if as_job && !self.job.nos_written {
             self.safety_backup()?;
         }
         // Its own commit, before NOS is written: nothing is ever written past the end of
@@ -249,8 +249,14 @@ impl Runner<'_> {
         } else {
             format!("{name} from chunk 0")
         };
+        if !self.job.nos_written {
+            // Durable before NOS's first byte changes: from here on no backup of NOS may
+            // be taken, and a failure has something to roll back.
+            self.job.nos_written = true;
+            let job = self.job.clone();
+            self.disk.with_store(|store| Ok(store.write_job(&job)?))?;
+        }
         self.note(Code::ApplyStarted, &detail)?;
-        self.nos_written = true;
         let mut job = self.job.clone();
         let stores = Stores::of(&self.disk);
         let disk = &mut self.disk;
@@ -440,7 +446,7 @@ impl Runner<'_> {
                 // A fresh boot can cure what this kernel cannot (a partition table it
                 // did not take, a device in a bad state): try again, a bounded number
                 // of times, before waiting for hands.
-                if self.job.attempts < self.job.max_attempts && self.retry_after_reboot(&why) {
+                if self.job.failures + 1 < self.job.max_attempts && self.retry_after_reboot(&why) {
                     return Ok(Outcome::Retry);
                 }
                 self.record_failure(&why);
@@ -452,7 +458,7 @@ impl Runner<'_> {
     /// Restores the previous appliance and commits it; says what it restored.
     fn roll_back(&mut self) -> crate::Result<String> {
         self.note(Code::RollbackStarted, "")?;
-        let what = if !self.nos_written {
+        let what = if !self.job.nos_written {
             self.note(Code::KeptPrevious, "")?;
             "NOS was not written: the previous appliance boots again".to_string()
         } else {
@@ -611,13 +617,15 @@ impl Runner<'_> {
     /// false when that could not be recorded (then it is marked failed instead).
     fn retry_after_reboot(&mut self, why: &str) -> bool {
         let code = Code::RetryAfterReboot;
+        let failures = self.job.failures + 1;
         let detail = format!(
-            "attempt {} of {}: {why}",
-            self.job.attempts, self.job.max_attempts
+            "failed attempt {failures} of {}: {why}",
+            self.job.max_attempts
         );
         log::error!("[{}] {}: {detail}", code.id(), code.verbose());
         let job = Job {
             last_error: self.job.fail(why).ok().and_then(|failed| failed.last_error),
+            failures,
             ..self.job.clone()
         };
         let recorded = self.disk.with_store(|store| {
@@ -639,6 +647,10 @@ impl Runner<'_> {
         let recorded = self
             .job
             .fail(message)
+            .map(|job| Job {
+                failures: job.failures.saturating_add(1),
+                ..job
+            })
             .map_err(crate::Error::from)
             .and_then(|job| self.disk.with_store(|store| Ok(store.write_job(&job)?)));
         if let Err(e) = recorded {

@@ -23,7 +23,7 @@ use time::{Duration, OffsetDateTime};
 use crate::disk::{ApplianceDisk, Role};
 use crate::identity::{self, Identity};
 use crate::image;
-use crate::io::{Show, SyncAll, Window};
+use crate::io::{Show, SyncAll};
 use crate::store::{Code, ImageName, Job, Kind, State, Store};
 use crate::transfer::{self, Source, StoreConfig, StorePlace};
 use crate::units::format_size;
@@ -144,6 +144,7 @@ pub fn schedule<D: Read + Write + Seek + SyncAll>(
     identity: &Identity,
     now: OffsetDateTime,
 ) -> crate::Result<Scheduled> {
+    close_landed_commit(disk)?;
     let nos = disk.range(Role::Nos).1;
     let float = disk.float_len();
     let factory = match request.kind {
@@ -162,6 +163,32 @@ pub fn schedule<D: Read + Write + Seek + SyncAll>(
         );
     }
     Ok(Scheduled { job, armed: due })
+}
+
+/// A job still `committing` although the commit landed (NOS active, the system partition
+/// hidden — this boot came from NOS): a power cut took the last step-log entries and the
+/// `done` the recovery wrote after the commit. Closes it as the recovery would have
+/// (R051, R060), so the server does not stay "committing" and refuse the next schedule.
+pub fn close_landed_commit<D: Read + Write + Seek + SyncAll>(
+    disk: &mut ApplianceDisk<D>,
+) -> crate::Result<()> {
+    let landed = disk.entry(Role::Nos).is_active() && disk.entry(Role::System).ptype.is_hidden();
+    disk.with_store(|store| {
+        let Some(job) = store.read_job()? else {
+            return Ok(());
+        };
+        if job.state != State::Committing || !landed {
+            return Ok(());
+        }
+        let done = job.done()?;
+        step(store, Code::Committed, "found by after-boot: NOS is active")?;
+        store.write_job(&done)?;
+        step(
+            store,
+            Code::JobDone,
+            &format!("{} {}", done.kind.as_str(), done.image.as_str()),
+        )
+    })
 }
 
 /// Steps R001 to R003 on the mounted images store; returns the job written.
@@ -357,11 +384,7 @@ fn factory_image<D: Read + Write + Seek + SyncAll>(
     nos: u64,
     float: u64,
 ) -> crate::Result<ImageName> {
-    let name = disk.name().to_string();
-    let part = disk
-        .partition(Role::Data)
-        .map_err(|e| crate::Error::io("opening the data partition of", &name, e))?;
-    let data: Store<Window<&mut D>> = Store::open(part)?;
+    let data = disk.mount(Role::Data)?;
     let found = (|| {
         let name = match arg {
             Some(ImageArg::Name(text)) => ImageName::new(text)

@@ -30,8 +30,12 @@ pub const MAX_CHECKPOINT: u64 = 1 << 32;
 pub const MAX_ATTEMPTS: u32 = 1000;
 /// Longest `last_error`, in bytes.
 pub const MAX_ERROR_BYTES: usize = 1024;
-/// Attempts recovery makes at a job before it restores the previous appliance.
+/// Failed attempts recovery makes at a job before it stops retrying.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Starts that ended with no failure recorded (power cuts, crashes) before recovery gives
+/// up on a job: a cut is not the image's fault, but a job that takes the machine down at
+/// every start must not loop for ever.
+pub const MAX_UNFINISHED_STARTS: u32 = 20;
 
 /// The fields of a job file, in the order they are written.
 const FIELDS: &[&str] = &[
@@ -46,6 +50,8 @@ const FIELDS: &[&str] = &[
     "backup",
     "backup_image",
     "max_attempts",
+    "failures",
+    "nos_written",
 ];
 
 /// What the job does.
@@ -172,8 +178,13 @@ pub struct Job {
     pub state: State,
     /// Chunks durably written to the target so far.
     pub checkpoint: u64,
-    /// How many times recovery started the job.
+    /// How many times recovery started the job (power cuts included).
     pub attempts: u32,
+    /// How many of those starts recovery recorded as failed (power cuts excluded).
+    pub failures: u32,
+    /// An apply has begun writing NOS: it may no longer hold the previous appliance, so
+    /// no safety backup may be taken of it. Written before NOS's first byte changes.
+    pub nos_written: bool,
     pub last_error: Option<String>,
     /// Do not start before this time (UTC); for scheduled jobs.
     pub not_before: Option<OffsetDateTime>,
@@ -182,7 +193,7 @@ pub struct Job {
     pub backup: bool,
     /// The safety backup, once it is made (on the images partition).
     pub backup_image: Option<ImageName>,
-    /// Starts of the job after which recovery gives up and restores the previous appliance.
+    /// Failed attempts after which recovery stops retrying the job.
     pub max_attempts: u32,
 }
 
@@ -196,6 +207,8 @@ impl Job {
             state: State::Pending,
             checkpoint: 0,
             attempts: 0,
+            failures: 0,
+            nos_written: false,
             last_error: None,
             not_before: None,
             backup: true,
@@ -232,11 +245,12 @@ impl Job {
             found.push((name, value));
         }
         let f = Fields { text, found };
+        let state = f.required("state", |v| string(v).and_then(State::parse))?;
         Ok(Job {
             kind: f.required("kind", |v| string(v).and_then(Kind::parse))?,
             image: f.required("image", |v| string(v).and_then(ImageName::new))?,
             requested_at: f.required("requested_at", datetime)?,
-            state: f.required("state", |v| string(v).and_then(State::parse))?,
+            state,
             checkpoint: f.required("checkpoint", |v| integer(v, MAX_CHECKPOINT))?,
             attempts: f.required("attempts", |v| {
                 let n = integer(v, MAX_ATTEMPTS.into())?;
@@ -256,6 +270,16 @@ impl Job {
                     Ok(n)
                 })?
                 .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            failures: f
+                .optional("failures", |v| {
+                    let n = integer(v, MAX_ATTEMPTS.into())?;
+                    Ok(u32::try_from(n).expect("bounded by MAX_ATTEMPTS"))
+                })?
+                .unwrap_or(0),
+            // Job files from before the field: only a pending job is sure to be untouched.
+            nos_written: f
+                .optional("nos_written", boolean)?
+                .unwrap_or(state != State::Pending),
         })
     }
 
@@ -284,6 +308,13 @@ impl Job {
         }
         if self.max_attempts != DEFAULT_MAX_ATTEMPTS {
             line("max_attempts", self.max_attempts.to_string());
+        }
+        if self.failures != 0 {
+            line("failures", self.failures.to_string());
+        }
+        // Its default depends on the state: always written once NOS is touched.
+        if self.nos_written || self.state != State::Pending {
+            line("nos_written", self.nos_written.to_string());
         }
         out
     }

@@ -15,7 +15,7 @@ mod name;
 mod parts;
 
 pub use files::{image_path, IDENTITY_PATH, IMAGES_DIR, JOB_PATH};
-pub use job::{Job, JobError, Kind, State};
+pub use job::{Job, JobError, Kind, State, MAX_UNFINISHED_STARTS};
 pub use log::{parse_log, Code, Entry, LogRead, CODES, LOG_LIMIT, LOG_PATH, OLD_LOG_PATH};
 pub use name::{ImageName, MAX_IMAGE_NAME_BYTES};
 pub use parts::{is_continuation, Parts, PART_SIZE};
