@@ -167,3 +167,175 @@ fn a_looping_directory_on_the_images_partition_is_an_error_not_a_hang() {
         "a refused command changed the disk"
     );
 }
+
+/// Where `layout_disk` puts the float (after NOS, 32 MiB).
+const FLOAT_AT: u64 = 129 * MIB;
+
+/// An image of a `len`-byte partition of text (compressible, quick to make).
+fn image_of_len(dir: &Path, name: &str, len: u64) -> std::path::PathBuf {
+    let part = dir.join(format!("{name}.part"));
+    let line = format!("{name}: a line of a partition that is not a file system\n");
+    let mut bytes = line.repeat((len as usize).div_ceil(line.len()));
+    bytes.truncate(len as usize);
+    std::fs::write(&part, bytes).unwrap();
+    let image = dir.join(format!("{name}.tar"));
+    let (ok, _, err) = reprov_within(
+        Duration::from_secs(120),
+        &[
+            "image",
+            "create",
+            "--from",
+            part.to_str().unwrap(),
+            "--out",
+            image.to_str().unwrap(),
+            "--name",
+            name,
+        ],
+    );
+    assert!(ok, "image create: {err}");
+    image
+}
+
+#[test]
+fn nos_grows_only_over_a_float_of_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = layout_disk(dir.path());
+    let d = disk.to_str().unwrap();
+    // 80 MiB: more than NOS (64 MiB), within NOS and the float (96 MiB).
+    let image = image_of_len(dir.path(), "big", 80 * MIB);
+
+    let (ok, out, err) = reprov_within(Duration::from_secs(30), &["layout", "show", "--disk", d]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("float after NOS: 32.0 MiB (33554432 bytes) free (all zero)"),
+        "{out}"
+    );
+
+    // Somebody's file system in the float: an ext4 superblock magic, and 3 MiB of data.
+    write_at(&disk, FLOAT_AT + 1024 + 56, &[0x53, 0xEF]);
+    write_at(&disk, FLOAT_AT + 8 * MIB, &vec![0xA5; 3 * MIB as usize]);
+    let before = std::fs::read(&disk).unwrap();
+
+    let (ok, out, err) = reprov_within(Duration::from_secs(30), &["layout", "show", "--disk", d]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "NOT free: 3.0 MiB of non-zero data at float offsets 0x400–0x600, 0x800000–0xb00000"
+        ),
+        "{out}"
+    );
+    for args in [
+        vec!["layout", "grow", "--disk", d, "--by", "16M"],
+        vec!["image", "apply", "--disk", d, image.to_str().unwrap()],
+    ] {
+        let (ok, _, err) = reprov_within(Duration::from_secs(120), &args);
+        assert!(!ok, "reprov {} grew NOS over data", args.join(" "));
+        assert!(err.contains("holds 3.0 MiB of non-zero data"), "{err}");
+        assert!(
+            err.contains("nothing was written") && err.contains("--force-float"),
+            "{err}"
+        );
+        assert!(
+            std::fs::read(&disk).unwrap() == before,
+            "reprov {} wrote",
+            args.join(" ")
+        );
+    }
+    // Only the part of the float NOS takes counts: 4 MiB of it is zeros.
+    let (ok, _, err) = reprov_within(
+        Duration::from_secs(30),
+        &["layout", "grow", "--disk", d, "--by", "4M"],
+    );
+    assert!(!ok, "the superblock lies in the first 4 MiB");
+    assert!(err.contains("0x400–0x600"), "{err}");
+
+    // The operator's word.
+    let (ok, _, err) = reprov_within(
+        Duration::from_secs(120),
+        &[
+            "image",
+            "apply",
+            "--disk",
+            d,
+            "--force-float",
+            image.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("over data (--force-float)"),
+        "a warning says what was overwritten: {err}"
+    );
+}
+
+#[test]
+fn inputs_that_are_not_files_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = layout_disk(dir.path());
+    let d = disk.to_str().unwrap();
+    let fifo = dir.path().join("image.tar");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let f = fifo.to_str().unwrap();
+    let part = dir.path().join("part");
+    let p = part.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["image", "apply", f, "--to", p],
+        vec!["image", "apply", f, "--disk", d],
+        vec!["image", "verify", f],
+        vec!["image", "info", f],
+        vec!["image", "add", "--disk", d, f],
+        vec!["image", "create", "--from", f, "--out", p, "--name", "x"],
+        vec!["identity", "save", "--disk", d, "--file", f],
+        vec!["upload", "--config", f, f],
+    ];
+    for args in commands {
+        let (ok, _, err) = reprov_within(Duration::from_secs(20), &args);
+        assert!(!ok, "reprov {} accepted a FIFO", args.join(" "));
+        assert!(
+            err.contains("is a FIFO (named pipe), not a regular file"),
+            "reprov {}: {err}",
+            args.join(" ")
+        );
+    }
+}
+
+/// A bad chunk at the very end of an image that needs NOS to grow: the command-line
+/// apply finds it before its first write, as the recovery does.
+#[test]
+fn the_command_line_apply_refuses_a_bad_image_before_writing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = layout_disk(dir.path());
+    let d = disk.to_str().unwrap();
+    let image = image_of_len(dir.path(), "big", 80 * MIB);
+    let mut bytes = std::fs::read(&image).unwrap();
+    // The last chunk's data lies just before the tar's two zero blocks (and padding).
+    let end = bytes.len() - 1024;
+    let last = bytes[..end].iter().rposition(|b| *b != 0).unwrap();
+    bytes[last - 8] ^= 0x40;
+    std::fs::write(&image, &bytes).unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, vec![0x11; (80 * MIB) as usize]).unwrap();
+    let before = std::fs::read(&disk).unwrap();
+    for args in [
+        vec!["image", "apply", image.to_str().unwrap(), "--disk", d],
+        vec![
+            "image",
+            "apply",
+            image.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ],
+    ] {
+        let (ok, _, err) = reprov_within(Duration::from_secs(120), &args);
+        assert!(!ok, "reprov {} applied a damaged image", args.join(" "));
+        assert!(err.contains("chunk"), "{err}");
+    }
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "the disk (MBR, NOS) was written"
+    );
+    assert!(
+        std::fs::read(&target).unwrap().iter().all(|b| *b == 0x11),
+        "the target was written"
+    );
+}

@@ -229,7 +229,7 @@ fn a_bigger_image_grows_nos_into_the_float_and_nothing_else_moves() {
 #[test]
 fn refusals_leave_nos_untouched_and_a_boots_again() {
     type Breaker = fn(&Scenario);
-    let cases: [(&str, Breaker, &str, &str); 5] = [
+    let cases: [(&str, Breaker, &str, &str); 6] = [
         (
             "image too big for NOS + float",
             |s| s.add_image("B.tar", &image_of(&fat_nos(72 * MIB, "B", 0), "B")),
@@ -248,6 +248,22 @@ fn refusals_leave_nos_untouched_and_a_boots_again() {
             },
             "E103",
             "chunk",
+        ),
+        (
+            "the float NOS would grow over holds data",
+            |s| {
+                let (nos_start, nos_len) = s.range(Role::Nos);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&s.disk)
+                    .unwrap();
+                file.seek(SeekFrom::Start(nos_start + nos_len + 8 * MIB))
+                    .unwrap();
+                file.write_all(&vec![0xA5; 3 * MIB as usize]).unwrap();
+                s.add_image("B.tar", &image_of(&fat_nos(56 * MIB, "B", 0), "B"));
+            },
+            "E113",
+            "holds 3.0 MiB of non-zero data at float offsets 0x800000–0xb00000",
         ),
         (
             "image missing",

@@ -116,7 +116,8 @@ pub fn run(cmd: IdentityCmd) -> crate::Result<()> {
 /// Reads at most one byte more than an identity may have, so a huge file is refused
 /// without reading it all.
 fn read_identity(path: &Path) -> crate::Result<identity::Identity> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path.display(), e))?;
+    let file =
+        crate::io::open_regular(path).map_err(|e| Error::io("opening", path.display(), e))?;
     let mut data = Vec::new();
     let limit = u64::try_from(identity::MAX_FILE_LEN)
         .map_err(|_| Error::Usage("identity size limit does not fit u64".into()))?

@@ -77,7 +77,8 @@ struct Create {
     partition_type: Option<PartType>,
 }
 
-/// Write an image onto a partition, checking it first and every chunk as it goes.
+/// Write an image onto a partition: every chunk is checked first (nothing is written
+/// if one is bad), then again as it is written.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "apply")]
 struct Apply {
@@ -97,6 +98,9 @@ struct Apply {
     /// skip the chunks before this one (a checkpoint of an interrupted apply)
     #[argh(option, default = "0")]
     resume_from: u64,
+    /// with --disk: grow NOS over a float that holds data (by default growth refuses)
+    #[argh(switch)]
+    force_float: bool,
 }
 
 /// Check every chunk of an image; writes nothing.
@@ -177,10 +181,6 @@ impl ImageCommand {
             Verb::List(l) => list(l),
         }
     }
-}
-
-fn open_read(path: &Path) -> crate::Result<File> {
-    File::open(path).map_err(|e| Error::io("opening", path.display(), e))
 }
 
 /// Opens an image file with the parts beside it (see [`crate::io::open_with_parts`]).
@@ -272,11 +272,8 @@ fn create(c: Create) -> crate::Result<()> {
     }
     match (&c.from, &c.disk, c.role) {
         (Some(from), _, None) => {
-            let mut source = open_read(from)?;
-            let len = source
-                .metadata()
-                .map_err(|e| Error::io("measuring", from.display(), e))?
-                .len();
+            let (mut source, len) = crate::io::open_file_or_device(from)
+                .map_err(|e| Error::io("opening", from.display(), e))?;
             options.holes = crate::kernel::holes::data_map(&source, 0, len)
                 .map_err(|e| Error::io("finding the holes of", from.display(), e))?;
             create_into(&c, &mut source, &from.display().to_string(), &options)
@@ -366,6 +363,15 @@ fn create_into<R: Read + Seek>(
 
 fn apply(a: Apply) -> crate::Result<()> {
     let mut img = open_image_file(&a.image)?;
+    // As the recovery does: the whole image is known good before the first write (NOS
+    // growth included), so a bad chunk late in it leaves the target as it was.
+    log::info!(
+        "checking every chunk of {} before writing",
+        a.image.display()
+    );
+    image::verify(&mut img, Show::detect())?;
+    img.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| Error::io("rewinding", a.image.display(), e))?;
     let mut durable = a.resume_from;
     let mut record = |chunks: u64| {
         log::debug!("checkpoint: {chunks} chunks durably written");
@@ -387,6 +393,7 @@ fn apply(a: Apply) -> crate::Result<()> {
         }
         (None, Some(disk_path), None | Some(Role::Nos)) => {
             let mut disk = open_disk(disk_path)?;
+            disk.force_float(a.force_float);
             log::info!(
                 "applying {} onto NOS of {}",
                 a.image.display(),

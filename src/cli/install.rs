@@ -39,7 +39,7 @@ pub struct InstallSystem {
 }
 
 fn open(path: &Path) -> crate::Result<File> {
-    File::open(path).map_err(|e| crate::Error::io("opening", path.display(), e))
+    crate::io::open_regular(path).map_err(|e| crate::Error::io("opening", path.display(), e))
 }
 
 impl InstallSystem {

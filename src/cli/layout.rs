@@ -123,6 +123,10 @@ struct Grow {
     /// how much to add to NOS, e.g. 256M
     #[argh(option, from_str_fn(parse_size))]
     by: Option<u64>,
+    /// grow over a float that holds data (by default growth refuses: the float is read
+    /// first and must be all zero)
+    #[argh(switch)]
+    force_float: bool,
 }
 
 fn parse_type(text: &str) -> Result<PartType, String> {
@@ -165,6 +169,7 @@ pub fn run(layout: Layout) -> crate::Result<()> {
                     .ok_or_else(|| Error::Usage(format!("--by {by}: too large")))?,
                 _ => return Err(Error::Usage("give one of --to SIZE or --by SIZE".into())),
             };
+            d.force_float(args.force_float);
             Ok(d.grow_nos(new_len)?)
         }),
     }
@@ -211,7 +216,7 @@ fn init(args: Init) -> crate::Result<()> {
 
 fn read_boot_code(path: &Path) -> crate::Result<Vec<u8>> {
     let mut code = Vec::new();
-    File::open(path)
+    crate::io::open_regular(path)
         .and_then(|f| f.take(441).read_to_end(&mut code))
         .map_err(|e| Error::io("reading boot code", path.display(), e))?;
     Ok(code)
@@ -290,10 +295,17 @@ struct LayoutJson {
 struct FloatJson {
     start: u64,
     size: u64,
+    /// Bytes in sectors that are not all zero (growth refuses to take them).
+    nonzero: u64,
+    /// What the float holds, in words.
+    holds: String,
 }
 
 fn show(path: &Path, json: bool) -> crate::Result<()> {
-    let disk = open_disk(path)?;
+    let mut disk = open_disk(path)?;
+    let usage = disk
+        .float_usage()
+        .map_err(|e| Error::io("reading the float of", path.display(), e))?;
     let partitions: Vec<PartitionJson> = Role::ALL
         .into_iter()
         .map(|role| {
@@ -319,6 +331,8 @@ fn show(path: &Path, json: bool) -> crate::Result<()> {
         float: FloatJson {
             start: disk.entry(Role::Nos).end(),
             size: disk.float_len(),
+            nonzero: usage.nonzero,
+            holds: usage.to_string(),
         },
         partitions,
     };
@@ -354,8 +368,13 @@ fn show(path: &Path, json: bool) -> crate::Result<()> {
         );
     }
     println!("(start and end in 512-byte sectors; end is exclusive)");
+    let free = if usage.is_empty() {
+        "free (all zero)".to_string()
+    } else {
+        format!("NOT free: {usage} (NOS grows over it only with --force-float)")
+    };
     println!(
-        "float after NOS: {} ({} bytes) free",
+        "float after NOS: {} ({} bytes) {free}",
         format_size(layout.float.size),
         layout.float.size
     );

@@ -241,7 +241,8 @@ pub(super) fn load_identity(file: Option<&Path>) -> crate::Result<Identity> {
     let Some(path) = file else {
         return Ok(identity::capture_live()?);
     };
-    let file = File::open(path).map_err(|e| Error::io("opening", path.display(), e))?;
+    let file =
+        crate::io::open_regular(path).map_err(|e| Error::io("opening", path.display(), e))?;
     let limit = u64::try_from(identity::MAX_FILE_LEN).unwrap_or(u64::MAX) + 1;
     let mut data = Vec::new();
     file.take(limit)

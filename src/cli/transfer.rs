@@ -101,7 +101,7 @@ pub fn upload(args: Upload) -> crate::Result<()> {
             .map(str::to_string)
             .ok_or_else(|| Error::Usage(format!("{} names no file", args.file.display())))?,
     };
-    let mut file = std::fs::File::open(&args.file)
+    let mut file = crate::io::open_regular(&args.file)
         .map_err(|e| Error::io("opening", args.file.display(), e))?;
     let size = file
         .metadata()

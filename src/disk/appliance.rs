@@ -31,6 +31,8 @@ pub struct ApplianceDisk<D> {
     planned: Mbr,
     /// Told of every partition whose place changed after a commit (block devices).
     tell_kernel: Option<TellKernel<D>>,
+    /// Grow NOS over a float that holds data (the operator said so).
+    force_float: bool,
 }
 
 /// Reads sector 0 (seeking there first).
@@ -102,6 +104,7 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
             opened: planned.clone(),
             planned,
             tell_kernel: None,
+            force_float: false,
         };
         // Mounting reads only; unmount flushes nothing because nothing was changed.
         let label = match disk.store() {
@@ -210,6 +213,18 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
         Ok(value)
     }
 
+    /// Lets [`ApplianceDisk::grow_nos`] grow over a float that holds data (warning).
+    pub fn force_float(&mut self, force: bool) {
+        self.force_float = force;
+    }
+
+    /// What the float holds, every byte of it read.
+    pub fn float_usage(&mut self) -> std::io::Result<super::float::FloatUsage> {
+        let start = self.entry(Role::Nos).end();
+        let len = self.float_len();
+        super::float::scan(&mut self.device, start, len)
+    }
+
     /// The device (read-only access; writes go through [`ApplianceDisk::partition`]).
     pub fn device(&self) -> &D {
         &self.device
@@ -252,10 +267,21 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
         }
     }
 
-    /// Grows NOS to `new_len` bytes, into the float. Refuses to shrink, to go past the
-    /// float (into images), to leave a 1 MiB multiple, or the MBR's `u32` sector limits.
+    /// Grows NOS to `new_len` bytes, into the float (see [`ApplianceDisk::check_growth`]).
     /// Does not write to the disk.
     pub fn grow_nos(&mut self, new_len: u64) -> Result<(), Error> {
+        let nos = self.entry(Role::Nos);
+        if let Some(sectors) = self.check_growth(new_len)? {
+            self.planned.set(Role::Nos.slot(), Entry { sectors, ..nos });
+        }
+        Ok(())
+    }
+
+    /// Whether NOS may grow to `new_len` bytes, and its new size in sectors (`None`: it
+    /// has that size already). Refuses to shrink, to go past the float (into images), to
+    /// leave a 1 MiB multiple, the MBR's `u32` sector limits, and a float that holds data
+    /// (read whole, unless [`ApplianceDisk::force_float`]). Reads the float; writes nothing.
+    pub fn check_growth(&mut self, new_len: u64) -> Result<Option<u32>, Error> {
         let refuse = |why: String| Error::Grow {
             disk: self.name.clone(),
             why,
@@ -270,7 +296,7 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
             )));
         }
         if new_len == nos.len() {
-            return Ok(());
+            return Ok(None);
         }
         if new_len % ALIGN != 0 {
             return Err(refuse(format!(
@@ -296,9 +322,27 @@ impl<D: Read + Write + Seek + SyncAll> ApplianceDisk<D> {
         }
         // Open checked the partitions lie in slot order, so staying inside the float is
         // what keeps NOS from overlapping images (or anything else).
-        let grown = Entry { sectors, ..nos };
-        self.planned.set(Role::Nos.slot(), grown);
-        Ok(())
+        // Every byte NOS would take, read now: growth goes only over zeros.
+        let taken = nos.end()..nos.start() + new_len;
+        let usage = super::float::scan(&mut self.device, taken.start, taken.end - taken.start)
+            .map_err(|e| refuse(format!("reading the float: {e}")))?;
+        if !usage.is_empty() {
+            if !self.force_float {
+                return Err(Error::FloatInUse {
+                    disk: self.name.clone(),
+                    start: taken.start,
+                    end: taken.end,
+                    usage,
+                });
+            }
+            log::warn!(
+                "growing NOS on {} over data (--force-float): bytes {:#x}–{:#x} hold {usage}",
+                self.name,
+                taken.start,
+                taken.end
+            );
+        }
+        Ok(Some(sectors))
     }
 
     /// Gives NOS the partition type `ptype` (the one of the image written onto it), so

@@ -8,7 +8,7 @@ use super::mbr::{
     bytes_to_sectors, Entry, Mbr, PartType, ALIGN, BOOT_ACTIVE, BOOT_CODE_LEN, BOOT_INACTIVE,
 };
 use super::Error;
-use crate::io::{SyncAll, Window};
+use crate::io::{SyncAll, Window, ZeroRange};
 use crate::units::format_size;
 
 /// The smallest partition fatfs formats as FAT32 (65525 clusters of 512 bytes, plus
@@ -156,7 +156,7 @@ fn label(role: Role) -> Option<[u8; 11]> {
 /// system, images and data partitions as FAT32, then writes the MBR. Keeps the 440
 /// bytes of boot code on the disk unless `boot_code` (at most 440 bytes) is given.
 /// Refuses a disk that already has partitions unless `force`. Writes to the disk.
-pub fn init<D: Read + Write + Seek + SyncAll>(
+pub fn init<D: Read + Write + Seek + SyncAll + ZeroRange>(
     device: &mut D,
     name: &str,
     sizes: &Sizes,
@@ -213,6 +213,15 @@ pub fn init<D: Read + Write + Seek + SyncAll>(
     for role in [Role::System, Role::Images, Role::Data] {
         let e = entries[role.slot() - 1];
         format_fat32(device, name, role, e)?;
+    }
+    // The float is reprov's to grow NOS into, and growth takes only zeros: leave none of
+    // the disk's old bytes there (a hole in a file, BLKZEROOUT on a device).
+    let nos = entries[Role::Nos.slot() - 1];
+    if sizes.float > 0 {
+        device
+            .zero_range(nos.end(), sizes.float)
+            .and_then(|()| device.sync_all())
+            .map_err(Error::io("zeroing the float of", name))?;
     }
     super::appliance::write_sector(device, name, &mbr.to_bytes())?;
     Ok(mbr)

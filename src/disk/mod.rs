@@ -2,6 +2,7 @@
 
 mod appliance;
 mod detect;
+pub mod float;
 pub mod init;
 pub mod mbr;
 mod open;
@@ -38,6 +39,18 @@ pub enum Error {
     /// Growing NOS was refused; nothing was changed.
     #[error("growing NOS on {disk}: {why}")]
     Grow { disk: String, why: String },
+    /// Growing NOS was refused because the float it would take holds data.
+    #[error(
+        "growing NOS on {disk}: the float it would take (bytes {start:#x}–{end:#x} of the disk) \
+         holds {usage}; nothing was written. Zero it if nothing there is needed (blkdiscard -z, \
+         or dd of zeros), or pass --force-float"
+    )]
+    FloatInUse {
+        disk: String,
+        start: u64,
+        end: u64,
+        usage: float::FloatUsage,
+    },
     /// The MBR on the disk is not the one this handle opened: someone else wrote it.
     #[error("the MBR of {disk} changed since it was opened; nothing written, open it again")]
     ChangedSinceOpen { disk: String },

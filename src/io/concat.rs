@@ -14,7 +14,7 @@ pub fn open_with_parts(path: &Path) -> io::Result<Concat<File>> {
             1 => path.to_path_buf(),
             n => PathBuf::from(format!("{}.{n:03}", path.display())),
         };
-        let file = match File::open(&part) {
+        let file = match super::open_regular(&part) {
             Err(e) if n > 1 && e.kind() == io::ErrorKind::NotFound => break,
             opened => opened?,
         };

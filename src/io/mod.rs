@@ -3,6 +3,7 @@
 mod block_cache;
 mod concat;
 mod limit;
+mod open;
 mod progress;
 mod sync;
 mod sync_on_flush;
@@ -12,6 +13,7 @@ mod zero;
 pub use block_cache::BlockCache;
 pub use concat::{open_with_parts, Concat};
 pub use limit::Limited;
+pub use open::{open_file_or_device, open_regular, read_regular_to_string};
 pub use progress::{Progress, Show};
 pub use sync::SyncAll;
 pub use sync_on_flush::SyncOnFlush;

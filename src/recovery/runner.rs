@@ -199,7 +199,11 @@ impl Runner<'_> {
             |image, _| Ok(image::open(&mut &mut *image)?.manifest),
         )?;
         let (_, nos_len) = self.disk.range(Role::Nos);
-        image::nos_growth(manifest.source_size, nos_len, self.disk.float_len())?;
+        if let Some(new_len) =
+            image::nos_growth(manifest.source_size, nos_len, self.disk.float_len())?
+        {
+            self.disk.check_growth(new_len)?;
+        }
         with_image_store(
             &self.device,
             Stores::of(&self.disk),
@@ -812,6 +816,7 @@ fn code_for(error: &crate::Error) -> Code {
         crate::Error::Store(crate::store::Error::ImageMissing { .. }) => Code::ImageMissing,
         crate::Error::Store(crate::store::Error::BadJob { .. }) => Code::BadJob,
         crate::Error::Identity(_) => Code::IdentityError,
+        crate::Error::Disk(crate::disk::Error::FloatInUse { .. }) => Code::FloatInUse,
         crate::Error::Disk(_) => Code::DiskError,
         _ => Code::IoError,
     }

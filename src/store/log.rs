@@ -83,6 +83,7 @@ codes! {
     TooManyAttempts = "E110", "too-many-attempts", "The job failed too many times; recovery stops retrying";
     RollbackFailed = "E111", "rollback-failed", "Could not bring back the previous appliance nor the factory image";
     RetryAfterReboot = "E112", "retry-after-reboot", "The job failed with nothing to roll back to: rebooting to try it again, since a fresh boot can cure what the running kernel cannot";
+    FloatInUse = "E113", "float-in-use", "NOS needs to grow, but the float it would take holds data: nothing was written";
     Internal = "E199", "internal", "Internal error in reprov";
 }
 

@@ -82,9 +82,11 @@ impl StoreConfig {
 
     /// Reads and parses the config file at `path`.
     pub fn read(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
-            path: path.display().to_string(),
-            source,
+        let text = crate::io::read_regular_to_string(path, 1 << 20).map_err(|source| {
+            Error::ReadConfig {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
         Self::parse(&text, &path.display().to_string())
     }
@@ -192,7 +194,8 @@ pub fn read_password_file(path: &Path) -> Result<Secret, Error> {
     };
     let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
     check_password_mode(meta.permissions().mode()).map_err(bad)?;
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
+    let text = crate::io::read_regular_to_string(path, 64 << 10)
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
     let password = text.lines().next().unwrap_or("").to_string();
     if password.is_empty() {
         return Err(bad(
