@@ -339,3 +339,68 @@ fn the_command_line_apply_refuses_a_bad_image_before_writing_anything() {
         "the target was written"
     );
 }
+
+/// Sets slot `slot`'s start and length in sectors in the MBR of `disk`.
+fn set_slot(disk: &Path, slot: u64, start: u32, sectors: u32) {
+    let at = 446 + (slot - 1) * 16;
+    write_at(disk, at + 8, &start.to_le_bytes());
+    write_at(disk, at + 12, &sectors.to_le_bytes());
+}
+
+#[test]
+fn partition_entries_past_what_an_mbr_addresses_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("big.img");
+    let d = disk.to_str().unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(3 << 40)
+        .unwrap(); // 3 TiB, sparse
+    let (ok, out, err) = reprov_within(
+        Duration::from_secs(60),
+        &[
+            "layout", "init", "--disk", d, "--system", "64M", "--nos", "1G", "--float", "1G",
+            "--images", "2G",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("an MBR addresses only the first 2.0 TiB: the last 1.0 TiB (1099511627776 bytes) stay unused"),
+        "layout init says what it cannot address: {err}"
+    );
+    assert!(
+        out.contains("4294967296"),
+        "data ends at sector 2^32: {out}"
+    );
+    let data_start = 8521728;
+
+    // Past 2^32 sectors: the u32 length a tool would add to the start wraps.
+    for (what, start, sectors) in [
+        ("past 2^32", data_start, u32::MAX - 1000),
+        ("wrapping u32", u32::MAX - 2047, 4096),
+    ] {
+        set_slot(&disk, 4, start, sectors);
+        let before = std::fs::read(dir.path().join("big.img"))
+            .map(|b| b.len())
+            .ok();
+        for args in [
+            vec!["layout", "show", "--disk", d],
+            vec!["layout", "grow", "--disk", d, "--by", "16M"],
+            vec!["layout", "hide", "--disk", d],
+            vec!["job", "show", "--disk", d],
+        ] {
+            let (ok, _, err) = reprov_within(Duration::from_secs(30), &args);
+            assert!(!ok, "{what}: reprov {} took the entry", args.join(" "));
+            assert!(
+                err.contains("past the 2^32 sectors (2 TiB) an MBR can address"),
+                "{what}: {err}"
+            );
+        }
+        assert_eq!(
+            before,
+            std::fs::read(dir.path().join("big.img"))
+                .map(|b| b.len())
+                .ok()
+        );
+    }
+}

@@ -88,6 +88,15 @@ pub fn check(sector: &[u8; 512], disk_len: u64) -> Result<Mbr, String> {
                 ALIGN / SECTOR
             ));
         }
+        // An MBR addresses sectors below 2^32: a slot ending past that (the u64 sum
+        // cannot wrap, but tools that add in u32 do) is refused before any tool uses it.
+        if u64::from(e.start_lba) + u64::from(e.sectors) > 1 << 32 {
+            return Err(format!(
+                "slot {slot} ends at sector {}, past the 2^32 sectors (2 TiB) an MBR can \
+                 address",
+                u64::from(e.start_lba) + u64::from(e.sectors)
+            ));
+        }
         if e.end() > disk_len {
             return Err(format!(
                 "slot {slot} ends at byte {}, past the end of the disk ({} bytes)",

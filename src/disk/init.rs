@@ -198,6 +198,16 @@ pub fn init<D: Read + Write + Seek + SyncAll + ZeroRange>(
         None => code.copy_from_slice(&old[..BOOT_CODE_LEN]),
     }
     let entries = plan(sizes, disk_len).map_err(refuse)?;
+    if disk_len > MBR_LIMIT {
+        log::warn!(
+            "{name} holds {}, but an MBR addresses only the first {}: the last {} ({} bytes) \
+             stay unused",
+            format_size(disk_len),
+            format_size(MBR_LIMIT),
+            format_size(disk_len - MBR_LIMIT),
+            disk_len - MBR_LIMIT
+        );
+    }
     let mut signature = [0u8; 4];
     signature.copy_from_slice(&old[440..444]);
     if signature == [0; 4] {
