@@ -312,12 +312,33 @@ fn create_into<R: Read + Seek>(
                 options.name,
                 out.display()
             );
+            // Under a temporary name until whole: a failed create leaves an earlier file
+            // of that name as it was, and no half image under it.
+            if let Ok(meta) = std::fs::metadata(out) {
+                if !meta.is_file() {
+                    return Err(Error::Usage(format!(
+                        "image create --out {}: not a regular file (an image is a file; it is \
+                         written under {0}.part and renamed when whole)",
+                        out.display()
+                    )));
+                }
+            }
+            let part = PathBuf::from(format!("{}.part", out.display()));
             let mut file =
-                File::create(out).map_err(|e| Error::io("creating", out.display(), e))?;
-            let manifest = image::create(source, &mut file, options)?;
-            file.sync_all()
-                .map_err(|e| Error::io("syncing", out.display(), e))?;
-            manifest
+                File::create(&part).map_err(|e| Error::io("creating", part.display(), e))?;
+            let made = image::create(source, &mut file, options)
+                .map_err(crate::Error::from)
+                .and_then(|manifest| {
+                    file.sync_all()
+                        .map_err(|e| Error::io("syncing", part.display(), e))?;
+                    std::fs::rename(&part, out)
+                        .map_err(|e| Error::io("renaming into place", out.display(), e))?;
+                    Ok(manifest)
+                });
+            if made.is_err() {
+                let _ = std::fs::remove_file(&part);
+            }
+            made?
         }
         (None, true, Some(disk_path)) => {
             // A second handle on the disk: the source may be a partition of the same disk.

@@ -205,6 +205,18 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
     };
     // Validate what the user gave (name, description, sizes) before writing.
     let largest = largest.to_toml();
+    if largest.len() as u64 > manifest::MAX_MANIFEST_LEN {
+        return Err(Error::Create {
+            why: format!(
+                "a source of {} in chunks of {} has {count} chunks, too many for one manifest \
+                 (it could reach {} bytes, the limit is {}): choose a bigger --chunk-size",
+                crate::units::format_size(source_size),
+                crate::units::format_size(chunk_size),
+                largest.len(),
+                manifest::MAX_MANIFEST_LEN
+            ),
+        });
+    }
     Manifest::parse(&largest).map_err(|e| Error::Create { why: e.to_string() })?;
     let reserved = largest.len() as u64 + 2;
     drop(largest);

@@ -23,6 +23,9 @@ pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
 pub const MAX_CHUNK_SIZE: u64 = 8 << 20;
 /// Largest manifest accepted (about 200 000 chunks).
 pub const MAX_MANIFEST_LEN: u64 = 16 << 20;
+/// Largest manifest whose chunks may be listed in any TOML form; a longer one must use
+/// one line per chunk (as reprov writes it), which is parsed without the TOML parser.
+pub const MAX_FREE_FORM_LEN: u64 = 1 << 20;
 /// Longest image name and description, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
@@ -181,6 +184,8 @@ struct Text {
     partition_type: Option<String>,
     filesystem: Option<Filesystem>,
     capture: Option<Capture>,
+    /// Absent when the chunk lines were cut out for the line parser (see `split_chunks`).
+    #[serde(default)]
     chunks: Vec<ChunkText>,
 }
 
@@ -252,6 +257,35 @@ impl Manifest {
         if text.starts_with(super::container::INCOMPLETE_MARK) {
             return Err(Error::Incomplete);
         }
+        // The chunk list is parsed line by line into its compact form; the TOML parser
+        // sees only the header (it takes ~2 KB per inline table: 600 MB at the limit).
+        let small = text.len() as u64 <= MAX_FREE_FORM_LEN;
+        let split = split_chunks(text).map(|(header, lines)| {
+            let odd = lines
+                .iter()
+                .find(|(_, l)| parse_chunk_line(l).is_none())
+                .copied();
+            (header, lines, odd)
+        });
+        let (header, lines) = match split {
+            Some((header, lines, None)) => (header, Some(lines)),
+            Some((_, _, Some((number, line)))) if !small => {
+                return Err(bad(format!(
+                    "manifest line {number}: not a chunk line as reprov writes them \
+                     (`  {{ index = 0, kind = \"data\", crc32 = \"5d7493fd\", stored = 3148978 }},`): \
+                     {line:?}"
+                )))
+            }
+            _ if small => (text.to_string(), None),
+            _ => {
+                return Err(bad(format!(
+                    "a manifest over {MAX_FREE_FORM_LEN} bytes must list its chunks one per line, \
+                     as reprov writes them (`chunks = [`, then `  {{ index = 0, kind = \"data\", \
+                     crc32 = \"5d7493fd\", stored = 3148978 }},` …, then `]`)"
+                )))
+            }
+        };
+        let text = header.as_str();
         let head: Head = toml::from_str(text).map_err(|e| Error::NotAnImage {
             why: format!("the manifest is not TOML: {}", e.message()),
         })?;
@@ -301,12 +335,14 @@ impl Manifest {
             )));
         }
         let count = chunk_count(t.source_size, t.chunk_size);
-        if t.chunks.len() as u64 != count {
+        let listed = match &lines {
+            Some(lines) => lines.len() as u64,
+            None => t.chunks.len() as u64,
+        };
+        if listed != count {
             return Err(bad(format!(
-                "{} chunks listed, but a source of {} bytes in chunks of {} has {count}",
-                t.chunks.len(),
-                t.source_size,
-                t.chunk_size
+                "{listed} chunks listed, but a source of {} bytes in chunks of {} has {count}",
+                t.source_size, t.chunk_size
             )));
         }
         let mut manifest = Manifest {
@@ -319,10 +355,17 @@ impl Manifest {
             partition_type,
             filesystem: t.filesystem.unwrap_or(Filesystem::Unknown),
             capture: t.capture.unwrap_or(Capture::AllBlocks),
-            chunks: Vec::with_capacity(t.chunks.len()),
+            chunks: Vec::with_capacity(usize::try_from(count).unwrap_or(0)),
+        };
+        let listed: Box<dyn Iterator<Item = Result<ChunkText, Error>>> = match lines {
+            Some(lines) => Box::new(lines.into_iter().map(|(number, line)| {
+                parse_chunk_line(line).ok_or_else(|| bad(format!("manifest line {number}")))
+            })),
+            None => Box::new(t.chunks.into_iter().map(Ok)),
         };
         let mut zero_crcs = ZeroCrcs::default();
-        for (position, c) in (0u64..).zip(t.chunks) {
+        for (position, c) in (0u64..).zip(listed) {
+            let c = c?;
             if c.index != position {
                 return Err(bad(format!(
                     "chunk {position} is listed as index {}",
@@ -437,6 +480,92 @@ fn parse_part_type(text: &str) -> Option<PartType> {
     (hex.len() == 2 && usable).then_some(ptype)
 }
 
+/// Cuts the chunk list out of a manifest as reprov writes it: a line `chunks = [`, one
+/// chunk per line, a line `]`. Gives the rest (the header, and what follows the list)
+/// for the TOML parser, and the chunk lines with their line numbers. `None` when the
+/// text has another shape (then only the TOML parser can read it).
+fn split_chunks(text: &str) -> Option<(String, Vec<(usize, &str)>)> {
+    let start = if text.starts_with("chunks = [\n") {
+        0
+    } else {
+        text.find("\nchunks = [\n")? + 1
+    };
+    let body_start = start + "chunks = [\n".len();
+    let body_len = if text[body_start..].starts_with("]\n") || &text[body_start..] == "]" {
+        0
+    } else {
+        text[body_start..].find("\n]")? + 1
+    };
+    let end = body_start + body_len;
+    let after = &text[end..];
+    let rest = after.strip_prefix("]")?;
+    if !(rest.is_empty() || rest.starts_with('\n')) {
+        return None;
+    }
+    let first_line = text[..body_start].matches('\n').count() + 1;
+    let lines: Vec<(usize, &str)> = text[body_start..end]
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (first_line + i, line))
+        .collect();
+    // Every line must look like a chunk, or this is another layout: leave it to TOML.
+    // As TOML wants it: a comma after every element but (optionally) the last.
+    let commas = lines.len().saturating_sub(1);
+    if !lines.iter().all(|(_, l)| l.trim_start().starts_with('{'))
+        || !lines[..commas]
+            .iter()
+            .all(|(_, l)| l.trim_end().ends_with(','))
+    {
+        return None;
+    }
+    let header = format!("{}{}", &text[..start], rest);
+    Some((header, lines))
+}
+
+/// One chunk line: `{ index = 0, kind = "data", crc32 = "5d7493fd", stored = 3148978 },`
+/// (the keys in this order, the comma after the last line optional, spaces free).
+fn parse_chunk_line(line: &str) -> Option<ChunkText> {
+    let line = line.trim();
+    let line = line.strip_suffix(',').unwrap_or(line).trim_end();
+    let inner = line.strip_prefix('{')?.strip_suffix('}')?;
+    let mut fields = inner.split(',').map(|field| {
+        let (key, value) = field.split_once('=')?;
+        Some((key.trim(), value.trim()))
+    });
+    let mut next = |name: &str| -> Option<&str> {
+        let (key, value) = fields.next()??;
+        (key == name).then_some(value)
+    };
+    let number = |text: &str| -> Option<u64> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    };
+    let string = |text: &str| -> Option<String> {
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        (!inner.contains(['"', '\\'])).then(|| inner.to_string())
+    };
+    let index = number(next("index")?)?;
+    let kind = match string(next("kind")?)?.as_str() {
+        "data" => Kind::Data,
+        "zero" => Kind::Zero,
+        "free" => Kind::Free,
+        _ => return None,
+    };
+    let crc32 = string(next("crc32")?)?;
+    let stored = number(next("stored")?)?;
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(ChunkText {
+        index,
+        kind,
+        crc32,
+        stored,
+    })
+}
+
 fn parse_crc(text: &str) -> Option<u32> {
     if text.len() != 8 {
         return None;
@@ -540,6 +669,63 @@ mod tests {
         assert_eq!(m.chunk_len(3), 100);
         assert_eq!(m.data_chunks(), 2);
         assert_eq!(m.count(Kind::Free), 1);
+    }
+
+    /// The chunk lines are read without the TOML parser; any other TOML layout of the
+    /// list still reads (up to MAX_FREE_FORM_LEN), and both give the same manifest.
+    #[test]
+    fn chunk_lines_and_other_toml_layouts_read_alike() {
+        let m = sample();
+        let text = m.to_toml();
+        assert!(
+            split_chunks(&text).is_some(),
+            "reprov's own layout takes the line parser"
+        );
+        let other_layouts = [
+            // One table per line, keys in another order.
+            text.replace(
+                "{ index = 0, kind = \"data\", crc32 = \"deadbeef\", stored = 1234 }",
+                "{ kind = \"data\", index = 0, stored = 1234, crc32 = \"deadbeef\" }",
+            ),
+            // The whole array on one line.
+            {
+                let (head, rest) = text.split_once("chunks = [\n").unwrap();
+                let (body, tail) = rest.split_once("\n]").unwrap();
+                format!("{head}chunks = [{}]{tail}", body.replace('\n', " "))
+            },
+            // A comment between the chunks.
+            text.replacen("  { index = 1", "  # the zero chunk\n  { index = 1", 1),
+        ];
+        for other in other_layouts {
+            assert_eq!(Manifest::parse(&other).unwrap(), m, "{other}");
+        }
+        // TOML's commas between elements are required.
+        let bad = text.replacen("stored = 1234 },", "stored = 1234 }", 1);
+        assert!(Manifest::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn a_long_manifest_in_another_layout_is_refused_with_the_layout_to_use() {
+        let mut m = sample();
+        m.source_size = 20_000 * m.chunk_size;
+        m.chunks = (0..20_000)
+            .map(|index| Chunk {
+                index,
+                kind: Kind::Zero,
+                crc32: zero_crc(m.chunk_size),
+                stored: 0,
+            })
+            .collect();
+        let text = m.to_toml();
+        assert!(text.len() as u64 > MAX_FREE_FORM_LEN);
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+        let other = text.replacen("  { index = 0", "  # a comment line\n  { index = 0", 1);
+        let err = Manifest::parse(&other).unwrap_err().to_string();
+        assert!(err.contains("must list its chunks one per line"), "{err}");
+        // A line that is not as reprov writes it is named by its number.
+        let other = text.replacen("{ index = 7,", "{ index = 7 ,kind=\"zero\",", 1);
+        let err = Manifest::parse(&other).unwrap_err().to_string();
+        assert!(err.contains("manifest line 22: not a chunk line"), "{err}");
     }
 
     #[test]

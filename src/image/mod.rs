@@ -23,7 +23,7 @@ pub use container::{chunk_path, open, Layout, MANIFEST_PATH};
 pub use create::{create, CreateOptions};
 pub use manifest::{
     chunk_count, Capture, Chunk, Codec, Filesystem, Kind, Manifest, DEFAULT_CHUNK_SIZE, FORMAT,
-    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, VERSION,
+    MAX_CHUNK_SIZE, MAX_MANIFEST_LEN, MIN_CHUNK_SIZE, VERSION,
 };
 pub use nos::{apply_to_nos, grow_nos_for, nos_growth};
 pub use verify::verify;
