@@ -2,6 +2,7 @@
 //! hole punching, reboot, terminals. Everything else in reprov is plain `Read + Write + Seek`, so
 //! keep this module small and at the edge, each call behind a function tests can replace.
 
+pub mod cache;
 pub mod holes;
 pub mod modules;
 pub mod mount;

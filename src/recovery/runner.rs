@@ -297,6 +297,17 @@ impl Runner<'_> {
             self.note(Code::NosTypeSet, &format!("{was} -> {ptype}"))?;
         }
 
+        // What the disk holds, not what the page cache remembers writing.
+        let (nos_start, nos_len) = self.disk.range(Role::Nos);
+        crate::kernel::cache::read_from_device(self.disk.device(), nos_start, nos_len).map_err(
+            |e| {
+                crate::Error::io(
+                    "dropping the cached pages of NOS on",
+                    self.device.display(),
+                    e,
+                )
+            },
+        )?;
         let mut nos = self
             .disk
             .partition(Role::Nos)
