@@ -2,6 +2,7 @@
 
 mod block_cache;
 mod concat;
+pub mod heartbeat;
 mod limit;
 mod open;
 mod progress;

@@ -70,6 +70,7 @@ impl Progress {
     /// Counts `bytes` more as done, and shows the line if it is time.
     pub fn advance(&mut self, bytes: u64) {
         self.done = self.done.saturating_add(bytes);
+        super::heartbeat::beat();
         let every = match self.show {
             Show::Terminal => TTY_EVERY,
             Show::Log => LOG_EVERY,

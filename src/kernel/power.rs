@@ -17,6 +17,21 @@ pub fn reboot() -> io::Error {
     }
 }
 
+/// Reboots after a sync that may take at most `limit`: when the disk hangs (what the
+/// watchdog reboots for), the sync would too, and the machine must still come back.
+pub fn reboot_syncing_within(limit: std::time::Duration) -> io::Error {
+    let (done, synced) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        sync();
+        let _ = done.send(());
+    });
+    let _ = synced.recv_timeout(limit);
+    match nix_reboot(RebootMode::RB_AUTOBOOT) {
+        Ok(never) => match never {},
+        Err(errno) => errno.into(),
+    }
+}
+
 /// Whether this process runs as root (may reboot and open disks).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

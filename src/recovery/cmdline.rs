@@ -12,7 +12,14 @@ pub struct Cmdline {
     /// `reprov.console_idle=SECS`: how long a console opened by a key at the banner waits
     /// for input before the job runs after all.
     pub console_idle: Option<Duration>,
+    /// `reprov.watchdog=SECS`: reboot when a job makes no progress for this long
+    /// (default [`WATCHDOG_DEFAULT`]; `0` turns the watchdog off).
+    pub watchdog: Option<Duration>,
 }
+
+/// How long a job may make no progress before the watchdog reboots: longer than any
+/// step takes without reporting progress (a commit, an fsck-free mount, a sync).
+pub const WATCHDOG_DEFAULT: Duration = Duration::from_secs(600);
 
 impl Cmdline {
     /// Reads the switches from the command line's text; unknown words are the kernel's.
@@ -27,10 +34,21 @@ impl Cmdline {
             .filter_map(|secs| secs.parse().ok())
             .map(Duration::from_secs)
             .next_back();
+        let watchdog = match text
+            .split_whitespace()
+            .filter_map(|word| word.strip_prefix("reprov.watchdog="))
+            .filter_map(|secs| secs.parse::<u64>().ok())
+            .next_back()
+        {
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => Some(WATCHDOG_DEFAULT),
+        };
         Cmdline {
             debug,
             console,
             console_idle,
+            watchdog,
         }
     }
 }

@@ -104,7 +104,10 @@ pub fn main() -> ! {
     let idle = by_key.then(|| found.console_idle.unwrap_or(CONSOLE_IDLE));
     if console_on(&device, &terminals, idle) && by_key {
         ::log::info!("nobody at the console: running the job after all");
-        reboot_after(runner::run(&device, &runner::Machine::this()));
+        let watching = watch(found.watchdog);
+        let outcome = runner::run(&device, &runner::Machine::this());
+        drop(watching);
+        reboot_after(outcome);
         console_on(&device, &terminals, None);
     }
     wait_forever()
@@ -140,6 +143,8 @@ struct Found {
     device: Option<PathBuf>,
     /// `reprov.console_idle`, when given.
     console_idle: Option<Duration>,
+    /// `reprov.watchdog` (default 10 minutes; `None`: off).
+    watchdog: Option<Duration>,
 }
 
 /// The console on every terminal, until nothing is typed for `idle`; reboots or powers
@@ -185,6 +190,7 @@ fn run(found: &mut Found) -> crate::Result<Outcome> {
     let cmdline = cmdline::Cmdline::parse(&cmdline);
     log::set_debug(cmdline.debug);
     found.console_idle = cmdline.console_idle;
+    found.watchdog = cmdline.watchdog;
     ::log::info!("reprov {} starting", env!("CARGO_PKG_VERSION"));
     load_modules()?;
     let disk = find_disk()?;
@@ -211,7 +217,33 @@ fn run(found: &mut Found) -> crate::Result<Outcome> {
             Err(error) => ::log::warn!("waiting for a key: {error}; running the job"),
         }
     }
+    let _watch = watch(found.watchdog);
     run_job(disk)
+}
+
+/// While the returned watch lives, a job that makes no progress for `limit` (no progress
+/// line, no step-log entry) is logged (E114) and the machine reboots: a hang must not
+/// leave it waiting for hands. The job resumes from its checkpoint at the next start;
+/// a stall counts as a start cut short, so a job that stalls every time is given up
+/// (E110) and rolled back like any other.
+fn watch(limit: Option<Duration>) -> Option<crate::io::heartbeat::Watch> {
+    let limit = limit?;
+    Some(crate::io::heartbeat::watch(limit, move |quiet| {
+        let code = crate::store::Code::Stalled;
+        ::log::error!(
+            "[{}] {}: nothing moved for {} s (limit {} s); rebooting",
+            code.id(),
+            code.verbose(),
+            quiet.as_secs(),
+            limit.as_secs()
+        );
+        if std::process::id() == 1 {
+            let error = kernel::power::reboot_syncing_within(Duration::from_secs(30));
+            ::log::error!("rebooting: {error}");
+        } else {
+            ::log::error!("not PID 1: not rebooting");
+        }
+    }))
 }
 
 /// The consoles the kernel lists, or /dev/console alone; the log goes to all of them.

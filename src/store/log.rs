@@ -84,6 +84,7 @@ codes! {
     RollbackFailed = "E111", "rollback-failed", "Could not bring back the previous appliance nor the factory image";
     RetryAfterReboot = "E112", "retry-after-reboot", "The job failed with nothing to roll back to: rebooting to try it again, since a fresh boot can cure what the running kernel cannot";
     FloatInUse = "E113", "float-in-use", "NOS needs to grow, but the float it would take holds data: nothing was written";
+    Stalled = "E114", "stalled", "A step made no progress for the watchdog's limit (reprov.watchdog): rebooting, so the job resumes where it stood";
     Internal = "E199", "internal", "Internal error in reprov";
 }
 
@@ -187,6 +188,7 @@ pub fn parse_log(bytes: &[u8]) -> LogRead {
 impl<D: Read + Write + Seek> Store<D> {
     /// Appends a step to the log, now. Writes.
     pub fn log(&self, code: Code, detail: Option<&str>) -> Result<(), Error> {
+        crate::io::heartbeat::beat();
         self.append_log(&Entry::new(code, OffsetDateTime::now_utc(), detail))
     }
 
