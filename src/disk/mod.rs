@@ -2,6 +2,7 @@
 
 mod appliance;
 mod detect;
+mod device;
 pub mod float;
 pub mod init;
 pub mod mbr;
@@ -11,6 +12,7 @@ mod tests;
 
 pub use appliance::{ApplianceDisk, Mounted};
 pub use detect::Role;
+pub use device::{Device, Opener};
 pub use init::{init, Sizes};
 pub use mbr::{Entry, Mbr, PartType};
 pub use open::open_disk;

@@ -9,13 +9,13 @@
 //! mount the images (and data) partitions to read the image and record checkpoints. Only
 //! one file system instance per partition is ever mounted at a time.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Outcome;
-use crate::disk::{open_disk, ApplianceDisk, Role};
+use crate::disk::{ApplianceDisk, Device, Opener, Role};
 use crate::identity::{self, Identity};
 use crate::image::{self, ApplyOptions, CreateOptions};
 use crate::io::{Show, SyncOnFlush, Window};
@@ -32,7 +32,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 /// A partition's file system mounted through its own handle on the disk, synced on
 /// every flush so each job write and log entry is durable.
-type Mounted = Store<SyncOnFlush<Window<File>>>;
+type Mounted<D> = Store<SyncOnFlush<Window<D>>>;
 
 /// What the runner needs from the machine it runs on.
 pub struct Machine {
@@ -69,7 +69,33 @@ impl Machine {
 /// with its reason, the error is logged with its code, and the system partition stays
 /// active.
 pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
-    let mut disk = open_disk(device)?;
+    run_on(&open_file(device), device, machine)
+}
+
+/// The disk at `device`, opened read-write (each call a handle of its own).
+fn open_file(device: &Path) -> impl Fn() -> std::io::Result<std::fs::File> + '_ {
+    move || OpenOptions::new().read(true).write(true).open(device)
+}
+
+/// Opens the appliance disk through `open` and detects its layout.
+fn open_disk<D: Device>(open: Opener<D>, name: &Path) -> crate::Result<ApplianceDisk<D>> {
+    let device = open().map_err(|e| crate::Error::io("opening disk", name.display(), e))?;
+    let disk = ApplianceDisk::open(device, &name.display().to_string())?;
+    Ok(match D::tell_kernel() {
+        Some(tell) => disk.telling_kernel(tell),
+        None => disk,
+    })
+}
+
+/// [`run`] on a disk opened through `open` (named `name` in messages): the crash tests
+/// run it on a disk of their own.
+pub fn run_on<D: Device>(
+    open: Opener<D>,
+    name: &Path,
+    machine: &Machine,
+) -> crate::Result<Outcome> {
+    let device = name;
+    let mut disk = open_disk(open, device)?;
     let job = disk.with_store(|store| Ok(store.read_job()?))?;
     let Some(job) = job else {
         note(&mut disk, Code::NoJob, None)?;
@@ -105,6 +131,7 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
             })?;
             let mut runner = Runner {
                 device: device.to_path_buf(),
+                open,
                 disk,
                 job,
                 machine,
@@ -138,7 +165,7 @@ pub fn run(device: &Path, machine: &Machine) -> crate::Result<Outcome> {
 
 /// The job recovery would run now (pending, running or committing), if any. Reads only.
 pub fn job_to_run(device: &Path) -> crate::Result<Option<Job>> {
-    let mut disk = open_disk(device)?;
+    let mut disk = open_disk(&open_file(device), device)?;
     let job = disk.with_store(|store| Ok(store.read_job()?))?;
     Ok(job.filter(|job| {
         matches!(
@@ -149,14 +176,16 @@ pub fn job_to_run(device: &Path) -> crate::Result<Option<Job>> {
 }
 
 /// One job in progress.
-struct Runner<'a> {
+struct Runner<'a, D: Device> {
     device: PathBuf,
-    disk: ApplianceDisk<File>,
+    /// More handles on the disk, for the file systems the job mounts.
+    open: Opener<'a, D>,
+    disk: ApplianceDisk<D>,
     job: Job,
     machine: &'a Machine,
 }
 
-impl Runner<'_> {
+impl<D: Device> Runner<'_, D> {
     /// Everything up to (not including) the commit.
     fn execute(&mut self) -> crate::Result<()> {
         match self.job.kind {
@@ -192,7 +221,7 @@ impl Runner<'_> {
     ) -> crate::Result<()> {
         // The manifest first: a too-big image is refused without reading it all.
         let manifest = with_image_store(
-            &self.device,
+            (self.open, &self.device),
             Stores::of(&self.disk),
             from,
             name,
@@ -205,7 +234,7 @@ impl Runner<'_> {
             self.disk.check_growth(new_len)?;
         }
         with_image_store(
-            &self.device,
+            (self.open, &self.device),
             Stores::of(&self.disk),
             from,
             name,
@@ -264,27 +293,33 @@ impl Runner<'_> {
         let mut job = self.job.clone();
         let stores = Stores::of(&self.disk);
         let disk = &mut self.disk;
-        let manifest = with_image_store(&self.device, stores, from, name, |image, jobs| {
-            let mut record = |chunks: u64| -> Result<(), image::CheckpointError> {
-                if as_job && chunks > job.checkpoint {
-                    job = job.checkpoint(chunks)?;
-                    jobs.write_job(&job)?;
-                }
-                let detail = format!("{chunks} chunks durable");
-                let code = Code::ApplyProgress;
-                log::info!("[{}] {}: {detail}", code.id(), code.verbose());
-                jobs.log(code, Some(&detail))?;
-                Ok(())
-            };
-            let mut options = ApplyOptions {
-                resume_from,
-                checkpoint_every: CHECKPOINT_EVERY,
-                on_checkpoint: Some(&mut record),
-                show: Show::Console,
-            };
-            let mut image = image;
-            image::apply_to_nos(&mut image, disk, &mut options)
-        })?;
+        let manifest = with_image_store(
+            (self.open, &self.device),
+            stores,
+            from,
+            name,
+            |image, jobs| {
+                let mut record = |chunks: u64| -> Result<(), image::CheckpointError> {
+                    if as_job && chunks > job.checkpoint {
+                        job = job.checkpoint(chunks)?;
+                        jobs.write_job(&job)?;
+                    }
+                    let detail = format!("{chunks} chunks durable");
+                    let code = Code::ApplyProgress;
+                    log::info!("[{}] {}: {detail}", code.id(), code.verbose());
+                    jobs.log(code, Some(&detail))?;
+                    Ok(())
+                };
+                let mut options = ApplyOptions {
+                    resume_from,
+                    checkpoint_every: CHECKPOINT_EVERY,
+                    on_checkpoint: Some(&mut record),
+                    show: Show::Console,
+                };
+                let mut image = image;
+                image::apply_to_nos(&mut image, disk, &mut options)
+            },
+        )?;
         self.job = job;
         self.note(Code::ApplyDone, &manifest.name)?;
 
@@ -299,15 +334,16 @@ impl Runner<'_> {
 
         // What the disk holds, not what the page cache remembers writing.
         let (nos_start, nos_len) = self.disk.range(Role::Nos);
-        crate::kernel::cache::read_from_device(self.disk.device(), nos_start, nos_len).map_err(
-            |e| {
+        self.disk
+            .device()
+            .read_from_medium(nos_start, nos_len)
+            .map_err(|e| {
                 crate::Error::io(
                     "dropping the cached pages of NOS on",
                     self.device.display(),
                     e,
                 )
-            },
-        )?;
+            })?;
         let mut nos = self
             .disk
             .partition(Role::Nos)
@@ -524,7 +560,7 @@ impl Runner<'_> {
     /// The first image in `factory/` on the data partition.
     fn factory_image(&mut self) -> crate::Result<ImageName> {
         let (start, len) = self.disk.range(Role::Data);
-        let data = mount(&self.device, start, len, "data")?;
+        let data = mount((self.open, &self.device), start, len, "data")?;
         let listed = data.list_images_in(FACTORY_DIR);
         data.unmount()?;
         let first = listed?
@@ -577,7 +613,7 @@ impl Runner<'_> {
         description: String,
     ) -> crate::Result<image::Manifest> {
         let (start, len) = self.disk.range(Role::Images);
-        let store = mount(&self.device, start, len, "images")?;
+        let store = mount((self.open, &self.device), start, len, "images")?;
         let mut options = CreateOptions::new(name.as_str().trim_end_matches(".tar"));
         options.description = description;
         options.show = Show::Console;
@@ -691,7 +727,7 @@ struct Stores {
 }
 
 impl Stores {
-    fn of(disk: &ApplianceDisk<File>) -> Self {
+    fn of<D: Device>(disk: &ApplianceDisk<D>) -> Self {
         Stores {
             images: disk.range(Role::Images),
             data: disk.range(Role::Data),
@@ -705,12 +741,12 @@ impl<T: Read + Seek> ReadSeek for T {}
 /// Mounts the images partition (and, for a factory image, the data partition) through
 /// their own handles, opens the image, and runs `f` with it and the images store (for the
 /// job's checkpoints). Unmounts both afterwards, whatever `f` returned.
-fn with_image_store<T>(
-    device: &Path,
+fn with_image_store<T, D: Device>(
+    device: (Opener<D>, &Path),
     stores: Stores,
     from: FromStore,
     name: &ImageName,
-    f: impl FnOnce(&mut dyn ReadSeek, &Mounted) -> crate::Result<T>,
+    f: impl FnOnce(&mut dyn ReadSeek, &Mounted<D>) -> crate::Result<T>,
 ) -> crate::Result<T> {
     let (start, len) = stores.images;
     let images = mount(device, start, len, "images")?;
@@ -735,12 +771,13 @@ fn with_image_store<T>(
 }
 
 /// Mounts the FAT file system of `[start, start + len)` of `device` through a handle of its own.
-fn mount(device: &Path, start: u64, len: u64, what: &str) -> crate::Result<Mounted> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(device)
-        .map_err(|e| crate::Error::io("opening", device.display(), e))?;
+fn mount<D: Device>(
+    (open, device): (Opener<D>, &Path),
+    start: u64,
+    len: u64,
+    what: &str,
+) -> crate::Result<Mounted<D>> {
+    let file = open().map_err(|e| crate::Error::io("opening", device.display(), e))?;
     let window = Window::new(file, start, len)
         .map_err(|e| crate::Error::io("opening a partition of", device.display(), e))?;
     Store::open(SyncOnFlush(window)).map_err(|e| crate::Error::OnDisk {
@@ -756,7 +793,7 @@ fn mount(device: &Path, start: u64, len: u64, what: &str) -> crate::Result<Mount
 
 /// The commit: one MBR write that hides the system partition and makes NOS active.
 /// The job says `committing` first, so a cut during the commit commits again.
-fn commit(disk: &mut ApplianceDisk<File>, job: Job) -> crate::Result<Outcome> {
+fn commit<D: Device>(disk: &mut ApplianceDisk<D>, job: Job) -> crate::Result<Outcome> {
     let job = if job.state == JobState::Committing {
         job
     } else {
@@ -777,14 +814,16 @@ fn commit(disk: &mut ApplianceDisk<File>, job: Job) -> crate::Result<Outcome> {
         return Err(error);
     }
     let done = job.done()?;
+    // The log first: a job that says `done` has its whole story logged. A cut before
+    // the job write leaves it `committing`, which after-boot closes.
     disk.with_store(|store| {
         step(store, Code::Committed, "")?;
-        store.write_job(&done)?;
         step(
             store,
             Code::JobDone,
             &format!("{} {}", done.kind.as_str(), done.image.as_str()),
-        )
+        )?;
+        Ok(store.write_job(&done)?)
     })?;
     Ok(Outcome::Done)
 }
@@ -804,7 +843,11 @@ fn step<D: Read + std::io::Write + Seek>(
     Ok(())
 }
 
-fn note(disk: &mut ApplianceDisk<File>, code: Code, detail: Option<&str>) -> crate::Result<()> {
+fn note<D: Device>(
+    disk: &mut ApplianceDisk<D>,
+    code: Code,
+    detail: Option<&str>,
+) -> crate::Result<()> {
     disk.with_store(|store| step(store, code, detail.unwrap_or("")))
 }
 

@@ -182,12 +182,12 @@ pub fn close_landed_commit<D: Read + Write + Seek + SyncAll>(
         }
         let done = job.done()?;
         step(store, Code::Committed, "found by after-boot: NOS is active")?;
-        store.write_job(&done)?;
         step(
             store,
             Code::JobDone,
             &format!("{} {}", done.kind.as_str(), done.image.as_str()),
-        )
+        )?;
+        Ok(store.write_job(&done)?)
     })
 }
 

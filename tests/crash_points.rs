@@ -1,0 +1,490 @@
+//! Every crash point of a job, with a disk that loses what it was not told to keep.
+//!
+//! The test disk keeps every write since the last sync in a volatile cache. At crash
+//! number k (counting every write and every sync the recovery makes), the power goes:
+//! the write in flight is dropped or torn at a 512-byte boundary, and of the unsynced
+//! writes before it a random half survives. Then the machine boots again: into recovery
+//! while the system partition is active (which may crash again, at random), into the
+//! new appliance (whose after-boot closes a job the cut left `committing`) once NOS is.
+//! For every k the test asserts where it converged: B with A's identity, the job done,
+//! the step log ending in R060 — never a half-written NOS that boots.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use reprov::disk::{ApplianceDisk, Device, Role};
+use reprov::io::{SyncAll, ZeroRange};
+use reprov::recovery::runner;
+use reprov::recovery::Outcome;
+use reprov::store::{ImageName, Job, Kind, State};
+
+use common::fixtures::{fat_nos, image_of, machine};
+
+const MIB: u64 = 1 << 20;
+const BLOCK: u64 = 4096;
+
+/// Deterministic choices (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.next() % one_in == 0
+    }
+}
+
+/// The disk's bytes: what it holds for good (the base and the blocks written over it
+/// and synced) and what reads see (that, and the writes still in its cache).
+struct Medium {
+    base: Arc<Vec<u8>>,
+    durable: HashMap<u64, Vec<u8>>,
+    current: HashMap<u64, Vec<u8>>,
+    /// Writes since the last sync, in order.
+    pending: Vec<(u64, Vec<u8>)>,
+    /// Writes and syncs so far.
+    ops: u64,
+    /// The op at which the power goes.
+    crash_at: Option<u64>,
+    crashed: bool,
+    rng: Rng,
+}
+
+fn block_of<'a>(map: &'a mut HashMap<u64, Vec<u8>>, base: &[u8], n: u64) -> &'a mut Vec<u8> {
+    map.entry(n).or_insert_with(|| {
+        let start = (n * BLOCK) as usize;
+        base[start..start + BLOCK as usize].to_vec()
+    })
+}
+
+fn put(map: &mut HashMap<u64, Vec<u8>>, base: &[u8], offset: u64, data: &[u8]) {
+    let mut at = offset;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = at / BLOCK;
+        let within = (at % BLOCK) as usize;
+        let take = rest.len().min(BLOCK as usize - within);
+        block_of(map, base, n)[within..within + take].copy_from_slice(&rest[..take]);
+        at += take as u64;
+        rest = &rest[take..];
+    }
+}
+
+fn power_cut() -> io::Error {
+    io::Error::other("power cut (test)")
+}
+
+impl Medium {
+    fn new(
+        base: Arc<Vec<u8>>,
+        durable: HashMap<u64, Vec<u8>>,
+        crash_at: Option<u64>,
+        seed: u64,
+    ) -> Self {
+        Medium {
+            base,
+            current: durable.clone(),
+            durable,
+            pending: Vec::new(),
+            ops: 0,
+            crash_at,
+            crashed: false,
+            rng: Rng(seed | 1),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.base.len() as u64
+    }
+
+    /// Counts an op; at the crash point, the power goes (and `in_flight` may be torn).
+    fn op(&mut self, in_flight: Option<(u64, &[u8])>) -> io::Result<()> {
+        if self.crashed {
+            return Err(power_cut());
+        }
+        self.ops += 1;
+        if self.crash_at != Some(self.ops) {
+            return Ok(());
+        }
+        self.crashed = true;
+        let mut survivors: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (offset, data) in std::mem::take(&mut self.pending) {
+            if self.rng.chance(2) {
+                survivors.push((offset, data));
+            }
+        }
+        if let Some((offset, data)) = in_flight {
+            // Torn: its first sectors reached the disk, or none did.
+            let sectors = data.len() as u64 / 512;
+            if sectors > 1 && self.rng.chance(2) {
+                let keep = (self.rng.next() % sectors) * 512;
+                survivors.push((offset, data[..keep as usize].to_vec()));
+            }
+        }
+        let base = Arc::clone(&self.base);
+        for (offset, data) in survivors {
+            put(&mut self.durable, &base, offset, &data);
+        }
+        Err(power_cut())
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) {
+        let mut at = offset;
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = at / BLOCK;
+            let within = (at % BLOCK) as usize;
+            let take = (buf.len() - filled).min(BLOCK as usize - within);
+            let src = match self.current.get(&n) {
+                Some(block) => &block[within..within + take],
+                None => &self.base[(at as usize)..(at as usize) + take],
+            };
+            buf[filled..filled + take].copy_from_slice(src);
+            at += take as u64;
+            filled += take;
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.op(Some((offset, data)))?;
+        let base = Arc::clone(&self.base);
+        put(&mut self.current, &base, offset, data);
+        self.pending.push((offset, data.to_vec()));
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.op(None)?;
+        let base = Arc::clone(&self.base);
+        for (offset, data) in std::mem::take(&mut self.pending) {
+            put(&mut self.durable, &base, offset, &data);
+        }
+        Ok(())
+    }
+}
+
+/// A handle on the medium with a position of its own.
+struct Lossy {
+    medium: Arc<Mutex<Medium>>,
+    pos: u64,
+}
+
+impl Read for Lossy {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let medium = self.medium.lock().unwrap();
+        if medium.crashed {
+            return Err(power_cut());
+        }
+        let n = buf
+            .len()
+            .min(medium.len().saturating_sub(self.pos) as usize);
+        medium.read(self.pos, &mut buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Lossy {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut medium = self.medium.lock().unwrap();
+        let n = buf
+            .len()
+            .min(medium.len().saturating_sub(self.pos) as usize);
+        if n == 0 && !buf.is_empty() {
+            return Err(io::Error::other("write past the end of the disk"));
+        }
+        medium.write(self.pos, &buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Lossy {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let len = self.medium.lock().unwrap().len();
+        self.pos = match to {
+            SeekFrom::Start(n) => n,
+            SeekFrom::End(d) => len
+                .checked_add_signed(d)
+                .ok_or_else(|| io::Error::other("seek"))?,
+            SeekFrom::Current(d) => self
+                .pos
+                .checked_add_signed(d)
+                .ok_or_else(|| io::Error::other("seek"))?,
+        };
+        Ok(self.pos)
+    }
+}
+
+impl SyncAll for Lossy {
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.medium.lock().unwrap().sync()
+    }
+}
+
+impl ZeroRange for Lossy {
+    fn zero_range(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; len as usize];
+        self.medium.lock().unwrap().write(offset, &zeros)
+    }
+}
+
+impl Device for Lossy {}
+
+/// A disk that may lose power at one op.
+struct Disk(Arc<Mutex<Medium>>);
+
+impl Disk {
+    fn open(&self) -> io::Result<Lossy> {
+        Ok(Lossy {
+            medium: Arc::clone(&self.0),
+            pos: 0,
+        })
+    }
+    fn ops(&self) -> u64 {
+        self.0.lock().unwrap().ops
+    }
+    /// What the disk holds for good now (after a crash: what survived it).
+    fn durable(&self) -> HashMap<u64, Vec<u8>> {
+        let medium = self.0.lock().unwrap();
+        if medium.crashed {
+            medium.durable.clone()
+        } else {
+            // No crash: a clean shutdown syncs the cache.
+            let mut all = medium.durable.clone();
+            let base = Arc::clone(&medium.base);
+            for (offset, data) in &medium.pending {
+                put(&mut all, &base, *offset, data);
+            }
+            all
+        }
+    }
+}
+
+/// Appliance A on a 4 MiB NOS, image B of 6 MiB (NOS grows into the float) on the
+/// images partition, A's identity saved, a pending apply job, recovery armed.
+fn apply_scenario() -> Arc<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    let sizes = reprov::disk::Sizes {
+        system: 34 * MIB,
+        nos: 4 * MIB,
+        float: 4 * MIB,
+        images: 40 * MIB,
+        data: Some(34 * MIB),
+        nos_type: reprov::disk::PartType::FAT32_LBA,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(MIB + (34 + 4 + 4 + 40 + 34) * MIB).unwrap();
+    reprov::disk::init(&mut file, "disk.img", &sizes, None, false).unwrap();
+    let mut disk = ApplianceDisk::open(file, "disk.img").unwrap();
+    let (start, _) = disk.range(Role::Nos);
+    let a = fat_nos(4 * MIB, "A", 100_000);
+    let b = fat_nos(6 * MIB, "B", 1_500_000);
+    {
+        let mut nos = disk.partition(Role::Nos).unwrap();
+        nos.write_all(&a).unwrap();
+    }
+    let _ = start;
+    let image = image_of(&b, "B");
+    disk.with_store(|store| {
+        store.add_image(
+            &ImageName::new("B.tar").unwrap(),
+            &image[..],
+            image.len() as u64,
+        )?;
+        store.write_identity_text(IDENTITY_A.as_bytes())?;
+        let job = Job::new(
+            Kind::Apply,
+            ImageName::new("B.tar").unwrap(),
+            time::OffsetDateTime::now_utc(),
+        );
+        store.write_job(&job)?;
+        Ok(())
+    })
+    .unwrap();
+    disk.unhide_system();
+    disk.activate(Role::System);
+    disk.commit().unwrap();
+    drop(disk);
+    Arc::new(std::fs::read(&path).unwrap())
+}
+
+const IDENTITY_A: &str = "hostname = \"appliance-a\"\n\n[[interface]]\nmac = \"52:54:00:12:34:56\"\naddresses = [\"10.0.2.15/24\"]\ngateway4 = \"10.0.2.2\"\n";
+
+/// Which partition boots: the active one.
+fn boots_nos(disk: &Disk) -> bool {
+    let d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
+    d.entry(Role::Nos).is_active()
+}
+
+/// Boots the machine until it settles, each recovery run crashing at random with
+/// probability 1 in 4 (at most `max_cuts` more times). Returns the last disk.
+fn boot_until_settled(
+    mut state: HashMap<u64, Vec<u8>>,
+    base: &Arc<Vec<u8>>,
+    rng: &mut Rng,
+) -> Result<Disk, String> {
+    for boot in 0..40 {
+        let crash_at = (boot < 6 && rng.chance(4)).then(|| 1 + rng.next() % 400);
+        let disk = Disk(Arc::new(Mutex::new(Medium::new(
+            Arc::clone(base),
+            state,
+            crash_at,
+            rng.next(),
+        ))));
+        if boots_nos(&disk) {
+            // The appliance: after-boot closes a job a cut left `committing`.
+            let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
+            match reprov::schedule::close_landed_commit(&mut d) {
+                Ok(()) => return Ok(disk),
+                Err(_) if disk.0.lock().unwrap().crashed => {
+                    state = disk.durable();
+                    continue;
+                }
+                Err(e) => return Err(format!("after-boot: {e}")),
+            }
+        }
+        let open = || disk.open();
+        let outcome = runner::run_on(&open, Path::new("crash-disk"), &machine());
+        let crashed = disk.0.lock().unwrap().crashed;
+        match outcome {
+            _ if crashed => {}
+            Ok(Outcome::Done | Outcome::RolledBack | Outcome::Retry) => {}
+            other => return Err(format!("recovery ended with {other:?}")),
+        }
+        state = disk.durable();
+    }
+    Err("did not settle in 40 boots".into())
+}
+
+/// The NOS file `path`, read through fatfs.
+fn nos_file(disk: &Disk, path: &str) -> Option<String> {
+    let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
+    let nos = d.partition(Role::Nos).unwrap();
+    let fs = fatfs::FileSystem::new(nos, fatfs::FsOptions::new()).ok()?;
+    let mut text = String::new();
+    fs.root_dir()
+        .open_file(path)
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+fn job_and_log(disk: &Disk) -> (Option<Job>, Vec<String>) {
+    let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
+    d.with_store(|store| {
+        let codes = store
+            .read_log()?
+            .entries
+            .into_iter()
+            .map(|e| e.code)
+            .collect();
+        Ok((store.read_job()?, codes))
+    })
+    .unwrap()
+}
+
+// Two halves of the crash points, so the test runner spreads them over two cores.
+#[test]
+fn an_apply_converges_from_every_odd_crash_point() {
+    apply_converges(1);
+}
+
+#[test]
+fn an_apply_converges_from_every_even_crash_point() {
+    apply_converges(2);
+}
+
+/// Crash points `first`, `first + 2`, … (times `REPROV_CRASH_STRIDE`, default 1).
+fn apply_converges(first: u64) {
+    let base = apply_scenario();
+    // The run without a crash: how many ops it makes, and what it ends with.
+    let started = std::time::Instant::now();
+    let clean = Disk(Arc::new(Mutex::new(Medium::new(
+        Arc::clone(&base),
+        HashMap::new(),
+        None,
+        1,
+    ))));
+    let open = || clean.open();
+    assert_eq!(
+        runner::run_on(&open, Path::new("crash-disk"), &machine()).unwrap(),
+        Outcome::Done
+    );
+    let points = clean.ops();
+    eprintln!(
+        "the clean run makes {points} writes and syncs, in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(nos_file(&clean, "appliance").as_deref(), Some("B"));
+
+    let stride: u64 = std::env::var("REPROV_CRASH_STRIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut rng = Rng(0x5EED);
+    let (mut tried, mut converged) = (0u64, 0u64);
+    let mut failures = Vec::new();
+    for k in (first..=points).step_by(2 * stride as usize) {
+        tried += 1;
+        let disk = Disk(Arc::new(Mutex::new(Medium::new(
+            Arc::clone(&base),
+            HashMap::new(),
+            Some(k),
+            k,
+        ))));
+        let open = || disk.open();
+        let _ = runner::run_on(&open, Path::new("crash-disk"), &machine());
+        assert!(
+            disk.0.lock().unwrap().crashed,
+            "crash point {k} of {points} was reached"
+        );
+        let settled = boot_until_settled(disk.durable(), &base, &mut rng).and_then(|disk| {
+            let (job, log) = job_and_log(&disk);
+            let job = job.ok_or("no job")?;
+            let b = nos_file(&disk, "appliance");
+            let hostname = nos_file(&disk, "etc/hostname");
+            match (job.state, b.as_deref(), hostname.as_deref()) {
+                (State::Done, Some("B"), Some("appliance-a\n"))
+                    if log.last().map(String::as_str) == Some("R060") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("ended as {other:?}, log {log:?}")),
+            }
+        });
+        if tried % 50 == 0 {
+            eprintln!("{tried} crash points tried, {converged} converged");
+        }
+        match settled {
+            Ok(()) => converged += 1,
+            Err(why) => failures.push(format!("crash point {k}: {why}")),
+        }
+    }
+    let half = if first == 1 { "odd" } else { "even" };
+    println!("apply with growth, backup and identity restore: {points} crash points (writes and syncs); the {half} ones: {tried} tried, {converged} converged");
+    assert!(
+        failures.is_empty(),
+        "{} of {tried} did not converge:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
