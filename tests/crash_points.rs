@@ -6,8 +6,11 @@
 //! writes before it a random half survives. Then the machine boots again: into recovery
 //! while the system partition is active (which may crash again, at random), into the
 //! new appliance (whose after-boot closes a job the cut left `committing`) once NOS is.
-//! For every k the test asserts where it converged: B with A's identity, the job done,
-//! the step log ending in R060 — never a half-written NOS that boots.
+//! For every k the test asserts where it converged: for an apply, B with A's identity,
+//! the job done, the step log ending in R060; for an apply that fails late, A back from
+//! the safety backup, the job failed, the log saying so (R082) — never a half-written
+//! NOS that boots. A release build tries every crash point (`scripts/test` runs it so);
+//! a debug build every 16th.
 
 mod common;
 
@@ -20,7 +23,7 @@ use reprov::disk::{ApplianceDisk, Device, Role};
 use reprov::io::{SyncAll, ZeroRange};
 use reprov::recovery::runner;
 use reprov::recovery::Outcome;
-use reprov::store::{ImageName, Job, Kind, State};
+use reprov::store::{ImageName, Kind, State};
 
 use common::fixtures::{fat_nos, image_of, machine};
 
@@ -274,7 +277,9 @@ impl Disk {
 
 /// Appliance A on a 4 MiB NOS, image B of 6 MiB (NOS grows into the float) on the
 /// images partition, A's identity saved, a pending apply job, recovery armed.
-fn apply_scenario() -> Arc<Vec<u8>> {
+/// With `broken`, B's `/etc/hostname` is a directory: the identity restore fails after
+/// the whole image is written, and recovery rolls back to the safety backup.
+fn apply_scenario(broken: bool) -> Arc<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.img");
     let sizes = reprov::disk::Sizes {
@@ -296,7 +301,19 @@ fn apply_scenario() -> Arc<Vec<u8>> {
     let mut disk = ApplianceDisk::open(file, "disk.img").unwrap();
     let (start, _) = disk.range(Role::Nos);
     let a = fat_nos(4 * MIB, "A", 100_000);
-    let b = fat_nos(6 * MIB, "B", 1_500_000);
+    let mut b = fat_nos(6 * MIB, "B", 1_500_000);
+    if broken {
+        let mut part = std::io::Cursor::new(b);
+        {
+            let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+            let etc = fs.root_dir().open_dir("etc").unwrap();
+            etc.remove("hostname").unwrap();
+            etc.create_dir("hostname").unwrap();
+            drop(etc);
+            fs.unmount().unwrap();
+        }
+        b = part.into_inner();
+    }
     {
         let mut nos = disk.partition(Role::Nos).unwrap();
         nos.write_all(&a).unwrap();
@@ -310,7 +327,7 @@ fn apply_scenario() -> Arc<Vec<u8>> {
             image.len() as u64,
         )?;
         store.write_identity_text(IDENTITY_A.as_bytes())?;
-        let job = Job::new(
+        let job = reprov::store::Job::new(
             Kind::Apply,
             ImageName::new("B.tar").unwrap(),
             time::OffsetDateTime::now_utc(),
@@ -353,7 +370,16 @@ fn boot_until_settled(
             // The appliance: after-boot closes a job a cut left `committing`.
             let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
             match reprov::schedule::close_landed_commit(&mut d) {
-                Ok(()) => return Ok(disk),
+                // What it holds, on a disk that no longer loses power, for the checks.
+                Ok(()) => {
+                    let durable = disk.durable();
+                    return Ok(Disk(Arc::new(Mutex::new(Medium::new(
+                        Arc::clone(base),
+                        durable,
+                        None,
+                        1,
+                    )))));
+                }
                 Err(_) if disk.0.lock().unwrap().crashed => {
                     state = disk.durable();
                     continue;
@@ -388,7 +414,7 @@ fn nos_file(disk: &Disk, path: &str) -> Option<String> {
     Some(text)
 }
 
-fn job_and_log(disk: &Disk) -> (Option<Job>, Vec<String>) {
+fn job_and_log(disk: &Disk) -> (Option<reprov::store::Job>, Vec<String>) {
     let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
     d.with_store(|store| {
         let codes = store
@@ -402,20 +428,77 @@ fn job_and_log(disk: &Disk) -> (Option<Job>, Vec<String>) {
     .unwrap()
 }
 
-// Two halves of the crash points, so the test runner spreads them over two cores.
+// Each job in two halves of its crash points, so the test runner spreads them over two
+// cores.
 #[test]
 fn an_apply_converges_from_every_odd_crash_point() {
-    apply_converges(1);
+    converges(Job::ApplyB, 1);
 }
 
 #[test]
 fn an_apply_converges_from_every_even_crash_point() {
-    apply_converges(2);
+    converges(Job::ApplyB, 2);
 }
 
-/// Crash points `first`, `first + 2`, … (times `REPROV_CRASH_STRIDE`, default 1).
-fn apply_converges(first: u64) {
-    let base = apply_scenario();
+#[test]
+fn a_rollback_converges_from_every_odd_crash_point() {
+    converges(Job::RollBack, 1);
+}
+
+#[test]
+fn a_rollback_converges_from_every_even_crash_point() {
+    converges(Job::RollBack, 2);
+}
+
+/// The jobs crashed.
+#[derive(Clone, Copy, PartialEq)]
+enum Job {
+    /// Apply B (NOS grows, A is backed up, A's identity goes into B).
+    ApplyB,
+    /// Apply a B that refuses the identity after it is written: back to A from the backup.
+    RollBack,
+}
+
+impl Job {
+    fn what(self) -> &'static str {
+        match self {
+            Job::ApplyB => "apply with growth, backup and identity restore",
+            Job::RollBack => "apply failing late, rolled back to the safety backup",
+        }
+    }
+
+    /// Where every crash must end.
+    fn check(self, disk: &Disk) -> Result<(), String> {
+        let (job, log) = job_and_log(disk);
+        let job = job.ok_or("no job")?;
+        let appliance = nos_file(disk, "appliance");
+        let last = log.last().cloned().unwrap_or_default();
+        match self {
+            Job::ApplyB => match (
+                job.state,
+                appliance.as_deref(),
+                nos_file(disk, "etc/hostname").as_deref(),
+            ) {
+                (State::Done, Some("B"), Some("appliance-a\n")) if last == "R060" => Ok(()),
+                other => Err(format!("ended as {other:?}, log {log:?}")),
+            },
+            Job::RollBack => match (job.state, appliance.as_deref()) {
+                (State::Failed, Some("A"))
+                    if log.contains(&"R082".to_string()) && last == "R051" =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("ended as {other:?}, log {log:?}")),
+            },
+        }
+    }
+}
+
+/// Crashes `job` at its crash points `first`, `first + 2`, … (times
+/// `REPROV_CRASH_STRIDE`: default 1 in a release build, 16 in a debug one) and checks
+/// where each settles.
+fn converges(job: Job, first: u64) {
+    let base = apply_scenario(job == Job::RollBack);
     // The run without a crash: how many ops it makes, and what it ends with.
     let started = std::time::Instant::now();
     let clean = Disk(Arc::new(Mutex::new(Medium::new(
@@ -425,25 +508,45 @@ fn apply_converges(first: u64) {
         1,
     ))));
     let open = || clean.open();
-    assert_eq!(
-        runner::run_on(&open, Path::new("crash-disk"), &machine()).unwrap(),
-        Outcome::Done
-    );
+    let outcome = runner::run_on(&open, Path::new("crash-disk"), &machine()).unwrap();
+    let expected = match job {
+        Job::ApplyB => Outcome::Done,
+        Job::RollBack => Outcome::RolledBack,
+    };
+    assert_eq!(outcome, expected);
     let points = clean.ops();
+    job.check(&Disk(Arc::new(Mutex::new(Medium::new(
+        Arc::clone(&base),
+        clean.durable(),
+        None,
+        1,
+    )))))
+    .expect("the run without a crash ends as it should");
     eprintln!(
-        "the clean run makes {points} writes and syncs, in {:?}",
+        "{}: the clean run makes {points} writes and syncs, in {:?}",
+        job.what(),
         started.elapsed()
     );
-    assert_eq!(nos_file(&clean, "appliance").as_deref(), Some("B"));
 
+    // Every crash point optimised (scripts/test runs it so); a sample in a debug build.
     let stride: u64 = std::env::var("REPROV_CRASH_STRIDE")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let mut rng = Rng(0x5EED);
+        .unwrap_or(if cfg!(debug_assertions) { 16 } else { 1 });
+    let mut rng = Rng(0x5EED + first);
     let (mut tried, mut converged) = (0u64, 0u64);
     let mut failures = Vec::new();
-    for k in (first..=points).step_by(2 * stride as usize) {
+    // `REPROV_CRASH_ONLY=859,1167`: just those points (to study a failure).
+    let only: Option<Vec<u64>> = std::env::var("REPROV_CRASH_ONLY").ok().map(|list| {
+        list.split(',')
+            .filter_map(|k| k.trim().parse().ok())
+            .collect()
+    });
+    let chosen: Vec<u64> = match only {
+        Some(only) => only.into_iter().filter(|k| k % 2 == first % 2).collect(),
+        None => (first..=points).step_by(2 * stride as usize).collect(),
+    };
+    for k in chosen {
         tried += 1;
         let disk = Disk(Arc::new(Mutex::new(Medium::new(
             Arc::clone(&base),
@@ -457,30 +560,24 @@ fn apply_converges(first: u64) {
             disk.0.lock().unwrap().crashed,
             "crash point {k} of {points} was reached"
         );
-        let settled = boot_until_settled(disk.durable(), &base, &mut rng).and_then(|disk| {
-            let (job, log) = job_and_log(&disk);
-            let job = job.ok_or("no job")?;
-            let b = nos_file(&disk, "appliance");
-            let hostname = nos_file(&disk, "etc/hostname");
-            match (job.state, b.as_deref(), hostname.as_deref()) {
-                (State::Done, Some("B"), Some("appliance-a\n"))
-                    if log.last().map(String::as_str) == Some("R060") =>
-                {
-                    Ok(())
-                }
-                other => Err(format!("ended as {other:?}, log {log:?}")),
-            }
-        });
-        if tried % 50 == 0 {
-            eprintln!("{tried} crash points tried, {converged} converged");
-        }
+        let settled =
+            boot_until_settled(disk.durable(), &base, &mut rng).and_then(|disk| job.check(&disk));
         match settled {
             Ok(()) => converged += 1,
             Err(why) => failures.push(format!("crash point {k}: {why}")),
         }
+        if tried % 100 == 0 {
+            eprintln!(
+                "{}: {tried} crash points tried, {converged} converged",
+                job.what()
+            );
+        }
     }
     let half = if first == 1 { "odd" } else { "even" };
-    println!("apply with growth, backup and identity restore: {points} crash points (writes and syncs); the {half} ones: {tried} tried, {converged} converged");
+    println!(
+        "{}: {points} crash points (writes and syncs); the {half} ones: {tried} tried, {converged} converged",
+        job.what()
+    );
     assert!(
         failures.is_empty(),
         "{} of {tried} did not converge:\n{}",

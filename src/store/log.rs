@@ -215,11 +215,19 @@ impl<D: Read + Write + Seek> Store<D> {
         if len > 0 {
             // A torn last line must not swallow this entry.
             let mut last = [0u8; 1];
-            file.seek(SeekFrom::End(-1))
-                .and_then(|_| file.read_exact(&mut last))
-                .map_err(file_error("reading the end of", LOG_PATH))?;
-            if last[0] != b'\n' {
-                out.push(b'\n');
+            let read = file
+                .seek(SeekFrom::End(-1))
+                .and_then(|_| file.read_exact(&mut last));
+            match read {
+                Ok(()) if last[0] != b'\n' => out.push(b'\n'),
+                Ok(()) => {}
+                // The size says more than the cluster chain holds: a cut between the FAT
+                // and the directory entry. The log must never stop a job: keep what reads.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    drop(file);
+                    return self.rewrite_damaged_log(&line);
+                }
+                Err(e) => return Err(file_error("reading the end of", LOG_PATH)(e)),
             }
         }
         out.extend_from_slice(line.as_bytes());
@@ -228,6 +236,21 @@ impl<D: Read + Write + Seek> Store<D> {
         file.write_all(&out)
             .map_err(file_error("appending to", LOG_PATH))?;
         file.flush().map_err(file_error("flushing", LOG_PATH))
+    }
+
+    /// Replaces a log whose size passes its cluster chain by what of it reads (up to its
+    /// last whole line) and `line`. A cut in between loses only the damaged log.
+    fn rewrite_damaged_log(&self, line: &str) -> Result<(), Error> {
+        let mut kept = self.read(LOG_PATH)?.unwrap_or_default();
+        let whole = kept.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        kept.truncate(whole);
+        log::warn!(
+            "{LOG_PATH} on the images partition was cut short by a power cut; keeping its {} readable bytes",
+            kept.len()
+        );
+        kept.extend_from_slice(line.as_bytes());
+        self.remove(LOG_PATH)?;
+        self.write(LOG_PATH, &kept)
     }
 
     fn log_len(&self) -> Result<u64, Error> {
