@@ -282,43 +282,22 @@ impl Disk {
 fn apply_scenario(broken: bool) -> Arc<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.img");
-    let sizes = reprov::disk::Sizes {
-        system: 34 * MIB,
-        nos: 4 * MIB,
-        float: 4 * MIB,
-        images: 40 * MIB,
-        data: Some(34 * MIB),
-        nos_type: reprov::disk::PartType::FAT32_LBA,
-    };
-    let mut file = std::fs::OpenOptions::new()
+    common::fixtures::small_disk_with(&path, 4, 4, 40);
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
         .open(&path)
         .unwrap();
-    file.set_len(MIB + (34 + 4 + 4 + 40 + 34) * MIB).unwrap();
-    reprov::disk::init(&mut file, "disk.img", &sizes, None, false).unwrap();
     let mut disk = ApplianceDisk::open(file, "disk.img").unwrap();
-    let (start, _) = disk.range(Role::Nos);
     let a = fat_nos(4 * MIB, "A", 100_000);
     let mut b = fat_nos(6 * MIB, "B", 1_500_000);
     if broken {
-        let mut part = std::io::Cursor::new(b);
-        {
-            let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
-            let etc = fs.root_dir().open_dir("etc").unwrap();
-            etc.remove("hostname").unwrap();
-            etc.create_dir("hostname").unwrap();
-            drop(etc);
-            fs.unmount().unwrap();
-        }
-        b = part.into_inner();
+        b = common::fixtures::with_hostname_dir(b);
     }
     {
         let mut nos = disk.partition(Role::Nos).unwrap();
         nos.write_all(&a).unwrap();
     }
-    let _ = start;
     let image = image_of(&b, "B");
     disk.with_store(|store| {
         store.add_image(

@@ -323,7 +323,8 @@ fn store_writes_pass_fsck_and_read_with_mtools() {
 /// A power cut after the commit took the job's `done` and the last log entries: the job
 /// says `committing` while NOS is active and the system partition hidden. The next boot
 /// is into NOS, so after-boot (or the agent, or a schedule) closes it; a job still
-/// `committing` before the commit (system partition active) is left to the recovery.
+/// `committing` before the commit (system partition active) is left to the recovery. A
+/// `running` job under a landed commit was rolled back: it ends failed.
 #[test]
 fn a_committing_job_whose_commit_landed_is_closed_after_boot() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,4 +378,13 @@ fn a_committing_job_whose_commit_landed_is_closed_after_boot() {
         "{log}"
     );
     assert!(log.contains("R060"), "{log}");
+
+    // A running job with NOS committed: a rollback cut before it recorded the failure.
+    set(&["--kind", "apply", "--image", "c.tar"]);
+    set(&["--state", "running"]);
+    let out = after_boot();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&on_disk(&disk, &["job", "show"], &[]).stdout);
+    assert!(shown.contains("state = \"failed\""), "{shown}");
+    assert!(shown.contains("brought the previous appliance back"), "{shown}");
 }

@@ -499,16 +499,7 @@ fn a_checkpoint_that_lies_is_caught_by_the_read_back_before_the_commit() {
 /// B whose `/etc/hostname` is a directory: the identity restore fails after the whole
 /// image is written and read back, as an I/O error late in the apply would.
 fn b_that_refuses_the_identity() -> Vec<u8> {
-    let mut part = Cursor::new(fat_nos(40 * MIB, "B", 3 * MIB));
-    {
-        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
-        let etc = fs.root_dir().open_dir("etc").unwrap();
-        etc.remove("hostname").unwrap();
-        etc.create_dir("hostname").unwrap();
-        drop(etc);
-        fs.unmount().unwrap();
-    }
-    part.into_inner()
+    common::fixtures::with_hostname_dir(fat_nos(40 * MIB, "B", 3 * MIB))
 }
 
 fn put_factory(s: &Scenario, name: &str, bytes: &[u8]) {

@@ -165,10 +165,13 @@ pub fn schedule<D: Read + Write + Seek + SyncAll>(
     Ok(Scheduled { job, armed: due })
 }
 
-/// A job still `committing` although the commit landed (NOS active, the system partition
-/// hidden — this boot came from NOS): a power cut took the last step-log entries and the
-/// `done` the recovery wrote after the commit. Closes it as the recovery would have
-/// (R051, R060), so the server does not stay "committing" and refuse the next schedule.
+/// A job recovery left unfinished although its commit landed (NOS active, the system
+/// partition hidden — this boot came from NOS): a power cut took what recovery wrote
+/// after the commit. Closes it as recovery would have, so the server does not stay busy
+/// and refuse the next schedule:
+/// - `committing` (the job's own commit): done (R051, R060);
+/// - `running` (only a rollback — or the console's "boot NOS" — commits a running job):
+///   failed, saying the previous appliance was brought back (R051).
 pub fn close_landed_commit<D: Read + Write + Seek + SyncAll>(
     disk: &mut ApplianceDisk<D>,
 ) -> crate::Result<()> {
@@ -177,17 +180,34 @@ pub fn close_landed_commit<D: Read + Write + Seek + SyncAll>(
         let Some(job) = store.read_job()? else {
             return Ok(());
         };
-        if job.state != State::Committing || !landed {
-            return Ok(());
+        match job.state {
+            State::Committing if landed => {
+                let done = job.done()?;
+                step(store, Code::Committed, "found by after-boot: NOS is active")?;
+                step(
+                    store,
+                    Code::JobDone,
+                    &format!("{} {}", done.kind.as_str(), done.image.as_str()),
+                )?;
+                Ok(store.write_job(&done)?)
+            }
+            State::Running if landed => {
+                let why = job.last_error.clone().unwrap_or_else(|| {
+                    "it failed (the step log says why)".to_string()
+                });
+                let failed = job.fail(&format!(
+                    "{why}; recovery brought the previous appliance back and committed it, \
+                     and a power cut took the rest (found by after-boot)"
+                ))?;
+                step(
+                    store,
+                    Code::Committed,
+                    "found by after-boot: the job did not finish, NOS (the previous appliance) is active",
+                )?;
+                Ok(store.write_job(&failed)?)
+            }
+            _ => Ok(()),
         }
-        let done = job.done()?;
-        step(store, Code::Committed, "found by after-boot: NOS is active")?;
-        step(
-            store,
-            Code::JobDone,
-            &format!("{} {}", done.kind.as_str(), done.image.as_str()),
-        )?;
-        Ok(store.write_job(&done)?)
     })
 }
 

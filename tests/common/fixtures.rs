@@ -167,12 +167,17 @@ pub fn put_nos(nos: &Path, disk: &Path) {
 /// A fresh sparse appliance disk file at `path` for tests that need no QEMU, made with
 /// the library (198 MiB: system 34M, NOS 40M of FAT type, float 24M, images 64M, data 34M).
 pub fn small_disk(path: &Path) {
+    small_disk_with(path, 40, 24, 64);
+}
+
+/// [`small_disk`] with NOS, float and images of the sizes given (in MiB).
+pub fn small_disk_with(path: &Path, nos: u64, float: u64, images: u64) {
     const MIB: u64 = 1 << 20;
     let sizes = reprov::disk::Sizes {
         system: 34 * MIB,
-        nos: 40 * MIB,
-        float: 24 * MIB,
-        images: 64 * MIB,
+        nos: nos * MIB,
+        float: float * MIB,
+        images: images * MIB,
         data: Some(34 * MIB),
         nos_type: reprov::disk::PartType::FAT32_LBA,
     };
@@ -182,10 +187,25 @@ pub fn small_disk(path: &Path) {
         .create_new(true)
         .open(path)
         .expect("creating the disk file");
-    file.set_len(MIB + 34 * MIB + 40 * MIB + 24 * MIB + 64 * MIB + 34 * MIB)
+    file.set_len(MIB + (34 + nos + float + images + 34) * MIB)
         .expect("sizing the disk file");
     reprov::disk::init(&mut file, &path.display().to_string(), &sizes, None, false)
         .expect("laying out the disk");
+}
+
+/// A FAT partition image `part` whose `/etc/hostname` is a directory: restoring an
+/// identity into it fails (late in an apply, as an I/O error would).
+pub fn with_hostname_dir(part: Vec<u8>) -> Vec<u8> {
+    let mut part = std::io::Cursor::new(part);
+    {
+        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+        let etc = fs.root_dir().open_dir("etc").unwrap();
+        etc.remove("hostname").unwrap();
+        etc.create_dir("hostname").unwrap();
+        drop(etc);
+        fs.unmount().unwrap();
+    }
+    part.into_inner()
 }
 
 /// Deterministic incompressible bytes (xorshift).
