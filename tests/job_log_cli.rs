@@ -386,5 +386,8 @@ fn a_committing_job_whose_commit_landed_is_closed_after_boot() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&on_disk(&disk, &["job", "show"], &[]).stdout);
     assert!(shown.contains("state = \"failed\""), "{shown}");
-    assert!(shown.contains("brought the previous appliance back"), "{shown}");
+    assert!(
+        shown.contains("brought the previous appliance back"),
+        "{shown}"
+    );
 }
