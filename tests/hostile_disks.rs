@@ -103,23 +103,7 @@ fn a_looping_directory_on_the_images_partition_is_an_error_not_a_hang() {
     let d = disk.to_str().unwrap();
     let identity = dir.path().join("identity.toml");
     std::fs::write(&identity, "hostname = \"web-07\"\n").unwrap();
-    let image = dir.path().join("small.tar");
-    std::fs::write(dir.path().join("part"), vec![7u8; 100_000]).unwrap();
-    let part = dir.path().join("part");
-    let (ok, _, err) = reprov_within(
-        Duration::from_secs(60),
-        &[
-            "image",
-            "create",
-            "--from",
-            part.to_str().unwrap(),
-            "--out",
-            image.to_str().unwrap(),
-            "--name",
-            "small",
-        ],
-    );
-    assert!(ok, "image create: {err}");
+    let image = image_of_len(dir.path(), "small", 100_000);
     let (ok, _, err) = reprov_within(Duration::from_secs(30), &["log", "--disk", d]);
     assert!(ok, "log on the intact disk: {err}");
 

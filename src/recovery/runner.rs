@@ -813,19 +813,27 @@ fn commit<D: Device>(disk: &mut ApplianceDisk<D>, job: Job) -> crate::Result<Out
         );
         return Err(error);
     }
-    let done = job.done()?;
-    // The log first: a job that says `done` has its whole story logged. A cut before
-    // the job write leaves it `committing`, which after-boot closes.
-    disk.with_store(|store| {
-        step(store, Code::Committed, "")?;
-        step(
-            store,
-            Code::JobDone,
-            &format!("{} {}", done.kind.as_str(), done.image.as_str()),
-        )?;
-        Ok(store.write_job(&done)?)
-    })?;
+    disk.with_store(|store| record_done(store, &job, ""))?;
     Ok(Outcome::Done)
+}
+
+/// A `committing` job whose commit landed: logs R051 (with `how`, when said) and R060,
+/// then writes it `done`. The log first: a job that says `done` has its whole story
+/// logged, and a cut before the job write leaves it `committing`, which after-boot
+/// closes through this same function.
+pub(crate) fn record_done<D: Read + std::io::Write + Seek>(
+    store: &Store<D>,
+    job: &Job,
+    how: &str,
+) -> crate::Result<()> {
+    let done = job.done()?;
+    step(store, Code::Committed, how)?;
+    step(
+        store,
+        Code::JobDone,
+        &format!("{} {}", done.kind.as_str(), done.image.as_str()),
+    )?;
+    Ok(store.write_job(&done)?)
 }
 
 /// Logs a step on the console and appends it to the step log.

@@ -181,16 +181,11 @@ pub fn close_landed_commit<D: Read + Write + Seek + SyncAll>(
             return Ok(());
         };
         match job.state {
-            State::Committing if landed => {
-                let done = job.done()?;
-                step(store, Code::Committed, "found by after-boot: NOS is active")?;
-                step(
-                    store,
-                    Code::JobDone,
-                    &format!("{} {}", done.kind.as_str(), done.image.as_str()),
-                )?;
-                Ok(store.write_job(&done)?)
-            }
+            State::Committing if landed => crate::recovery::runner::record_done(
+                store,
+                &job,
+                "found by after-boot: NOS is active",
+            ),
             State::Running if landed => {
                 let why = job.last_error.clone().unwrap_or_else(|| {
                     "it failed (the step log says why)".to_string()
