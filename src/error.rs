@@ -43,6 +43,8 @@ pub enum Error {
     Schedule(#[from] crate::schedule::Error),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::Error),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

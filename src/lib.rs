@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod schedule;
 pub mod store;
 pub mod transfer;
+pub mod trust;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -282,7 +282,7 @@ fn bad_images_are_refused_clearly(codec: Codec) {
             true,
         ),
         case("a tar entry ../x for a chunk", dotdot_chunk.build(), &names[0], true),
-        case("an unknown version", parts.clone().edit("version = 2", "version = 3").build(), "unknown image version 3", true),
+        case("an unknown version", parts.clone().edit("version = 3", "version = 4").build(), "unknown image version 4", true),
         case("another format", parts.clone().edit("format = \"reprov-image\"", "format = \"other\"").build(), "not a reprov image", true),
         case("an unknown codec", parts.clone().edit(&format!("codec = \"{}\"", codec.as_str()), "codec = \"xz\"").build(), "codec \"xz\"", true),
         case(

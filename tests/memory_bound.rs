@@ -29,9 +29,11 @@ fn image_at_the_manifest_limit(path: &std::path::Path) {
                 index,
                 kind: Kind::Zero,
                 crc32: zero,
+                sha256: None,
                 stored: 0,
             })
             .collect(),
+        version: reprov::image::VERSION,
     };
     let text = manifest.to_toml();
     assert!(text.len() as u64 > MAX_MANIFEST_LEN * 9 / 10 && text.len() as u64 <= MAX_MANIFEST_LEN);

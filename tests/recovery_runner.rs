@@ -146,6 +146,15 @@ impl Scenario {
         runner::run(&self.disk, &machine())
     }
 
+    /// [`Scenario::run`] on a recovery that trusts `keys`.
+    fn run_trusting(&self, keys: reprov::trust::Keys) -> reprov::Result<Outcome> {
+        let machine = Machine {
+            keys: Ok(keys),
+            ..machine()
+        };
+        runner::run(&self.disk, &machine)
+    }
+
     /// (type, active) of the system and NOS entries.
     fn boot_state(&self) -> ((u8, bool), (u8, bool)) {
         let disk = open_disk(&self.disk).unwrap();
@@ -340,6 +349,72 @@ fn refusals_leave_nos_untouched_and_a_boots_again() {
             "{what}: NOS was written"
         );
     }
+}
+
+/// A recovery with a trusted key applies only what that key signed: every way to break
+/// a signed image is refused before NOS is touched, and A boots again.
+#[test]
+fn a_recovery_with_trusted_keys_refuses_untrusted_images_before_nos_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = common::signed::TestKeys::new(dir.path());
+    let b = fat_nos(8 * MIB, "B", 3 * MIB);
+    let good = common::signed::signed(&image_of(&b, "B"), &keys.ours);
+    let with_job_for = |bytes: &[u8]| {
+        let s = Scenario::blank();
+        s.write_role(Role::Nos, &fat_nos(40 * MIB, "A", 0));
+        s.with_store(|store| store.write_identity_text(IDENTITY_A.as_bytes()).unwrap());
+        s.add_image("B.tar", bytes);
+        s.set_job(Kind::Apply, "B.tar");
+        s.arm();
+        s
+    };
+    for (what, bytes, refusal) in common::signed::attacks(&keys, &b, &good) {
+        let s = with_job_for(&bytes);
+        let nos_before = s.read_role(Role::Nos);
+
+        assert_eq!(
+            s.run_trusting(keys.trusted()).expect(what),
+            Outcome::RolledBack,
+            "{what}"
+        );
+
+        assert!(
+            s.read_role(Role::Nos) == nos_before,
+            "{what}: NOS was written"
+        );
+        assert_eq!(s.boot_state(), NOS_BOOTS, "{what}: A boots again");
+        let job = s.job();
+        assert_eq!(job.state, State::Failed, "{what}");
+        let last_error = job.last_error.unwrap();
+        assert!(last_error.contains(refusal), "{what}: {last_error}");
+        // The signature is checked first; a forged chunk is found by the whole check.
+        let code = if refusal.contains("SHA-256") {
+            "E103"
+        } else {
+            "E115"
+        };
+        assert_in_order(&s.log_codes(), &[code, "R080", "R081", "R050", "R051"]);
+        assert_eq!(
+            job.backup_image, None,
+            "{what}: no backup of an untrusted job"
+        );
+    }
+
+    // The signed image applies, and the step log says who signed it.
+    let s = with_job_for(&good);
+    assert_eq!(s.run_trusting(keys.trusted()).unwrap(), Outcome::Done);
+    assert_eq!(s.nos_file("appliance").as_deref(), Some("B"));
+    let validated = s
+        .with_store(|store| store.read_log().unwrap())
+        .entries
+        .into_iter()
+        .find(|e| e.code == "R020")
+        .unwrap();
+    let detail = validated.detail.unwrap_or_default();
+    assert!(
+        detail.contains(&format!("signed by trusted key {}", keys.ours.key_id)),
+        "{detail}"
+    );
 }
 
 #[test]

@@ -30,6 +30,10 @@ pub struct Agent {
     #[argh(option)]
     /// use this identity file instead of capturing the live one
     identity: Option<PathBuf>,
+    #[argh(option)]
+    /// the trusted public keys, *.pub (default /etc/reprov/keys; none there: images
+    /// are not checked for who signed them)
+    keys: Option<PathBuf>,
 }
 
 /// After a boot into NOS: upload the image a create job made and close the job, then
@@ -134,7 +138,8 @@ pub fn agent(args: Agent) -> crate::Result<()> {
     };
     let identity = load_identity(args.identity.as_deref())?;
     crate::schedule::close_landed_commit(&mut disk)?;
-    let run = fleet::agent(&mut disk, &config, &identity, now, &options);
+    let keys = super::trusted_keys(args.keys.as_deref(), &[])?;
+    let run = fleet::agent(&mut disk, &config, &identity, now, &options, &keys);
     let error = run.as_ref().err().map(|e| e.to_string());
     if let Ok(run) = &run {
         if let Some(job) = &run.armed_due {

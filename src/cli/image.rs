@@ -28,6 +28,7 @@ enum Verb {
     Create(Create),
     Apply(Apply),
     Verify(Verify),
+    Sign(Sign),
     Info(Info),
     Add(Add),
     List(List),
@@ -103,7 +104,8 @@ struct Apply {
     force_float: bool,
 }
 
-/// Check every chunk of an image; writes nothing.
+/// Check every chunk of an image and who signed it; writes nothing. With trusted keys
+/// (--key, --keys, or /etc/reprov/keys), an image not signed by one of them is refused.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "verify")]
 struct Verify {
@@ -117,6 +119,36 @@ struct Verify {
     /// with --disk: the factory image, in factory/ on the data partition
     #[argh(switch)]
     factory: bool,
+    /// a trusted public key (NAME.pub); repeat for more
+    #[argh(option)]
+    key: Vec<PathBuf>,
+    /// a directory of trusted public keys, *.pub (default /etc/reprov/keys)
+    #[argh(option)]
+    keys: Option<PathBuf>,
+}
+
+/// Sign an image: its manifest, which holds every chunk's SHA-256, signed with a secret
+/// key (minisign's format, Ed25519) into the image as manifest.toml.minisig. Signing
+/// again replaces the signature. Writes only after the image's last chunk.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sign")]
+struct Sign {
+    /// the image file
+    #[argh(positional)]
+    image: PathBuf,
+    /// the secret key: NAME.key of `reprov key generate`, or a minisign secret key
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// the secret key's password, on this file's first line (mode 600)
+    #[argh(option)]
+    password_file: Option<PathBuf>,
+    /// the trusted comment, signed too (default: the time and the image's name)
+    #[argh(option)]
+    comment: Option<String>,
+    /// store this signature instead, made elsewhere: `tar -xf IMAGE manifest.toml &&
+    /// minisign -S -s KEY -m manifest.toml` writes manifest.toml.minisig
+    #[argh(option)]
+    signature: Option<PathBuf>,
 }
 
 /// Show an image's manifest.
@@ -176,6 +208,7 @@ impl ImageCommand {
             Verb::Create(c) => create(c),
             Verb::Apply(a) => apply(a),
             Verb::Verify(v) => verify(v),
+            Verb::Sign(s) => sign(s),
             Verb::Info(i) => info(i),
             Verb::Add(a) => add(a),
             Verb::List(l) => list(l),
@@ -479,18 +512,76 @@ fn open_target(path: &Path, img: &mut crate::io::Concat<File>) -> crate::Result<
 }
 
 fn verify(v: Verify) -> crate::Result<()> {
-    let manifest = match &v.disk {
+    let keys = super::trusted_keys(v.keys.as_deref(), &v.key)?;
+    let (manifest, verdict) = match &v.disk {
         Some(disk) => with_stored_image(disk, &v.image, v.factory, |img| {
-            Ok(image::verify(&mut &mut *img, Show::detect())?)
+            Ok(keys.verify_image(&mut &mut *img, Show::detect())?)
         })?,
-        None => image::verify(&mut open_image_file(&v.image)?, Show::detect())?,
+        None => keys.verify_image(&mut open_image_file(&v.image)?, Show::detect())?,
     };
     println!(
-        "{}: good: {} chunks checked, {} of data",
+        "{}: good: {} chunks checked ({}), {} of data; {verdict}",
         v.image.display(),
         manifest.chunks.len(),
+        if manifest.version >= image::HASHED_VERSION {
+            "CRC32 and SHA-256"
+        } else {
+            "CRC32 only: an older image"
+        },
         format_size(manifest.source_size)
     );
+    Ok(())
+}
+
+fn sign(s: Sign) -> crate::Result<()> {
+    let path = &s.image;
+    // A regular file, refused before it is opened otherwise; opened for writing its tail.
+    drop(crate::io::open_regular(path).map_err(|e| Error::io("opening", path.display(), e))?);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("opening", path.display(), e))?;
+    let layout = image::open_signable(&mut file)?;
+    let m = &layout.manifest;
+    if m.version < image::HASHED_VERSION {
+        return Err(crate::trust::Error::Unhashed { version: m.version }.into());
+    }
+    let signature =
+        match (&s.key, &s.signature) {
+            (Some(key), None) => {
+                let secret = crate::io::read_regular_to_string(key, 4096)
+                    .map_err(|e| Error::io("reading secret key", key.display(), e))?;
+                let password = s
+                    .password_file
+                    .as_deref()
+                    .map(crate::transfer::read_password_file)
+                    .transpose()?
+                    .map(|secret| secret.expose().to_string());
+                let comment = s.comment.clone().unwrap_or_else(|| {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    format!("timestamp:{now}\timage:{}", m.name)
+                });
+                let manifest = layout.manifest_bytes(&mut file)?;
+                crate::trust::sign(&secret, password, &manifest, &comment)?
+            }
+            (None, Some(signature)) => {
+                crate::io::read_regular_to_string(signature, image::MAX_SIGNATURE_LEN)
+                    .map_err(|e| Error::io("reading signature", signature.display(), e))?
+            }
+            _ => return Err(usage(
+                "image sign: give the secret key as --key KEY, or a signature as --signature FILE",
+            )),
+        };
+    let signer = crate::trust::Signature::decode(&signature)?
+        .signer()
+        .clone();
+    let mtime = u64::try_from(m.created.unix_timestamp()).unwrap_or(0);
+    let len = image::write_signature(&mut file, &signature, mtime)?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing the signature into", path.display(), e))?;
+    println!("signed {}: {signer}", path.display());
     Ok(())
 }
 
@@ -548,16 +639,36 @@ fn list(l: List) -> crate::Result<()> {
 }
 
 fn info(i: Info) -> crate::Result<()> {
-    let manifest = match &i.disk {
+    let layout = match &i.disk {
         Some(disk) => with_stored_image(disk, &i.image, i.factory, |img| {
-            Ok(image::open(&mut &mut *img)?.manifest)
+            Ok(image::open(&mut &mut *img)?)
         })?,
-        None => image::open(&mut open_image_file(&i.image)?)?.manifest,
+        None => image::open(&mut open_image_file(&i.image)?)?,
     };
+    // Who the signature says signed it; whether that key is trusted is `verify`'s part.
+    let signer = layout
+        .signature
+        .as_deref()
+        .map(|text| crate::trust::Signature::decode(text).map(|s| s.signer().clone()));
+    let manifest = &layout.manifest;
     if i.json {
-        println!("{:#}", info_json(&manifest));
+        let mut json = info_json(manifest);
+        json["signature"] = match &signer {
+            None => serde_json::Value::Null,
+            Some(Ok(s)) => serde_json::json!({ "key_id": s.key_id, "trusted_comment": s.comment }),
+            Some(Err(e)) => serde_json::json!({ "error": e.to_string() }),
+        };
+        println!("{json:#}");
     } else {
-        print!("{}", info_text(&manifest));
+        print!("{}", info_text(manifest));
+        match &signer {
+            None => println!("signature:      none (unsigned)"),
+            Some(Ok(s)) => println!(
+                "signature:      key {}, trusted comment {:?} (`image verify` checks it)",
+                s.key_id, s.comment
+            ),
+            Some(Err(e)) => println!("signature:      unreadable: {e}"),
+        }
     }
     Ok(())
 }
@@ -582,7 +693,7 @@ pub fn info_text(m: &Manifest) -> String {
         m.description,
         created(m),
         image::FORMAT,
-        image::VERSION,
+        m.version,
         m.codec.as_str(),
         format_size(m.chunk_size),
         format_size(m.source_size),
@@ -608,13 +719,14 @@ pub fn info_json(m: &Manifest) -> serde_json::Value {
                 "index": c.index,
                 "kind": c.kind.as_str(),
                 "crc32": format!("{:08x}", c.crc32),
+                "sha256": c.sha256.map(|h| image::hex(&h)),
                 "stored": c.stored,
             })
         })
         .collect();
     serde_json::json!({
         "format": image::FORMAT,
-        "version": image::VERSION,
+        "version": m.version,
         "name": m.name,
         "description": m.description,
         "created": created(m),

@@ -36,6 +36,10 @@ pub struct InstallSystem {
     /// boot the recovery with `reprov.debug` (debug log lines)
     #[argh(switch)]
     debug: bool,
+    /// a public key (NAME.pub) the recovery trusts: only images signed by a trusted key
+    /// are applied; repeat for more (to rotate keys, install the new one beside the old)
+    #[argh(option)]
+    trust: Vec<PathBuf>,
 }
 
 fn open(path: &Path) -> crate::Result<File> {
@@ -51,7 +55,17 @@ impl InstallSystem {
         let range = disk.range(Role::System);
 
         let mut kernel = open(&self.kernel)?;
-        let mut initramfs = open(&self.initramfs)?;
+        let keys = self
+            .trust
+            .iter()
+            .map(|path| {
+                crate::io::read_regular_to_string(path, 4096)
+                    .map_err(|e| crate::Error::io("reading trusted key", path.display(), e))
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        // The kernel unpacks the archives of an initramfs one after the other.
+        let trusted = install::trusted_keys_archive(&keys)?;
+        let mut initramfs = open(&self.initramfs)?.chain(trusted.as_slice());
         let config = install::syslinux_cfg(self.debug);
         let mut config = config.as_bytes();
         let mut files: [(&str, &mut dyn Read); 3] = [
@@ -81,6 +95,12 @@ impl InstallSystem {
             range.0,
             range.1
         );
+        match keys.len() {
+            0 => log::warn!(
+                "no --trust key: the recovery applies any image, signed or not (see docs/trust.md)"
+            ),
+            n => log::info!("the recovery trusts {n} key(s): it applies only images they signed"),
+        }
         Ok(())
     }
 

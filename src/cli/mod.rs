@@ -12,6 +12,7 @@ mod fleet;
 mod identity;
 pub mod image;
 mod install;
+mod key;
 mod layout;
 mod schedule;
 mod transfer;
@@ -33,6 +34,7 @@ enum Command {
     Version(Version),
     InstallSystem(install::InstallSystem),
     Image(image::ImageCommand),
+    Key(key::KeyCommand),
     Layout(layout::Layout),
     Job(job::JobArgs),
     Log(step_log::LogArgs),
@@ -62,6 +64,7 @@ pub fn main() -> ExitCode {
         }
         Command::InstallSystem(args) => args.run(),
         Command::Image(command) => command.run(),
+        Command::Key(command) => command.run(),
         Command::Layout(args) => layout::run(args),
         Command::Job(args) => job::run(args),
         Command::Log(args) => step_log::run(args),
@@ -81,6 +84,32 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The keys images must be signed by: these `.pub` files when given, else every `.pub`
+/// in `dir` (default [`crate::trust::KEYS_DIR`]).
+fn trusted_keys(
+    dir: Option<&std::path::Path>,
+    files: &[std::path::PathBuf],
+) -> crate::Result<crate::trust::Keys> {
+    use crate::trust::{Keys, KEYS_DIR};
+    Ok(match (dir, files) {
+        (None, []) => Keys::load_dir(std::path::Path::new(KEYS_DIR))?,
+        // Asked for by name, a directory that is not there is a mistake, not "no keys".
+        (Some(dir), []) if !dir.is_dir() => {
+            return Err(crate::Error::Usage(format!(
+                "--keys {}: no such directory",
+                dir.display()
+            )))
+        }
+        (Some(dir), []) => Keys::load_dir(dir)?,
+        (None, files) => Keys::load_files(files)?,
+        (Some(_), _) => {
+            return Err(crate::Error::Usage(
+                "give trusted keys as --keys DIR or as --key FILE, not both".into(),
+            ))
+        }
+    })
 }
 
 /// Log lines go to stderr, so stdout stays for the output a script reads.

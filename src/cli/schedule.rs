@@ -58,6 +58,10 @@ struct Apply {
     #[argh(option)]
     /// use this identity file instead of capturing the live one
     identity: Option<PathBuf>,
+    #[argh(option)]
+    /// the trusted public keys, *.pub (default /etc/reprov/keys; none there: the image
+    /// is not checked for who signed it)
+    keys: Option<PathBuf>,
 }
 
 /// Pack this appliance's NOS into an image in recovery; after the reboot back into NOS,
@@ -98,6 +102,9 @@ struct Factory {
     #[argh(option)]
     /// use this identity file instead of capturing the live one
     identity: Option<PathBuf>,
+    #[argh(option)]
+    /// the trusted public keys, *.pub (default /etc/reprov/keys)
+    keys: Option<PathBuf>,
 }
 
 /// Arm a deferred job whose time has come (run by the agent's timer), and reboot.
@@ -114,7 +121,7 @@ struct ArmDue {
 
 pub fn run(args: ScheduleArgs) -> crate::Result<()> {
     let now = OffsetDateTime::now_utc();
-    let (kind, image, disk, at, no_reboot, config, identity) = match args.command {
+    let (kind, image, disk, at, no_reboot, config, identity, keys) = match args.command {
         Sub::Apply(a) => (
             Kind::Apply,
             Some(ImageArg::parse(&a.image)),
@@ -123,6 +130,7 @@ pub fn run(args: ScheduleArgs) -> crate::Result<()> {
             a.no_reboot,
             a.config,
             a.identity,
+            a.keys,
         ),
         Sub::Create(a) => (
             Kind::Create,
@@ -132,6 +140,7 @@ pub fn run(args: ScheduleArgs) -> crate::Result<()> {
             a.no_reboot,
             None,
             a.identity,
+            None,
         ),
         Sub::Factory(a) => (
             Kind::Factory,
@@ -141,6 +150,7 @@ pub fn run(args: ScheduleArgs) -> crate::Result<()> {
             a.no_reboot,
             None,
             a.identity,
+            a.keys,
         ),
         Sub::ArmDue(a) => {
             let mut disk = find_disk(a.disk.as_deref())?;
@@ -163,7 +173,8 @@ pub fn run(args: ScheduleArgs) -> crate::Result<()> {
     if !no_reboot && not_before.is_none() {
         check_can_reboot()?;
     }
-    let mut request = Request::new(kind, image);
+    let keys = super::trusted_keys(keys.as_deref(), &[])?;
+    let mut request = Request::new(kind, image, keys);
     request.not_before = not_before;
     request.store = store_config(config.as_deref())?;
     let identity = load_identity(identity.as_deref())?;

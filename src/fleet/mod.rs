@@ -18,6 +18,7 @@ pub mod units;
 
 pub use remote::{fetch_small, put_small, MAX_SMALL_BYTES};
 
+use crate::trust::Keys;
 use std::io::{Read, Seek, Write};
 
 use serde::{Deserialize, Serialize};
@@ -265,12 +266,13 @@ pub fn agent<D: Read + Write + Seek + SyncAll>(
     identity: &Identity,
     now: OffsetDateTime,
     options: &Options,
+    keys: &Keys,
 ) -> crate::Result<AgentRun> {
     let armed_due = schedule::arm_due(disk, now)?;
     if let Some(job) = &armed_due {
         log::info!("armed the deferred job {} {}", job.kind, job.image);
     }
-    let outcome = desired_outcome(disk, config, identity, now, options)?;
+    let outcome = desired_outcome(disk, config, identity, now, options, keys)?;
     Ok(AgentRun { armed_due, outcome })
 }
 
@@ -281,6 +283,7 @@ fn desired_outcome<D: Read + Write + Seek + SyncAll>(
     identity: &Identity,
     now: OffsetDateTime,
     options: &Options,
+    keys: &Keys,
 ) -> crate::Result<AgentOutcome> {
     let server = server_name(identity);
     let Some((target, desired)) = desired_for(config, &server, options)? else {
@@ -315,7 +318,7 @@ fn desired_outcome<D: Read + Write + Seek + SyncAll>(
         (Some(image), _) => Some(ImageArg::Name(image.clone())),
         (None, _) => None,
     };
-    let mut request = Request::new(desired.kind(), image);
+    let mut request = Request::new(desired.kind(), image, keys.clone());
     request.store = Some(config.clone());
     request.transfer = options.clone();
     request.show = Show::Log;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::codec;
 use super::container::{open, Layout};
-use super::manifest::{Codec, Manifest};
+use super::manifest::{hex, Codec, Manifest};
 use super::{parallelism, pipeline, CheckpointError, Error};
 use crate::io::{Progress, Show, SyncAll, ZeroRange};
 
@@ -153,6 +153,7 @@ enum Job {
         gz: Vec<u8>,
         len: u64,
         crc32: u32,
+        sha256: Option<[u8; 32]>,
     },
 }
 
@@ -199,6 +200,7 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
                 gz,
                 len: m.chunk_len(chunk.index),
                 crc32: chunk.crc32,
+                sha256: chunk.sha256,
             }))
         },
         |job| match job {
@@ -208,13 +210,11 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
                 gz,
                 len,
                 crc32,
+                sha256,
             } => {
                 let buf = lock(&decompressed).pop().unwrap_or_default();
-                (
-                    index,
-                    unpack(index, m.codec, &gz, len, crc32, buf),
-                    Some(gz),
-                )
+                let sums = Sums { crc32, sha256 };
+                (index, unpack(index, m.codec, &gz, len, sums, buf), Some(gz))
             }
         },
         |(index, decoded, gz)| {
@@ -236,16 +236,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a chunk's bytes must hash to, as the manifest says.
+struct Sums {
+    crc32: u32,
+    sha256: Option<[u8; 32]>,
+}
+
 /// Decompresses one chunk into `data` (a recycled buffer), refusing more or fewer bytes
-/// than declared, anything after its one frame, and a CRC mismatch.
+/// than declared, anything after its one frame, and a CRC32 or SHA-256 mismatch.
 fn unpack(
     index: u64,
     codec: Codec,
     stored: &[u8],
     len: u64,
-    crc32: u32,
+    sums: Sums,
     mut data: Vec<u8>,
 ) -> Result<Decoded, Error> {
+    let Sums { crc32, sha256 } = sums;
     let bad = |why: String| Error::BadChunk { index, why };
     codec::decompress(codec, stored, len, &mut data)
         .map_err(|e| bad(format!("decompressing ({}): {e}", codec.as_str())))?;
@@ -254,6 +261,16 @@ fn unpack(
         return Err(bad(format!(
             "CRC32 mismatch: the manifest says {crc32:08x}, the data has {actual:08x}"
         )));
+    }
+    if let Some(expected) = sha256 {
+        let actual = super::manifest::sha256(&data);
+        if actual != expected {
+            return Err(bad(format!(
+                "SHA-256 mismatch: the manifest says {}, the data has {}",
+                hex(&expected),
+                hex(&actual)
+            )));
+        }
     }
     Ok(Decoded::Data(data))
 }

@@ -1,13 +1,18 @@
 //! The tar container: `manifest.toml` first, then `chunks/NNNNNNNN.zst` (or `.gz`) for
-//! the data chunks in order, in plain ustar entries (so `tar -x` restores them as files).
+//! the data chunks in order, then (when signed) `manifest.toml.minisig`, in plain ustar
+//! entries (so `tar -x` restores them as files and `minisign -V` checks the signature).
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::manifest::{Codec, Kind, Manifest, MAX_MANIFEST_LEN};
 use super::Error;
 
 /// Path of the manifest, the first entry.
 pub const MANIFEST_PATH: &str = "manifest.toml";
+/// Path of the signature of the manifest (minisign's own name for it), the last entry.
+pub const SIGNATURE_PATH: &str = "manifest.toml.minisig";
+/// Longest signature accepted (minisign's is four lines; the comments are free text).
+pub const MAX_SIGNATURE_LEN: u64 = 8 << 10;
 /// What the manifest entry holds until `create` finishes and rewrites it.
 pub(crate) const INCOMPLETE_MARK: &str = "# reprov image: incomplete, its creation did not finish";
 /// tar's block size: headers are one block, data is padded to whole blocks.
@@ -46,6 +51,12 @@ pub struct Layout {
     pub manifest: Manifest,
     /// Per chunk: byte offset of its stored data in the image (0 for zero chunks).
     offsets: Vec<u64>,
+    /// Where the manifest entry's bytes lie: (offset, length).
+    manifest_span: (u64, u64),
+    /// Where the entries after the last chunk start (the signature, or the end).
+    chunks_end: u64,
+    /// The text of `manifest.toml.minisig`, when the image is signed.
+    pub signature: Option<String>,
 }
 
 impl Layout {
@@ -53,6 +64,26 @@ impl Layout {
     pub fn offset(&self, index: u64) -> u64 {
         self.offsets[index as usize]
     }
+
+    /// The manifest entry's bytes exactly as stored: what a signature signs.
+    pub fn manifest_bytes<R: Read + Seek>(&self, image: &mut R) -> Result<Vec<u8>, Error> {
+        let (offset, len) = self.manifest_span;
+        read_at(image, offset, len, "reading the manifest of")
+    }
+}
+
+fn read_at<R: Read + Seek>(
+    image: &mut R,
+    offset: u64,
+    len: u64,
+    what: &'static str,
+) -> Result<Vec<u8>, Error> {
+    let mut bytes = vec![0; len as usize];
+    image
+        .seek(SeekFrom::Start(offset))
+        .and_then(|_| image.read_exact(&mut bytes))
+        .map_err(|source| Error::Image { what, source })?;
+    Ok(bytes)
 }
 
 fn damaged(why: impl Into<String>) -> Error {
@@ -124,9 +155,82 @@ fn read_header<R: Read + Seek>(image: &mut R, pos: u64, len: u64) -> Result<Opti
 
 /// Reads the manifest and walks every tar header (seeking over the data) to check the
 /// image is whole: each data chunk present, in order, under its name, with the size the
-/// manifest says, inside the file, then the end of the archive. Decompresses nothing;
-/// reads only.
+/// manifest says, inside the file, then the signature if any, then the end of the
+/// archive. Decompresses nothing and checks no signature (see `crate::trust`); reads only.
 pub fn open<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
+    let len = image
+        .seek(SeekFrom::End(0))
+        .map_err(|source| Error::Image {
+            what: "measuring",
+            source,
+        })?;
+    let mut layout = open_signable(image)?;
+    let mut pos = layout.chunks_end;
+    if let Some(entry) = read_header(image, pos, len).map_err(damaged)? {
+        if entry.path != SIGNATURE_PATH {
+            return Err(damaged(format!(
+                "unexpected entry {:?} after the last chunk",
+                entry.path
+            )));
+        }
+        if entry.size > MAX_SIGNATURE_LEN || entry.data + entry.size > len {
+            return Err(damaged(format!(
+                "{SIGNATURE_PATH} is {} bytes long: truncated, or not a signature",
+                entry.size
+            )));
+        }
+        let text = read_at(image, entry.data, entry.size, "reading the signature of")?;
+        let text = String::from_utf8(text)
+            .map_err(|_| damaged(format!("{SIGNATURE_PATH} is not UTF-8 text")))?;
+        layout.signature = Some(text);
+        pos = entry
+            .next()
+            .ok_or_else(|| damaged("entry sizes overflow"))?;
+        if let Some(extra) = read_header(image, pos, len).map_err(damaged)? {
+            return Err(damaged(format!(
+                "unexpected entry {:?} after {SIGNATURE_PATH}",
+                extra.path
+            )));
+        }
+    }
+    Ok(layout)
+}
+
+/// Writes `signature` as the image's `manifest.toml.minisig` (replacing any), then the
+/// end of the archive, and gives the image's new length (the caller cuts the file
+/// there). Touches only bytes after the last chunk, and needs nothing of them: a signing
+/// cut short is mended by signing again.
+pub fn write_signature<F: Read + Write + Seek>(
+    image: &mut F,
+    signature: &str,
+    mtime: u64,
+) -> Result<u64, Error> {
+    if signature.len() as u64 > MAX_SIGNATURE_LEN {
+        return Err(Error::Create {
+            why: format!("a signature of {} bytes is too long", signature.len()),
+        });
+    }
+    let end = open_signable(image)?.chunks_end;
+    let size = signature.len() as u64;
+    let mut tail = header(SIGNATURE_PATH, size, mtime)?.to_vec();
+    tail.extend_from_slice(signature.as_bytes());
+    tail.extend_from_slice(padding(size));
+    tail.extend_from_slice(&[0; 2 * BLOCK as usize]);
+    let write_err = |source| Error::Image {
+        what: "writing the signature into",
+        source,
+    };
+    image
+        .seek(SeekFrom::Start(end))
+        .and_then(|_| image.write_all(&tail))
+        .and_then(|_| image.flush())
+        .map_err(write_err)?;
+    Ok(end + tail.len() as u64)
+}
+
+/// [`open`] up to the end of the last chunk: the manifest and every chunk entry, not
+/// what follows (a signature, maybe torn by a cut while signing). Without the signature.
+pub fn open_signable<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
     let len = image
         .seek(SeekFrom::End(0))
         .map_err(|source| Error::Image {
@@ -160,14 +264,7 @@ pub fn open<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
             "truncated: {len} bytes, inside the manifest"
         )));
     }
-    let mut text = vec![0; first.size as usize];
-    image
-        .seek(SeekFrom::Start(first.data))
-        .and_then(|_| image.read_exact(&mut text))
-        .map_err(|source| Error::Image {
-            what: "reading the manifest of",
-            source,
-        })?;
+    let text = read_at(image, first.data, first.size, "reading the manifest of")?;
     let text =
         String::from_utf8(text).map_err(|_| not_image("its manifest is not UTF-8 text".into()))?;
     let manifest = Manifest::parse(&text)?;
@@ -203,11 +300,11 @@ pub fn open<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
             .next()
             .ok_or_else(|| damaged("entry sizes overflow"))?;
     }
-    if let Some(extra) = read_header(image, pos, len).map_err(damaged)? {
-        return Err(damaged(format!(
-            "unexpected entry {:?} after the last chunk",
-            extra.path
-        )));
-    }
-    Ok(Layout { manifest, offsets })
+    Ok(Layout {
+        manifest,
+        offsets,
+        manifest_span: (first.data, first.size),
+        chunks_end: pos,
+        signature: None,
+    })
 }

@@ -100,8 +100,14 @@ enum Input {
 /// A chunk after the worker: unused (never read), all zero, or compressed.
 enum Packed {
     Unused(Kind),
-    Zero { crc32: u32 },
-    Data { crc32: u32, stored: Vec<u8> },
+    Zero {
+        crc32: u32,
+    },
+    Data {
+        crc32: u32,
+        sha256: [u8; 32],
+        stored: Vec<u8>,
+    },
 }
 
 /// Which blocks of the source `create` reads, and what the others are.
@@ -191,6 +197,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
             _ => Capture::AllBlocks,
         },
         chunks: Vec::with_capacity(count as usize),
+        version: manifest::VERSION,
     };
     let largest = Manifest {
         chunks: (0..count)
@@ -198,6 +205,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                 index,
                 kind: Kind::Data,
                 crc32: u32::MAX,
+                sha256: Some([0xff; 32]),
                 stored: max_stored(manifest.chunk_len(index)),
             })
             .collect(),
@@ -299,16 +307,19 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                     } else {
                         manifest::zero_crc(len)
                     },
+                    sha256: None,
                     stored: 0,
                 },
                 Packed::Zero { crc32 } => Chunk {
                     index,
                     kind: Kind::Zero,
                     crc32,
+                    sha256: None,
                     stored: 0,
                 },
                 Packed::Data {
                     crc32,
+                    sha256,
                     stored: data,
                 } => {
                     let stored = data.len() as u64;
@@ -326,6 +337,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                         index,
                         kind: Kind::Data,
                         crc32,
+                        sha256: Some(sha256),
                         stored,
                     }
                 }
@@ -387,11 +399,16 @@ fn pack(
         return Ok(Packed::Zero { crc32 });
     }
     let crc32 = crc32fast::hash(buf);
+    let sha256 = manifest::sha256(buf);
     let mut out = lock(outputs).pop().unwrap_or_default();
     codec::compress(codec, level, buf, &mut out).map_err(|why| Error::Create {
         why: format!("compressing a chunk: {why}"),
     })?;
-    Ok(Packed::Data { crc32, stored: out })
+    Ok(Packed::Data {
+        crc32,
+        sha256,
+        stored: out,
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

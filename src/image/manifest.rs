@@ -12,9 +12,12 @@ use crate::disk::PartType;
 /// The `format` value every manifest carries.
 pub const FORMAT: &str = "reprov-image";
 /// The manifest version this reprov writes; it reads every version from 1 up to it.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Version 1: gzip chunks only, no partition type, file system or free chunks.
 const FIRST_VERSION: u32 = 1;
+/// The first version whose data chunks carry a SHA-256: only such an image can be
+/// signed (CRC32 finds accidents, not forgeries).
+pub const HASHED_VERSION: u32 = 3;
 /// Chunk size of new images.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Smallest chunk size accepted.
@@ -144,6 +147,9 @@ pub struct Chunk {
     pub kind: Kind,
     /// CRC32 (IEEE, as gzip and `crc32fast`) of the uncompressed bytes.
     pub crc32: u32,
+    /// SHA-256 of the uncompressed bytes: every data chunk from version 3 on; `None` for
+    /// zero and free chunks (their bytes are known) and in older images.
+    pub sha256: Option<[u8; 32]>,
     /// Bytes of the compressed entry in the tar file; 0 for zero chunks.
     pub stored: u64,
 }
@@ -164,6 +170,8 @@ pub struct Manifest {
     pub filesystem: Filesystem,
     pub capture: Capture,
     pub chunks: Vec<Chunk>,
+    /// The version the manifest says (what `to_toml` writes is always [`VERSION`]).
+    pub version: u32,
 }
 
 /// The text form, as serde sees it.
@@ -195,6 +203,8 @@ struct ChunkText {
     index: u64,
     kind: Kind,
     crc32: String,
+    #[serde(default)]
+    sha256: Option<String>,
     stored: u64,
 }
 
@@ -272,7 +282,7 @@ impl Manifest {
             Some((_, _, Some((number, line)))) if !small => {
                 return Err(bad(format!(
                     "manifest line {number}: not a chunk line as reprov writes them \
-                     (`  {{ index = 0, kind = \"data\", crc32 = \"5d7493fd\", stored = 3148978 }},`): \
+                     (`  {{ index = 0, kind = \"data\", crc32 = \"5d7493fd\", sha256 = \"…\", stored = 3148978 }},`): \
                      {line:?}"
                 )))
             }
@@ -281,7 +291,7 @@ impl Manifest {
                 return Err(bad(format!(
                     "a manifest over {MAX_FREE_FORM_LEN} bytes must list its chunks one per line, \
                      as reprov writes them (`chunks = [`, then `  {{ index = 0, kind = \"data\", \
-                     crc32 = \"5d7493fd\", stored = 3148978 }},` …, then `]`)"
+                     crc32 = \"5d7493fd\", sha256 = \"…\", stored = 3148978 }},` …, then `]`)"
                 )))
             }
         };
@@ -356,6 +366,7 @@ impl Manifest {
             filesystem: t.filesystem.unwrap_or(Filesystem::Unknown),
             capture: t.capture.unwrap_or(Capture::AllBlocks),
             chunks: Vec::with_capacity(usize::try_from(count).unwrap_or(0)),
+            version,
         };
         let listed: Box<dyn Iterator<Item = Result<ChunkText, Error>>> = match lines {
             Some(lines) => Box::new(lines.into_iter().map(|(number, line)| {
@@ -410,10 +421,32 @@ impl Manifest {
                 }
                 _ => {}
             }
+            let sha256 = match (&c.sha256, c.kind, version >= HASHED_VERSION) {
+                (None, Kind::Data, true) => {
+                    return Err(bad(format!(
+                        "data chunk {position} has no sha256 (version {version} requires one)"
+                    )))
+                }
+                (None, _, _) => None,
+                (Some(_), _, false) => {
+                    return Err(bad(format!(
+                        "chunk {position}: sha256 in a version {version} manifest"
+                    )))
+                }
+                (Some(_), Kind::Zero | Kind::Free, true) => {
+                    return Err(bad(format!("{kind} chunk {position} has a sha256")))
+                }
+                (Some(text), Kind::Data, true) => Some(parse_sha256(text).ok_or_else(|| {
+                    bad(format!(
+                        "chunk {position}: sha256 {text:?} is not 64 hex digits"
+                    ))
+                })?),
+            };
             manifest.chunks.push(Chunk {
                 index: position,
                 kind: c.kind,
                 crc32,
+                sha256,
                 stored: c.stored,
             });
         }
@@ -443,14 +476,17 @@ impl Manifest {
         let _ = writeln!(text, "capture = {}", quoted(self.capture.as_str()));
         text.push_str("chunks = [\n");
         for c in &self.chunks {
-            let _ = writeln!(
+            let _ = write!(
                 text,
-                "  {{ index = {}, kind = \"{}\", crc32 = \"{:08x}\", stored = {} }},",
+                "  {{ index = {}, kind = \"{}\", crc32 = \"{:08x}\", ",
                 c.index,
                 c.kind.as_str(),
                 c.crc32,
-                c.stored
             );
+            if let Some(sha256) = &c.sha256 {
+                let _ = write!(text, "sha256 = \"{}\", ", hex(sha256));
+            }
+            let _ = writeln!(text, "stored = {} }},", c.stored);
         }
         text.push_str("]\n");
         text
@@ -522,20 +558,20 @@ fn split_chunks(text: &str) -> Option<(String, Vec<(usize, &str)>)> {
     Some((header, lines))
 }
 
-/// One chunk line: `{ index = 0, kind = "data", crc32 = "5d7493fd", stored = 3148978 },`
-/// (the keys in this order, the comma after the last line optional, spaces free).
+/// One chunk line: `{ index = 0, kind = "data", crc32 = "5d7493fd", sha256 = "…",
+/// stored = 3148978 },` (the keys in this order, `sha256` only where there is one, the
+/// comma after the last line optional, spaces free).
 fn parse_chunk_line(line: &str) -> Option<ChunkText> {
     let line = line.trim();
     let line = line.strip_suffix(',').unwrap_or(line).trim_end();
     let inner = line.strip_prefix('{')?.strip_suffix('}')?;
-    let mut fields = inner.split(',').map(|field| {
+    let mut fields = [("", ""); 5];
+    let mut count = 0;
+    for field in inner.split(',') {
         let (key, value) = field.split_once('=')?;
-        Some((key.trim(), value.trim()))
-    });
-    let mut next = |name: &str| -> Option<&str> {
-        let (key, value) = fields.next()??;
-        (key == name).then_some(value)
-    };
+        *fields.get_mut(count)? = (key.trim(), value.trim());
+        count += 1;
+    }
     let number = |text: &str| -> Option<u64> {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -546,23 +582,27 @@ fn parse_chunk_line(line: &str) -> Option<ChunkText> {
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
         (!inner.contains(['"', '\\'])).then(|| inner.to_string())
     };
-    let index = number(next("index")?)?;
-    let kind = match string(next("kind")?)?.as_str() {
+    let (index, kind, crc32, sha256, stored) = match fields[..count] {
+        [("index", index), ("kind", kind), ("crc32", crc32), ("stored", stored)] => {
+            (index, kind, crc32, None, stored)
+        }
+        [("index", index), ("kind", kind), ("crc32", crc32), ("sha256", sha256), ("stored", stored)] => {
+            (index, kind, crc32, Some(string(sha256)?), stored)
+        }
+        _ => return None,
+    };
+    let kind = match string(kind)?.as_str() {
         "data" => Kind::Data,
         "zero" => Kind::Zero,
         "free" => Kind::Free,
         _ => return None,
     };
-    let crc32 = string(next("crc32")?)?;
-    let stored = number(next("stored")?)?;
-    if fields.next().is_some() {
-        return None;
-    }
     Some(ChunkText {
-        index,
+        index: number(index)?,
         kind,
-        crc32,
-        stored,
+        crc32: string(crc32)?,
+        sha256,
+        stored: number(stored)?,
     })
 }
 
@@ -571,6 +611,33 @@ fn parse_crc(text: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(text, 16).ok()
+}
+
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(hash)
+}
+
+/// Lower-case hex digits of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
 }
 
 /// CRC32 of `len` zero bytes, remembered for the (at most two) lengths a manifest has.
@@ -623,37 +690,44 @@ mod tests {
                     index: 0,
                     kind: Kind::Data,
                     crc32: 0xdeadbeef,
+                    sha256: Some([0xab; 32]),
                     stored: 1234,
                 },
                 Chunk {
                     index: 1,
                     kind: Kind::Zero,
                     crc32: zero_crc(chunk_size),
+                    sha256: None,
                     stored: 0,
                 },
                 Chunk {
                     index: 2,
                     kind: Kind::Free,
                     crc32: zero_crc(chunk_size),
+                    sha256: None,
                     stored: 0,
                 },
                 Chunk {
                     index: 3,
                     kind: Kind::Data,
                     crc32: 0x01,
+                    sha256: Some(sha256(b"")),
                     stored: 99,
                 },
             ],
+            version: VERSION,
         }
     }
 
-    /// The sample as a version 1 image says it: gzip, no type, file system or free chunks.
+    /// The sample as a version 1 image says it: gzip, no type, file system, free chunks
+    /// or hashes.
     fn version_1() -> String {
         let mut m = sample();
         m.codec = Codec::Gzip;
         m.chunks[2].kind = Kind::Zero;
+        m.chunks.iter_mut().for_each(|c| c.sha256 = None);
         m.to_toml()
-            .replace("version = 2", "version = 1")
+            .replace("version = 3", "version = 1")
             .replace("partition_type = \"0x83\"\n", "")
             .replace("filesystem = \"ext4\"\n", "")
             .replace("capture = \"used-blocks\"\n", "")
@@ -677,6 +751,7 @@ mod tests {
     fn chunk_lines_and_other_toml_layouts_read_alike() {
         let m = sample();
         let text = m.to_toml();
+        let ab = "ab".repeat(32);
         assert!(
             split_chunks(&text).is_some(),
             "reprov's own layout takes the line parser"
@@ -684,8 +759,12 @@ mod tests {
         let other_layouts = [
             // One table per line, keys in another order.
             text.replace(
-                "{ index = 0, kind = \"data\", crc32 = \"deadbeef\", stored = 1234 }",
-                "{ kind = \"data\", index = 0, stored = 1234, crc32 = \"deadbeef\" }",
+                &format!(
+                    "{{ index = 0, kind = \"data\", crc32 = \"deadbeef\", sha256 = \"{ab}\", stored = 1234 }}"
+                ),
+                &format!(
+                    "{{ kind = \"data\", index = 0, stored = 1234, sha256 = \"{ab}\", crc32 = \"deadbeef\" }}"
+                ),
             ),
             // The whole array on one line.
             {
@@ -713,6 +792,7 @@ mod tests {
                 index,
                 kind: Kind::Zero,
                 crc32: zero_crc(m.chunk_size),
+                sha256: None,
                 stored: 0,
             })
             .collect();
@@ -760,7 +840,7 @@ mod tests {
                 "format = \"other\"",
                 "not a reprov image",
             ),
-            ("version = 2", "version = 7", "unknown image version 7"),
+            ("version = 3", "version = 7", "unknown image version 7"),
             (
                 "source_size = 196708",
                 "source_size = 999999",
@@ -805,6 +885,27 @@ mod tests {
             let text = good.replacen(from, to, 1);
             let err = Manifest::parse(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "{to}: {err}");
+        }
+        // The hashes: on every data chunk of version 3, on no other chunk, nowhere before.
+        let ab = format!("sha256 = \"{}\", ", "ab".repeat(32));
+        let zero_field = format!("crc32 = \"{:08x}\", ", zero_crc(MIN_CHUNK_SIZE));
+        for (text, expected) in [
+            (good.replacen(&ab, "", 1), "data chunk 0 has no sha256"),
+            (
+                good.replacen(&ab, "sha256 = \"abc\", ", 1),
+                "is not 64 hex digits",
+            ),
+            (
+                good.replacen(&zero_field, &format!("{zero_field}{ab}"), 1),
+                "zero chunk 1 has a sha256",
+            ),
+            (
+                good.replace("version = 3", "version = 2"),
+                "sha256 in a version 2 manifest",
+            ),
+        ] {
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
         }
         let zero = format!("{:08x}", zero_crc(MIN_CHUNK_SIZE));
         let err = Manifest::parse(&good.replace(&zero, "00000001")).unwrap_err();

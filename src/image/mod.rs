@@ -19,14 +19,17 @@ mod verify;
 pub use apply::{apply, ApplyOptions};
 pub use check::check_target;
 pub use codec::{GZIP_LEVEL, ZSTD_LEVEL};
-pub use container::{chunk_path, open, Layout, MANIFEST_PATH};
+pub use container::{
+    chunk_path, open, open_signable, write_signature, Layout, MANIFEST_PATH, MAX_SIGNATURE_LEN,
+    SIGNATURE_PATH,
+};
 pub use create::{create, CreateOptions};
 pub use manifest::{
-    chunk_count, Capture, Chunk, Codec, Filesystem, Kind, Manifest, DEFAULT_CHUNK_SIZE, FORMAT,
-    MAX_CHUNK_SIZE, MAX_MANIFEST_LEN, MIN_CHUNK_SIZE, VERSION,
+    chunk_count, hex, Capture, Chunk, Codec, Filesystem, Kind, Manifest, DEFAULT_CHUNK_SIZE,
+    FORMAT, HASHED_VERSION, MAX_CHUNK_SIZE, MAX_MANIFEST_LEN, MIN_CHUNK_SIZE, VERSION,
 };
 pub use nos::{apply_to_nos, grow_nos_for, nos_growth};
-pub use verify::verify;
+pub use verify::{verify, verify_opened};
 
 use crate::units::format_size;
 

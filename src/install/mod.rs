@@ -3,6 +3,8 @@
 //! boot sector and `ldlinux.sys` (through the `syslinux` tool), and MBR boot code that
 //! boots the active partition.
 
+pub mod cpio;
+
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Bytes of boot code in an MBR; the disk signature and partition table follow.
@@ -49,6 +51,31 @@ pub fn syslinux_cfg(debug: bool) -> String {
          LABEL recovery\n  KERNEL /{KERNEL_NAME}\n  INITRD /{INITRAMFS_NAME}\n  \
          APPEND console=tty0 console=ttyS0,115200 quiet{debug}\n"
     )
+}
+
+/// What to append to the recovery initramfs so the recovery trusts these keys (the
+/// texts of `.pub` files, each checked to be a key): `/etc/reprov/keys/ID.pub`.
+pub fn trusted_keys_archive(keys: &[String]) -> Result<Vec<u8>, crate::trust::Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for text in keys {
+        let mut one = crate::trust::Keys::none();
+        one.add(text).map_err(|why| crate::trust::Error::BadKey {
+            path: "--trust".into(),
+            why,
+        })?;
+        let id = one.ids().remove(0);
+        files.push((format!("etc/reprov/keys/{id}.pub"), text.as_bytes()));
+    }
+    let dir = |path| cpio::Entry { path, data: None };
+    let mut entries = vec![dir("etc"), dir("etc/reprov"), dir("etc/reprov/keys")];
+    entries.extend(files.iter().map(|(path, data)| cpio::Entry {
+        path,
+        data: Some(data),
+    }));
+    Ok(cpio::archive(&entries))
 }
 
 /// Copies each (name, contents) into the root of the FAT file system on the system

@@ -20,6 +20,7 @@ use crate::identity::{self, Identity};
 use crate::image::{self, ApplyOptions, CreateOptions};
 use crate::io::{Show, SyncOnFlush, Window};
 use crate::store::{Code, ImageName, Job, Kind as JobKind, State as JobState, Store};
+use crate::trust;
 
 /// Where the factory image lives on the data partition (the "recovery CD" on disk).
 pub const FACTORY_DIR: &str = "factory";
@@ -44,6 +45,8 @@ pub struct Machine {
     pub unmount_nos: fn(&Path) -> std::io::Result<()>,
     /// Grows the ext4 file system mounted at a directory to a number of blocks, online.
     pub grow_ext4: fn(&Path, u64) -> std::io::Result<()>,
+    /// The keys a job's image must be signed by (none: images are not checked).
+    pub keys: Result<trust::Keys, String>,
 }
 
 impl Machine {
@@ -60,6 +63,8 @@ impl Machine {
             },
             unmount_nos: crate::kernel::mount::unmount,
             grow_ext4: crate::kernel::mount::grow_ext4,
+            // A key that does not load refuses every image rather than none.
+            keys: trust::Keys::load_dir(Path::new(trust::KEYS_DIR)).map_err(|e| e.to_string()),
         }
     }
 }
@@ -219,14 +224,40 @@ impl<D: Device> Runner<'_, D> {
         identity: Option<&Identity>,
         as_job: bool,
     ) -> crate::Result<()> {
-        // The manifest first: a too-big image is refused without reading it all.
-        let manifest = with_image_store(
+        // The manifest first: a too-big or untrusted image is refused without reading
+        // it all. The safety backup and the factory image a rollback writes are this
+        // disk's own, never fetched: only a job's image must be signed.
+        let keys = match (&self.machine.keys, as_job) {
+            (_, false) => None,
+            (Ok(keys), true) => Some(keys),
+            (Err(why), true) => {
+                return Err(trust::Error::BadKey {
+                    path: PathBuf::from(trust::KEYS_DIR),
+                    why: why.clone(),
+                }
+                .into())
+            }
+        };
+        let (manifest, verdict) = with_image_store(
             (self.open, &self.device),
             Stores::of(&self.disk),
             from,
             name,
-            |image, _| Ok(image::open(&mut &mut *image)?.manifest),
+            |image, _| {
+                let mut image = &mut *image;
+                let layout = image::open(&mut image)?;
+                let verdict = match keys {
+                    Some(keys) => Some(keys.check_image(&mut image, &layout)?),
+                    None => None,
+                };
+                Ok((layout.manifest, verdict))
+            },
         )?;
+        match &verdict {
+            Some(trust::Verdict::NotChecked) => log::warn!("{}", trust::Keys::none().describe()),
+            Some(trusted) => log::info!("{name}: {trusted}"),
+            None => {}
+        }
         let (_, nos_len) = self.disk.range(Role::Nos);
         if let Some(new_len) =
             image::nos_growth(manifest.source_size, nos_len, self.disk.float_len())?
@@ -243,10 +274,11 @@ impl<D: Device> Runner<'_, D> {
         self.note(
             Code::ImageValidated,
             &format!(
-                "{} ({}), {} chunks",
+                "{} ({}), {} chunks{}",
                 manifest.name,
                 crate::units::format_size(manifest.source_size),
-                manifest.chunks.len()
+                manifest.chunks.len(),
+                verdict.map_or(String::new(), |v| format!(", {v}"))
             ),
         )?;
         // NOS still holds the previous appliance, wherever an earlier start was cut.
@@ -879,6 +911,8 @@ fn code_for(error: &crate::Error) -> Code {
         crate::Error::Store(crate::store::Error::BadJob { .. }) => Code::BadJob,
         crate::Error::Identity(_) => Code::IdentityError,
         crate::Error::Disk(crate::disk::Error::FloatInUse { .. }) => Code::FloatInUse,
+        crate::Error::Trust(trust::Error::Image(_)) => Code::ImageCorrupt,
+        crate::Error::Trust(_) => Code::ImageUntrusted,
         crate::Error::Disk(_) => Code::DiskError,
         _ => Code::IoError,
     }

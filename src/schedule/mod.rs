@@ -22,10 +22,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::disk::{ApplianceDisk, Role};
 use crate::identity::{self, Identity};
-use crate::image;
+use crate::image::{self, Manifest};
 use crate::io::{Show, SyncAll};
 use crate::store::{Code, ImageName, Job, Kind, State, Store};
 use crate::transfer::{self, Source, StoreConfig, StorePlace};
+use crate::trust::{self, Keys, Verdict};
 use crate::units::format_size;
 
 /// Where the factory images live on the data partition (as the recovery reads them).
@@ -42,7 +43,7 @@ pub enum Error {
     #[error(
         "image {image} does not fit: it needs {} ({needed} bytes) of NOS, but NOS ({} = \
          {nos} bytes) and the float after it ({} = {float} bytes) hold only {} ({room} bytes); \
-         removed it, nothing scheduled",
+         nothing scheduled",
         format_size(*needed), format_size(*nos), format_size(*float), format_size(*room)
     )]
     TooBig {
@@ -52,11 +53,17 @@ pub enum Error {
         float: u64,
         room: u64,
     },
-    #[error("image {image} is not a whole, valid image: {source}; removed it, nothing scheduled")]
+    #[error("image {image} is not a whole, valid image: {source}; nothing scheduled")]
     Corrupt {
         image: String,
         #[source]
         source: image::Error,
+    },
+    #[error("image {image} is not trusted: {source}; nothing scheduled")]
+    Untrusted {
+        image: String,
+        #[source]
+        source: trust::Error,
     },
     #[error("{0}")]
     Image(String),
@@ -101,10 +108,12 @@ pub struct Request {
     pub store: Option<StoreConfig>,
     pub transfer: transfer::Options,
     pub show: Show,
+    /// The keys the image must be signed by (none: it is not checked, and the log says so).
+    pub keys: Keys,
 }
 
 impl Request {
-    pub fn new(kind: Kind, image: Option<ImageArg>) -> Self {
+    pub fn new(kind: Kind, image: Option<ImageArg>, keys: Keys) -> Self {
         Request {
             kind,
             image,
@@ -112,6 +121,7 @@ impl Request {
             store: None,
             transfer: transfer::Options::default(),
             show: Show::detect(),
+            keys,
         }
     }
 }
@@ -148,7 +158,7 @@ pub fn schedule<D: Read + Write + Seek + SyncAll>(
     let nos = disk.range(Role::Nos).1;
     let float = disk.float_len();
     let factory = match request.kind {
-        Kind::Factory => Some(factory_image(disk, request.image.as_ref(), nos, float)?),
+        Kind::Factory => Some(factory_image(disk, request, nos, float)?),
         _ => None,
     };
     let job =
@@ -237,11 +247,11 @@ fn prepare<D: Read + Write + Seek>(
                 .as_ref()
                 .ok_or_else(|| Error::Image("apply needs an image".to_string()))?;
             let (name, how) = fetch(store, arg, request)?;
-            let size = check_stored(store, &name, nos, float, request.show)?;
+            let (size, verdict) = check_stored(store, &name, nos, float, request)?;
             step(
                 store,
                 Code::ImageFetched,
-                &format!("{name} ({how}, {}, verified)", format_size(size)),
+                &format!("{name} ({how}, {}, verified, {verdict})", format_size(size)),
             )?;
             name
         }
@@ -350,34 +360,56 @@ fn fetch<D: Read + Write + Seek>(
     Ok((name, format!("fetched from {}", source.url)))
 }
 
-/// Verifies the stored image whole and checks it fits NOS + float; removes it when it
-/// does not. Returns its size in bytes.
+/// Verifies the stored image whole — signed by a trusted key when keys are configured —
+/// and checks it fits NOS + float; removes it when it does not. Returns its size in bytes
+/// and who signed it.
 fn check_stored<D: Read + Write + Seek>(
     store: &Store<D>,
     name: &ImageName,
     nos: u64,
     float: u64,
-    show: Show,
-) -> crate::Result<u64> {
+    request: &Request,
+) -> crate::Result<(u64, Verdict)> {
     let size = store.image_size(name)?;
     let checked = {
         let mut file = store.open_image(name)?;
-        image::verify(&mut file, show)
+        checked_image(&request.keys, name.as_str(), &mut file, request.show)
     };
     let refusal: crate::Error = match checked {
-        Ok(manifest) => match fits(name, manifest.source_size, nos, float) {
-            Ok(()) => return Ok(size),
+        Ok((manifest, verdict)) => match fits(name, manifest.source_size, nos, float) {
+            Ok(()) => return Ok((size, verdict)),
             Err(e) => e.into(),
         },
-        Err(source) => Error::Corrupt {
+        Err(e) => e,
+    };
+    // Nothing that failed its check may stay under a name that says it is whole.
+    store.remove_image(name)?;
+    log::warn!("removed {name} from the images store: it did not pass its check");
+    Err(refusal)
+}
+
+/// Checks an image whole and who signed it, as [`Keys::verify_image`]; the error names it.
+fn checked_image<R: Read + Seek>(
+    keys: &Keys,
+    name: &str,
+    image: &mut R,
+    show: Show,
+) -> crate::Result<(Manifest, Verdict)> {
+    if keys.is_empty() {
+        log::warn!("{}", keys.describe());
+    }
+    keys.verify_image(image, show).map_err(|e| match e {
+        trust::Error::Image(source) => Error::Corrupt {
             image: name.to_string(),
             source,
         }
         .into(),
-    };
-    // Nothing that failed its check may stay under a name that says it is whole.
-    store.remove_image(name)?;
-    Err(refusal)
+        source => Error::Untrusted {
+            image: name.to_string(),
+            source,
+        }
+        .into(),
+    })
 }
 
 fn fits(name: &ImageName, needed: u64, nos: u64, float: u64) -> Result<(), Error> {
@@ -395,10 +427,11 @@ fn fits(name: &ImageName, needed: u64, nos: u64, float: u64) -> Result<(), Error
 /// Finds, verifies and fit-checks the factory image on the data partition. Reads only.
 fn factory_image<D: Read + Write + Seek + SyncAll>(
     disk: &mut ApplianceDisk<D>,
-    arg: Option<&ImageArg>,
+    request: &Request,
     nos: u64,
     float: u64,
 ) -> crate::Result<ImageName> {
+    let arg = request.image.as_ref();
     let data = disk.mount(Role::Data)?;
     let found = (|| {
         let name = match arg {
@@ -426,10 +459,12 @@ fn factory_image<D: Read + Write + Seek + SyncAll>(
             }
         };
         let mut file = data.open_in(FACTORY_DIR, &name)?;
-        let manifest = image::verify(&mut file, Show::Quiet).map_err(|source| Error::Corrupt {
-            image: format!("{FACTORY_DIR}/{name}"),
-            source,
-        })?;
+        let (manifest, _) = checked_image(
+            &request.keys,
+            &format!("{FACTORY_DIR}/{name}"),
+            &mut file,
+            Show::Quiet,
+        )?;
         fits(&name, manifest.source_size, nos, float)?;
         Ok::<_, crate::Error>(name)
     })();

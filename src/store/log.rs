@@ -85,6 +85,7 @@ codes! {
     RetryAfterReboot = "E112", "retry-after-reboot", "The job failed with nothing to roll back to: rebooting to try it again, since a fresh boot can cure what the running kernel cannot";
     FloatInUse = "E113", "float-in-use", "NOS needs to grow, but the float it would take holds data: nothing was written";
     Stalled = "E114", "stalled", "A step made no progress for the watchdog's limit (reprov.watchdog): rebooting, so the job resumes where it stood";
+    ImageUntrusted = "E115", "image-untrusted", "The image is not signed by a key this machine trusts (or does not match its signature): nothing was written";
     Internal = "E199", "internal", "Internal error in reprov";
 }
 

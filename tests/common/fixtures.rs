@@ -263,5 +263,6 @@ pub fn machine() -> reprov::recovery::runner::Machine {
         mount_nos: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
         unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
         grow_ext4: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
+        keys: Ok(reprov::trust::Keys::none()),
     }
 }

@@ -6,3 +6,4 @@ pub mod fixtures;
 pub mod qemu;
 pub mod scenario;
 pub mod servers;
+pub mod signed;
