@@ -337,3 +337,119 @@ fn without_keys_images_are_not_checked_and_the_run_says_so() {
     ]);
     assert!(err.contains("no such directory"), "{err}");
 }
+
+/// An agent with trusted keys acts only on desired states signed by one of them, for its
+/// own group, and of a later generation than the last it acted on.
+#[test]
+fn agents_with_keys_refuse_unsigned_misplaced_and_replayed_desired_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = TestKeys::new(dir.path());
+    let server = Server::start(Kind::Http, &[]);
+    for name in ["B", "C"] {
+        let image = image_of(&fat_nos(8 * MIB, name, MIB), name);
+        std::fs::write(
+            server.file(&format!("{name}.tar")),
+            signed(&image, &keys.ours),
+        )
+        .unwrap();
+    }
+    let (disk, identity) = appliance(dir.path());
+    let key = s(&keys.ours_key);
+    let config = server.config(Some("web"));
+    let config = s(&config);
+    let publish = |image: &str, extra: &[&str]| {
+        let mut args = vec![
+            "fleet", "publish", "--group", "web", "--image", image, "--config", config,
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let agent = || {
+        reprov(&[
+            "agent",
+            "--config",
+            config,
+            "--disk",
+            s(&disk),
+            "--no-reboot",
+            "--identity",
+            s(&identity),
+            "--keys",
+            s(&keys.trusted_dir),
+        ])
+    };
+    let state = server.file("fleet/groups/web.toml");
+    let signature = server.file("fleet/groups/web.toml.minisig");
+    let clear_job = || ok(&["job", "clear", "--disk", s(&disk)]);
+
+    // Generation 1, signed: scheduled.
+    publish("B.tar", &["--key", key]);
+    let saved = (
+        std::fs::read(&state).unwrap(),
+        std::fs::read(&signature).unwrap(),
+    );
+    let out = agent();
+    assert!(
+        text(&out).contains("scheduled apply B.tar"),
+        "{}",
+        text(&out)
+    );
+    clear_job();
+    // Generation 2, signed: scheduled.
+    publish("C.tar", &["--key", key]);
+    assert!(text(&agent()).contains("scheduled apply C.tar"));
+    clear_job();
+
+    // Generation 1 put back on the store, its signature good: a replay, refused.
+    std::fs::write(&state, &saved.0).unwrap();
+    std::fs::write(&signature, &saved.1).unwrap();
+    let out = agent();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("generation 1 is not later than generation 2") && said.contains("replay"),
+        "{said}"
+    );
+    assert_eq!(job_of(&disk), None, "the replay scheduled something");
+    // The refusal is logged where the operator looks: the server's status on the store.
+    // (The server is named by its short host name: the identity has no serial.)
+    let status = std::fs::read_to_string(server.file("fleet/status/appliance-a.toml")).unwrap();
+    assert!(status.contains("replay"), "{status}");
+
+    // Unsigned, or signed by a key the agent does not trust: refused.
+    publish("B.tar", &["--generation", "7"]);
+    std::fs::remove_file(&signature).unwrap();
+    let said = text(&agent());
+    assert!(
+        said.contains("refused the desired state") && said.contains("not signed"),
+        "{said}"
+    );
+    // A signed state of another group copied over this group's: refused.
+    let other = server.config(Some("db"));
+    ok(&[
+        "fleet",
+        "publish",
+        "--group",
+        "db",
+        "--image",
+        "B.tar",
+        "--config",
+        s(&other),
+        "--key",
+        key,
+        "--generation",
+        "8",
+    ]);
+    server.config(Some("web"));
+    std::fs::copy(server.file("fleet/groups/db.toml"), &state).unwrap();
+    std::fs::copy(server.file("fleet/groups/db.toml.minisig"), &signature).unwrap();
+    let said = text(&agent());
+    assert!(
+        said.contains("published for group db, not for group web"),
+        "{said}"
+    );
+    assert_eq!(job_of(&disk), None);
+    // A later generation, signed, is taken again.
+    publish("B.tar", &["--key", key, "--generation", "9"]);
+    assert!(text(&agent()).contains("scheduled apply B.tar"));
+}

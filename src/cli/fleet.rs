@@ -86,6 +86,17 @@ struct Publish {
     #[argh(option)]
     /// the store config (default /etc/reprov/store.toml)
     config: Option<PathBuf>,
+    #[argh(option)]
+    /// sign the desired state with this secret key (agents with trusted keys act only
+    /// on signed states)
+    key: Option<PathBuf>,
+    #[argh(option)]
+    /// the secret key's password, on this file's first line (mode 600)
+    password_file: Option<PathBuf>,
+    #[argh(option)]
+    /// the generation to publish (default: one after the store's); agents with keys
+    /// act only on a later generation than the last they acted on
+    generation: Option<u64>,
 }
 
 /// Print every server's last report: server, hostname, image, state, last step, time.
@@ -232,11 +243,21 @@ pub fn fleet(args: FleetArgs) -> crate::Result<()> {
                 }
             };
             let kind = Kind::parse(&p.kind).map_err(Error::Usage)?;
+            let key = p
+                .key
+                .as_deref()
+                .map(|key| super::signing_key(key, p.password_file.as_deref()))
+                .transpose()?;
+            let publication = fleet::Publication {
+                kind,
+                image: p.image.as_deref(),
+                generation: p.generation,
+                key: key.as_ref(),
+            };
             let desired = fleet::publish(
                 &config,
                 &target,
-                kind,
-                p.image.as_deref(),
+                &publication,
                 OffsetDateTime::now_utc(),
                 &options,
             )?;

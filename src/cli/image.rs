@@ -550,20 +550,13 @@ fn sign(s: Sign) -> crate::Result<()> {
     let signature =
         match (&s.key, &s.signature) {
             (Some(key), None) => {
-                let secret = crate::io::read_regular_to_string(key, 4096)
-                    .map_err(|e| Error::io("reading secret key", key.display(), e))?;
-                let password = s
-                    .password_file
-                    .as_deref()
-                    .map(crate::transfer::read_password_file)
-                    .transpose()?
-                    .map(|secret| secret.expose().to_string());
+                let key = super::signing_key(key, s.password_file.as_deref())?;
                 let comment = s.comment.clone().unwrap_or_else(|| {
                     let now = time::OffsetDateTime::now_utc().unix_timestamp();
                     format!("timestamp:{now}\timage:{}", m.name)
                 });
                 let manifest = layout.manifest_bytes(&mut file)?;
-                crate::trust::sign(&secret, password, &manifest, &comment)?
+                key.sign(&manifest, &comment)?
             }
             (None, Some(signature)) => {
                 crate::io::read_regular_to_string(signature, image::MAX_SIGNATURE_LEN)

@@ -112,6 +112,20 @@ fn trusted_keys(
     })
 }
 
+/// A secret key (a minisign `.key` file) to sign with, and its password from a file.
+fn signing_key(
+    key: &std::path::Path,
+    password_file: Option<&std::path::Path>,
+) -> crate::Result<crate::trust::SigningKey> {
+    let secret = crate::io::read_regular_to_string(key, 4096)
+        .map_err(|e| crate::Error::io("reading secret key", key.display(), e))?;
+    let password = password_file
+        .map(crate::transfer::read_password_file)
+        .transpose()?
+        .map(|secret| secret.expose().to_string());
+    Ok(crate::trust::SigningKey::new(secret, password))
+}
+
 /// Log lines go to stderr, so stdout stays for the output a script reads.
 fn init_logging(verbose: bool) {
     let level = if verbose {

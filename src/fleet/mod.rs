@@ -12,13 +12,18 @@
 //! A desired state (`image`, `kind`, `generation`) is acted on once: the agent remembers
 //! what it last scheduled in `reprov/fleet` on the images partition and schedules again
 //! only when the desired state differs (a new publish bumps `generation`).
+//!
+//! Signed (`fleet publish --key`): `GROUP.toml.minisig` beside the file signs its exact
+//! bytes, which name their target. An agent with trusted keys acts only on a state signed
+//! by one of them, for its own group or server, and of a later generation than the one
+//! it last acted on — so an old state replayed on the store cannot roll a fleet back.
 
 mod remote;
 pub mod units;
 
 pub use remote::{fetch_small, put_small, MAX_SMALL_BYTES};
 
-use crate::trust::Keys;
+use crate::trust::{self, Keys};
 use std::io::{Read, Seek, Write};
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +48,8 @@ pub enum Error {
     Bad { path: String, why: String },
     #[error("{what} {name:?}: use letters, digits, '.', '-' and '_' only")]
     BadName { what: &'static str, name: String },
+    #[error("refused the desired state {path}: {why}; nothing scheduled")]
+    Refused { path: String, why: String },
 }
 
 fn bad(path: &str, why: impl std::fmt::Display) -> crate::Error {
@@ -81,6 +88,11 @@ impl Target {
         }
     }
 
+    /// Its signature on the store (minisign's name for it).
+    pub fn signature_path(&self) -> String {
+        format!("{}.minisig", self.path())
+    }
+
     fn describe(&self) -> String {
         match self {
             Target::Group(g) => format!("group {g}"),
@@ -102,6 +114,10 @@ pub struct Desired {
     pub generation: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
+    /// Whom it was published for (`group web`, `server SN1`): signed with the rest, so
+    /// a signed state cannot be copied to another group's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl Desired {
@@ -165,16 +181,28 @@ fn now_text(now: OffsetDateTime) -> String {
         .unwrap_or_else(|_| now.to_string())
 }
 
+/// What `fleet publish` publishes.
+pub struct Publication<'a> {
+    pub kind: Kind,
+    pub image: Option<&'a str>,
+    /// The generation to publish (default: one after the one on the store). Agents with
+    /// keys act only on generations later than the last they acted on: after the store
+    /// lost its files, publish above the fleet's last generation.
+    pub generation: Option<u64>,
+    /// Signs the state (`TARGET.toml.minisig` beside it).
+    pub key: Option<&'a trust::SigningKey>,
+}
+
 /// Publishes a desired state for `target`, one generation after the one on the store.
-/// Uploads to the store; returns what was published.
+/// Uploads to the store (the state, then its signature); returns what was published.
 pub fn publish(
     config: &StoreConfig,
     target: &Target,
-    kind: Kind,
-    image: Option<&str>,
+    publication: &Publication,
     now: OffsetDateTime,
     options: &Options,
 ) -> crate::Result<Desired> {
+    let (kind, image) = (publication.kind, publication.image);
     match target {
         Target::Group(name) => check_name("group", name)?,
         Target::Server(name) => check_name("server", name)?,
@@ -191,14 +219,31 @@ pub fn publish(
         Some(bytes) => Some(Desired::parse(&bytes, &path)?),
         None => None,
     };
+    let next = previous.map_or(1, |p| p.generation.saturating_add(1));
     let desired = Desired {
         kind: kind.as_str().to_string(),
         image: image.map(str::to_string),
-        generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
+        generation: publication.generation.unwrap_or(next),
         published_at: Some(now_text(now)),
+        target: Some(target.describe()),
     };
     let text = toml::to_string(&desired).map_err(|e| bad(&path, e))?;
+    let signature = publication
+        .key
+        .map(|key| {
+            let comment = format!("{} generation {}", target.describe(), desired.generation);
+            key.sign(text.as_bytes(), &comment)
+        })
+        .transpose()?;
     put_small(config, &path, text.as_bytes(), options)?;
+    if let Some(signature) = signature {
+        put_small(
+            config,
+            &target.signature_path(),
+            signature.as_bytes(),
+            options,
+        )?;
+    }
     log::info!(
         "published to {} ({}): {} {} generation {}",
         target.describe(),
@@ -237,11 +282,13 @@ pub enum AgentOutcome {
     Scheduled(Scheduled),
 }
 
-/// The desired state for this server: its own file, else its group's.
+/// The desired state for this server: its own file, else its group's; with keys, only
+/// one signed by a trusted key and for this target.
 pub fn desired_for(
     config: &StoreConfig,
     server: &str,
     options: &Options,
+    keys: &Keys,
 ) -> crate::Result<Option<(Target, Desired)>> {
     let mut targets = vec![Target::Server(server.to_string())];
     if let Some(group) = &config.group {
@@ -251,7 +298,33 @@ pub fn desired_for(
     for target in targets {
         let path = target.path();
         if let Some(bytes) = fetch_small(config, &path, options)? {
-            return Ok(Some((target, Desired::parse(&bytes, &path)?)));
+            let desired = Desired::parse(&bytes, &path)?;
+            if !keys.is_empty() {
+                let refused = |why: String| Error::Refused {
+                    path: path.clone(),
+                    why,
+                };
+                let signature = fetch_small(config, &target.signature_path(), options)?;
+                let signature = signature
+                    .map(|bytes| String::from_utf8(bytes).map_err(|_| "garbled".to_string()))
+                    .transpose()
+                    .map_err(|why| refused(format!("its signature is {why}")))?;
+                let verdict = keys
+                    .check_signed(&bytes, signature.as_deref())
+                    .map_err(|e| {
+                        refused(e.to_string().replace("the image", "the desired state"))
+                    })?;
+                if desired.target.as_deref() != Some(target.describe().as_str()) {
+                    return Err(refused(format!(
+                        "it was published for {}, not for {}",
+                        desired.target.as_deref().unwrap_or("no target"),
+                        target.describe()
+                    ))
+                    .into());
+                }
+                log::info!("desired state {path}: {verdict}");
+            }
+            return Ok(Some((target, desired)));
         }
     }
     Ok(None)
@@ -286,7 +359,7 @@ fn desired_outcome<D: Read + Write + Seek + SyncAll>(
     keys: &Keys,
 ) -> crate::Result<AgentOutcome> {
     let server = server_name(identity);
-    let Some((target, desired)) = desired_for(config, &server, options)? else {
+    let Some((target, desired)) = desired_for(config, &server, options, keys)? else {
         log::info!("no desired state for server {server} or its group");
         return Ok(AgentOutcome::NothingPublished);
     };
@@ -309,6 +382,23 @@ fn desired_outcome<D: Read + Write + Seek + SyncAll>(
             desired.generation
         );
         return Ok(AgentOutcome::UpToDate);
+    }
+    // Signed states only move forward: an older one (or another one under a generation
+    // already acted on) is a replay, and would roll the fleet back.
+    if let Some(acted) = remembered.filter(|r| r.from == last.from && !keys.is_empty()) {
+        if desired.generation <= acted.desired.generation {
+            return Err(Error::Refused {
+                path: target.path(),
+                why: format!(
+                    "generation {} is not later than generation {} ({} {}), which this                      server already acted on: a replay of an old desired state",
+                    desired.generation,
+                    acted.desired.generation,
+                    acted.desired.kind,
+                    acted.desired.image.as_deref().unwrap_or("-")
+                ),
+            }
+            .into());
+        }
     }
     let image = match (&desired.image, desired.kind()) {
         (Some(image), Kind::Apply) if image.contains("://") => Some(ImageArg::Url(image.clone())),

@@ -279,15 +279,25 @@ impl<'a, R: BufRead, W: Write> Console<'a, R, W> {
         };
         let name = &names[i];
         // An image that does not open does not verify either: an answer, not an error.
+        // Checked as a job's image would be: signed by a key this recovery trusts.
+        let keys = self.machine.keys.as_ref().map_err(|why| {
+            Stop::Failed(
+                crate::trust::Error::BadKey {
+                    path: crate::trust::KEYS_DIR.into(),
+                    why: why.clone(),
+                }
+                .into(),
+            )
+        })?;
         let verified = open_disk(&self.device)?.with_store(|store| {
             Ok(store
                 .open_image(name)
                 .map_err(crate::Error::from)
-                .and_then(|mut image| Ok(crate::image::verify(&mut image, Show::Console)?)))
+                .and_then(|mut image| Ok(keys.verify_image(&mut image, Show::Console)?)))
         })?;
         let text = match verified {
-            Ok(m) => format!(
-                "{name} verifies: {} chunks, every CRC32 good, NOS {}\n",
+            Ok((m, verdict)) => format!(
+                "{name} verifies: {} chunks, every checksum good, NOS {}; {verdict}\n",
                 m.chunks.len(),
                 crate::units::format_size(m.source_size)
             ),

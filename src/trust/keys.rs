@@ -42,6 +42,23 @@ pub fn generate(password: Option<String>) -> Result<KeyPair, Error> {
     })
 }
 
+/// A secret key read for signing, with its password when it is encrypted.
+pub struct SigningKey {
+    secret: String,
+    password: Option<String>,
+}
+
+impl SigningKey {
+    pub fn new(secret: String, password: Option<String>) -> SigningKey {
+        SigningKey { secret, password }
+    }
+
+    /// [`sign`] with this key.
+    pub fn sign(&self, data: &[u8], comment: &str) -> Result<String, Error> {
+        sign(&self.secret, self.password.clone(), data, comment)
+    }
+}
+
 /// Signs `data` with a secret key (the text of a minisign `.key` file; `password` for an
 /// encrypted one) and a trusted comment. Gives the signature's text (a `.minisig`),
 /// checked against the key's own public half, so a damaged key signs nothing.

@@ -8,7 +8,7 @@
 
 mod keys;
 
-pub use keys::{generate, sign, KeyPair};
+pub use keys::{generate, sign, KeyPair, SigningKey};
 
 use std::fmt;
 use std::io::{Read, Seek};
