@@ -385,6 +385,71 @@ fn failure_after_the_write_rolls_back_to_a_from_the_safety_backup() {
     );
 }
 
+/// A recovery installed with `--trust KEY.pub` refuses an image whose signed manifest was
+/// changed before NOS is written (E115), and A boots again; the image as signed applies
+/// and B boots with A's identity.
+#[test]
+fn a_recovery_with_a_trusted_key_applies_only_what_it_signed() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    reprov(&["key", "generate", "--out", sc::s(&d("release"))]);
+    let image = d("B.tar");
+    std::fs::copy(&sc::artefacts().image_b, &image).unwrap();
+    reprov(&[
+        "image",
+        "sign",
+        sc::s(&image),
+        "--key",
+        sc::s(&d("release.key")),
+    ]);
+
+    // The manifest changed after signing: its padding, so it is still a whole image.
+    let mut tampered = std::fs::read(&image).unwrap();
+    let pad = tampered[..1 << 20]
+        .windows(3)
+        .rposition(|w| w == b"   ")
+        .expect("the manifest's padding");
+    tampered[pad] = b'x';
+    std::fs::write(d("B-tampered.tar"), &tampered).unwrap();
+    reprov(&["image", "verify", sc::s(&d("B-tampered.tar"))]);
+
+    let refused_dir = d("refused");
+    std::fs::create_dir(&refused_dir).unwrap();
+    let disk = sc::scenario_disk_trusting(
+        &refused_dir,
+        &d("release.pub"),
+        Job::Apply(&d("B-tampered.tar"), "B.tar"),
+    );
+    let nos_before = sc::nos_bytes(&disk);
+    let error = boot_to_failure(&qemu, &disk, dir.path(), "untrusted", "E115");
+    assert!(error.contains("does not match its manifest"), "{error}");
+    assert_a_is_back(&disk, "E115");
+    assert!(sc::nos_bytes(&disk) == nos_before, "NOS changed");
+
+    let signed_dir = d("signed");
+    std::fs::create_dir(&signed_dir).unwrap();
+    let disk =
+        sc::scenario_disk_trusting(&signed_dir, &d("release.pub"), Job::Apply(&image, "B.tar"));
+    let line = boot_to_appliance(&qemu, &disk, dir.path(), "signed");
+    assert_eq!(line, sc::b_with_a_identity());
+    assert_committed(&disk);
+    let validated = sc::log_entries(&disk)
+        .into_iter()
+        .find(|e| e["code"] == "R020")
+        .unwrap();
+    assert!(
+        validated["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signed by trusted key"),
+        "{validated}"
+    );
+    eprintln!("scenario trusted key: {:.1?}", started.elapsed());
+}
+
 /// Flips bytes in the middle of the stored data of B's first large data chunk.
 fn corrupt_a_data_chunk(image: &Path) {
     let file = std::fs::File::open(image).unwrap();

@@ -171,6 +171,15 @@ pub fn scenario_disk_with_images(dir: &Path, images_mib: u64, job: Job) -> PathB
     disk
 }
 
+/// [`scenario_disk`] built afresh in `dir`, its recovery trusting `key` (a `.pub` file:
+/// `install-system --trust`).
+pub fn scenario_disk_trusting(dir: &Path, key: &Path, job: Job) -> PathBuf {
+    let disk = fixtures::install_recovery(fixtures::layout_disk(dir), &["--trust", s(key)]);
+    install_a(&artefacts().nos_a, &disk);
+    set_job(&disk, job);
+    disk
+}
+
 /// Adds `job`'s image, writes the job and arms the system partition.
 fn set_job(disk: &Path, job: Job) {
     let d = s(disk);
