@@ -253,7 +253,7 @@ fn a_key_at_the_banner_opens_the_console_on_screen_and_serial_and_the_job_waits(
 
 /// Adds `args` to the recovery kernel's command line on `disk` (its syslinux.cfg).
 fn add_kernel_args(disk: &Path, args: &str) {
-    let cfg = reprov::install::syslinux_cfg(false);
+    let cfg = reprov::install::syslinux_cfg(false, &[]);
     let line = cfg
         .lines()
         .find(|l| l.trim_start().starts_with("APPEND"))

@@ -261,6 +261,8 @@ fn every_broken_signature_is_refused_by_verify_schedule_and_the_agent() {
             &name,
             "--config",
             s(&config),
+            "--key",
+            s(&keys.ours_key),
         ]);
         let agent = [
             "agent",
@@ -421,7 +423,9 @@ fn agents_with_keys_refuse_unsigned_misplaced_and_replayed_desired_states() {
     std::fs::remove_file(&signature).unwrap();
     let said = text(&agent());
     assert!(
-        said.contains("refused the desired state") && said.contains("not signed"),
+        said.contains("refused the desired state")
+            && said.contains("desired state is not signed")
+            && said.contains("reprov fleet publish --key"),
         "{said}"
     );
     // A signed state of another group copied over this group's: refused.

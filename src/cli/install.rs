@@ -64,9 +64,14 @@ impl InstallSystem {
             })
             .collect::<crate::Result<Vec<_>>>()?;
         // The kernel unpacks the archives of an initramfs one after the other.
-        let trusted = install::trusted_keys_archive(&keys)?;
-        let mut initramfs = open(&self.initramfs)?.chain(trusted.as_slice());
-        let config = install::syslinux_cfg(self.debug);
+        let initramfs = open(&self.initramfs)?;
+        let initramfs_len = initramfs
+            .metadata()
+            .map_err(|e| crate::Error::io("reading", self.initramfs.display(), e))?
+            .len();
+        let trusted = install::trusted_keys_archive(&keys, initramfs_len)?;
+        let mut initramfs = initramfs.chain(trusted.as_slice());
+        let config = install::syslinux_cfg(self.debug, &install::key_ids(&keys)?);
         let mut config = config.as_bytes();
         let mut files: [(&str, &mut dyn Read); 3] = [
             (KERNEL_NAME, &mut kernel),

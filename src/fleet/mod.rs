@@ -23,7 +23,7 @@ pub mod units;
 
 pub use remote::{fetch_small, put_small, MAX_SMALL_BYTES};
 
-use crate::trust::{self, Keys};
+use crate::trust::{self, Keys, Signed};
 use std::io::{Read, Seek, Write};
 
 use serde::{Deserialize, Serialize};
@@ -310,10 +310,8 @@ pub fn desired_for(
                     .transpose()
                     .map_err(|why| refused(format!("its signature is {why}")))?;
                 let verdict = keys
-                    .check_signed(&bytes, signature.as_deref())
-                    .map_err(|e| {
-                        refused(e.to_string().replace("the image", "the desired state"))
-                    })?;
+                    .check_signed(Signed::DesiredState, &bytes, signature.as_deref())
+                    .map_err(|e| refused(e.to_string()))?;
                 if desired.target.as_deref() != Some(target.describe().as_str()) {
                     return Err(refused(format!(
                         "it was published for {}, not for {}",

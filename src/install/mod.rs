@@ -43,39 +43,60 @@ pub enum Error {
 }
 
 /// SYSLINUX's configuration: boot the kernel with the recovery initramfs at once, console
-/// on the first serial port (and the screen); `debug` adds `reprov.debug`.
-pub fn syslinux_cfg(debug: bool) -> String {
+/// on the first serial port (and the screen); `debug` adds `reprov.debug`. `trusted`
+/// (key ids) adds `reprov.trust=ID,…`, so a recovery whose initramfs lost its keys
+/// refuses every image instead of applying any.
+pub fn syslinux_cfg(debug: bool, trusted: &[String]) -> String {
     let debug = if debug { " reprov.debug" } else { "" };
+    let trust = match trusted {
+        [] => String::new(),
+        ids => format!(" reprov.trust={}", ids.join(",")),
+    };
     format!(
         "SERIAL 0 115200\nDEFAULT recovery\nPROMPT 0\nTIMEOUT 0\n\
          LABEL recovery\n  KERNEL /{KERNEL_NAME}\n  INITRD /{INITRAMFS_NAME}\n  \
-         APPEND console=tty0 console=ttyS0,115200 quiet{debug}\n"
+         APPEND console=tty0 console=ttyS0,115200 quiet{debug}{trust}\n"
     )
 }
 
-/// What to append to the recovery initramfs so the recovery trusts these keys (the
-/// texts of `.pub` files, each checked to be a key): `/etc/reprov/keys/ID.pub`.
-pub fn trusted_keys_archive(keys: &[String]) -> Result<Vec<u8>, crate::trust::Error> {
+/// The ids of these keys (the texts of `.pub` files), each checked to be a key.
+pub fn key_ids(keys: &[String]) -> Result<Vec<String>, crate::trust::Error> {
+    keys.iter()
+        .map(|text| {
+            let mut one = crate::trust::Keys::none();
+            one.add(text).map_err(|why| crate::trust::Error::BadKey {
+                path: "--trust".into(),
+                why,
+            })?;
+            Ok(one.ids().remove(0))
+        })
+        .collect()
+}
+
+/// What to append to an initramfs of `initramfs_len` bytes so the recovery trusts these
+/// keys (the texts of `.pub` files, each checked to be a key): `/etc/reprov/keys/ID.pub`.
+/// The kernel reads an uncompressed archive only at an offset that is a multiple of 4
+/// and skips zeros between archives, so the archive is led by zeros up to one.
+pub fn trusted_keys_archive(
+    keys: &[String],
+    initramfs_len: u64,
+) -> Result<Vec<u8>, crate::trust::Error> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let mut files = Vec::new();
-    for text in keys {
-        let mut one = crate::trust::Keys::none();
-        one.add(text).map_err(|why| crate::trust::Error::BadKey {
-            path: "--trust".into(),
-            why,
-        })?;
-        let id = one.ids().remove(0);
-        files.push((format!("etc/reprov/keys/{id}.pub"), text.as_bytes()));
-    }
+    let paths: Vec<String> = key_ids(keys)?
+        .iter()
+        .map(|id| format!("etc/reprov/keys/{id}.pub"))
+        .collect();
     let dir = |path| cpio::Entry { path, data: None };
     let mut entries = vec![dir("etc"), dir("etc/reprov"), dir("etc/reprov/keys")];
-    entries.extend(files.iter().map(|(path, data)| cpio::Entry {
+    entries.extend(paths.iter().zip(keys).map(|(path, text)| cpio::Entry {
         path,
-        data: Some(data),
+        data: Some(text.as_bytes()),
     }));
-    Ok(cpio::archive(&entries))
+    let mut out = vec![0; (initramfs_len.wrapping_neg() % 4) as usize];
+    out.extend(cpio::archive(&entries));
+    Ok(out)
 }
 
 /// Copies each (name, contents) into the root of the FAT file system on the system
@@ -169,7 +190,7 @@ mod tests {
         let mut cfg: &[u8] = b"old";
         let part = Window::new(&mut disk, 1 << 20, 2 << 20).unwrap();
         copy_files(part, "d", &mut [(CONFIG_NAME, &mut cfg)]).unwrap();
-        let new_cfg = syslinux_cfg(false);
+        let new_cfg = syslinux_cfg(false, &[]);
         let mut cfg: &[u8] = new_cfg.as_bytes();
         let mut files: [(&str, &mut dyn Read); 2] =
             [(KERNEL_NAME, &mut kernel), (CONFIG_NAME, &mut cfg)];
@@ -191,13 +212,28 @@ mod tests {
         assert_eq!(read(CONFIG_NAME), new_cfg);
     }
 
+    /// The kernel finds an appended uncompressed archive only at a multiple of 4.
+    #[test]
+    fn the_keys_archive_starts_where_the_kernel_looks() {
+        let key = crate::trust::generate(None).unwrap().public;
+        for len in 0..8u64 {
+            let archive = trusted_keys_archive(std::slice::from_ref(&key), len).unwrap();
+            let start = archive.iter().position(|&b| b != 0).unwrap();
+            assert_eq!((len + start as u64) % 4, 0, "after {len} bytes");
+            assert!(archive[start..].starts_with(b"070701"), "after {len} bytes");
+        }
+        assert!(trusted_keys_archive(&[], 3).unwrap().is_empty());
+    }
+
     #[test]
     fn config_boots_the_recovery_on_the_serial_console() {
-        let plain = syslinux_cfg(false);
+        let plain = syslinux_cfg(false, &[]);
         assert!(plain.contains("KERNEL /vmlinuz\n"), "{plain}");
         assert!(plain.contains("INITRD /initrd.gz\n"), "{plain}");
         assert!(plain.contains("console=ttyS0,115200"), "{plain}");
         assert!(!plain.contains("reprov.debug"), "{plain}");
-        assert!(syslinux_cfg(true).contains(" reprov.debug\n"));
+        assert!(syslinux_cfg(true, &[]).contains(" reprov.debug\n"));
+        let ids = ["AB".to_string(), "CD".to_string()];
+        assert!(syslinux_cfg(false, &ids).contains(" quiet reprov.trust=AB,CD\n"));
     }
 }

@@ -15,6 +15,9 @@ pub struct Cmdline {
     /// `reprov.watchdog=SECS`: reboot when a job makes no progress for this long
     /// (default [`WATCHDOG_DEFAULT`]; `0` turns the watchdog off).
     pub watchdog: Option<Duration>,
+    /// `reprov.trust=ID,…`: the keys `install-system --trust` put into the initramfs;
+    /// the recovery refuses every image when one of them is not there.
+    pub trust: Vec<String>,
 }
 
 /// How long a job may make no progress before the watchdog reboots: longer than any
@@ -44,18 +47,40 @@ impl Cmdline {
             Some(secs) => Some(Duration::from_secs(secs)),
             None => Some(WATCHDOG_DEFAULT),
         };
+        let trust = text
+            .split_whitespace()
+            .filter_map(|word| word.strip_prefix("reprov.trust="))
+            .flat_map(|ids| ids.split(','))
+            .filter(|id| !id.is_empty())
+            .map(String::from)
+            .collect();
         Cmdline {
             debug,
             console,
             console_idle,
             watchdog,
+            trust,
         }
+    }
+
+    /// The switches of the running kernel (none when /proc/cmdline cannot be read).
+    pub fn current() -> Self {
+        Self::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_key_ids() {
+        assert!(Cmdline::parse("quiet").trust.is_empty());
+        assert_eq!(
+            Cmdline::parse("quiet reprov.trust=AB,CD\n").trust,
+            ["AB", "CD"]
+        );
+    }
 
     #[test]
     fn debug_switch() {

@@ -63,10 +63,35 @@ impl Machine {
             },
             unmount_nos: crate::kernel::mount::unmount,
             grow_ext4: crate::kernel::mount::grow_ext4,
-            // A key that does not load refuses every image rather than none.
-            keys: trust::Keys::load_dir(Path::new(trust::KEYS_DIR)).map_err(|e| e.to_string()),
+            keys: trusted_keys(
+                Path::new(trust::KEYS_DIR),
+                &super::cmdline::Cmdline::current().trust,
+            ),
         }
     }
+}
+
+/// The keys in `dir`, which must hold every key of `expected` (the kernel command line's
+/// `reprov.trust`). A key that does not load, or one that is missing (an initramfs that
+/// lost its keys), refuses every image rather than none.
+pub fn trusted_keys(dir: &Path, expected: &[String]) -> Result<trust::Keys, String> {
+    let keys = trust::Keys::load_dir(dir).map_err(|e| e.to_string())?;
+    let have = keys.ids();
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|id| !have.contains(id))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the recovery was installed to trust key(s) {} (reprov.trust on the kernel \
+             command line), but they are not in {}: the initramfs lost its keys; install \
+             the recovery again with `install-system --trust`",
+            missing.join(", "),
+            dir.display()
+        ));
+    }
+    Ok(keys)
 }
 
 /// Runs the pending job on the appliance disk at `device` (a block device, or a disk
@@ -933,6 +958,23 @@ fn partition_device(disk: &Path, slot: usize) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_the_command_line_names_must_be_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = trust::generate(None).unwrap();
+        // No key, none expected: nothing is checked.
+        assert!(trusted_keys(dir.path(), &[]).unwrap().is_empty());
+        // Expected but absent (the keys archive was lost): every image is refused.
+        let err = trusted_keys(dir.path(), std::slice::from_ref(&pair.key_id)).unwrap_err();
+        assert!(
+            err.contains(&pair.key_id) && err.contains("install-system --trust"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("k.pub"), &pair.public).unwrap();
+        let keys = trusted_keys(dir.path(), std::slice::from_ref(&pair.key_id)).unwrap();
+        assert_eq!(keys.ids(), [pair.key_id]);
+    }
 
     #[test]
     fn names_partition_devices_as_the_kernel_does() {

@@ -80,7 +80,7 @@ pub fn sign(
         .ok_or_else(|| sign_err("the secret key is damaged (wrong length)"))?;
     let mut keys = super::Keys::none();
     keys.add(&public).map_err(sign_err)?;
-    keys.check_signed(data, Some(&signature))
+    keys.check_signed(super::Signed::Image, data, Some(&signature))
         .map_err(|_| sign_err("the secret key is damaged: its signature does not verify"))?;
     Ok(signature)
 }

@@ -27,26 +27,29 @@ pub const PUBLIC_EXTENSION: &str = "pub";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "the image is not signed, and this machine trusts only images signed by {}; \
-         sign it with `reprov image sign --key KEY.key IMAGE`",
-        list(.trusted)
+        "the {what} is not signed, and this machine trusts only what is signed by {}; \
+         sign it with `{}`",
+        list(.trusted),
+        what.how_to_sign()
     )]
-    Unsigned { trusted: Vec<String> },
+    Unsigned { what: Signed, trusted: Vec<String> },
     #[error(
-        "the image is signed by key {key_id}, which this machine does not trust \
+        "the {what} is signed by key {key_id}, which this machine does not trust \
          (it trusts {}); sign it with a trusted key, or install key {key_id} with \
          `install-system --trust` / in {KEYS_DIR}",
         list(.trusted)
     )]
     UnknownKey {
+        what: Signed,
         key_id: String,
         trusted: Vec<String>,
     },
     #[error(
-        "the image's signature by key {key_id} does not match its manifest: the manifest \
-         was changed after signing, or the signature is another image's"
+        "the {what}'s signature by key {key_id} does not match {}: it was changed after \
+         signing, or the signature is another {what}'s",
+        what.signed_part()
     )]
-    BadSignature { key_id: String },
+    BadSignature { what: Signed, key_id: String },
     #[error("the image's {SIGNATURE_PATH} is not a minisign signature: {why}")]
     Malformed { why: String },
     #[error(
@@ -68,6 +71,38 @@ pub enum Error {
     Image(#[from] image::Error),
     #[error("{0}")]
     Sign(String),
+}
+
+/// What a signature vouches for; the refusals name it and say how to sign one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signed {
+    Image,
+    DesiredState,
+}
+
+impl Signed {
+    fn how_to_sign(self) -> &'static str {
+        match self {
+            Signed::Image => "reprov image sign --key KEY.key IMAGE",
+            Signed::DesiredState => "reprov fleet publish --key KEY.key ...",
+        }
+    }
+
+    fn signed_part(self) -> &'static str {
+        match self {
+            Signed::Image => "its manifest",
+            Signed::DesiredState => "its text",
+        }
+    }
+}
+
+impl fmt::Display for Signed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Signed::Image => "image",
+            Signed::DesiredState => "desired state",
+        })
+    }
 }
 
 fn list(ids: &[String]) -> String {
@@ -241,12 +276,18 @@ impl Keys {
 
     /// Checks `data` against `signature` (the text of a `.minisig`): it must be signed
     /// by one of these keys. With no key, nothing is checked.
-    pub fn check_signed(&self, data: &[u8], signature: Option<&str>) -> Result<Verdict, Error> {
+    pub fn check_signed(
+        &self,
+        what: Signed,
+        data: &[u8],
+        signature: Option<&str>,
+    ) -> Result<Verdict, Error> {
         if self.is_empty() {
             return Ok(Verdict::NotChecked);
         }
         let Some(text) = signature else {
             return Err(Error::Unsigned {
+                what,
                 trusted: self.ids(),
             });
         };
@@ -254,6 +295,7 @@ impl Keys {
         let signer = signature.signer.clone();
         let Some((_, key)) = self.keys.iter().find(|(id, _)| *id == signer.key_id) else {
             return Err(Error::UnknownKey {
+                what,
                 key_id: signer.key_id,
                 trusted: self.ids(),
             });
@@ -261,6 +303,7 @@ impl Keys {
         // Legacy (non-prehashed) signatures are accepted as minisign -V does by default.
         key.verify(data, &signature.inner, true)
             .map_err(|_| Error::BadSignature {
+                what,
                 key_id: signer.key_id.clone(),
             })?;
         Ok(Verdict::Trusted(signer))
@@ -278,7 +321,7 @@ impl Keys {
             return Ok(Verdict::NotChecked);
         }
         let manifest = layout.manifest_bytes(image)?;
-        let verdict = self.check_signed(&manifest, layout.signature.as_deref())?;
+        let verdict = self.check_signed(Signed::Image, &manifest, layout.signature.as_deref())?;
         if layout.manifest.version < HASHED_VERSION {
             return Err(Error::Unhashed {
                 version: layout.manifest.version,

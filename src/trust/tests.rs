@@ -19,17 +19,23 @@ fn a_signature_is_checked_against_the_trusted_keys() {
 
     let trusted = keys_of(&[&theirs, &ours]);
     assert_eq!(
-        trusted.check_signed(data, Some(&signature)).unwrap(),
+        trusted
+            .check_signed(Signed::Image, data, Some(&signature))
+            .unwrap(),
         Verdict::Trusted(decoded.signer().clone())
     );
     // Nothing configured: nothing checked, whatever the signature.
     assert_eq!(
-        Keys::none().check_signed(b"x", None).unwrap(),
+        Keys::none()
+            .check_signed(Signed::Image, b"x", None)
+            .unwrap(),
         Verdict::NotChecked
     );
 
     let refused = |keys: &Keys, data: &[u8], signature: Option<&str>| {
-        keys.check_signed(data, signature).unwrap_err().to_string()
+        keys.check_signed(Signed::Image, data, signature)
+            .unwrap_err()
+            .to_string()
     };
     let err = refused(&trusted, data, None);
     assert!(err.contains("not signed"), "{err}");
@@ -62,7 +68,7 @@ fn an_encrypted_key_needs_its_password() {
     let signature = sign(&pair.secret, Some("hunter2".into()), b"m", "c").unwrap();
     let keys = keys_of(&[&pair]);
     assert!(matches!(
-        keys.check_signed(b"m", Some(&signature)),
+        keys.check_signed(Signed::Image, b"m", Some(&signature)),
         Ok(Verdict::Trusted(_))
     ));
 }

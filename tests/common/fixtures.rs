@@ -123,9 +123,14 @@ pub fn recovery_disk_with(dir: &Path, options: &[&str]) -> PathBuf {
 /// Installs the recovery on a fresh appliance `disk` (with more `reprov install-system`
 /// `options`) and makes the system partition visible and active; returns `disk`.
 pub fn install_recovery(disk: PathBuf, options: &[&str]) -> PathBuf {
+    install_recovery_from(disk, recovery_initramfs(), options)
+}
+
+/// [`install_recovery`] with another initramfs.
+pub fn install_recovery_from(disk: PathBuf, initramfs: &Path, options: &[&str]) -> PathBuf {
     let disk_arg = disk.to_str().expect("UTF-8 path");
     let kernel = format!("/boot/vmlinuz-{}", kernel_version());
-    let initramfs = recovery_initramfs().to_str().expect("UTF-8 path");
+    let initramfs = initramfs.to_str().expect("UTF-8 path");
     let mut args = vec![
         "install-system",
         "--disk",

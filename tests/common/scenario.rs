@@ -172,9 +172,17 @@ pub fn scenario_disk_with_images(dir: &Path, images_mib: u64, job: Job) -> PathB
 }
 
 /// [`scenario_disk`] built afresh in `dir`, its recovery trusting `key` (a `.pub` file:
-/// `install-system --trust`).
+/// `install-system --trust`). The initramfs is padded with zeros (which the kernel skips)
+/// to one byte past a multiple of 4, so the keys archive appended to it must align itself.
 pub fn scenario_disk_trusting(dir: &Path, key: &Path, job: Job) -> PathBuf {
-    let disk = fixtures::install_recovery(fixtures::layout_disk(dir), &["--trust", s(key)]);
+    let mut initramfs = std::fs::read(fixtures::recovery_initramfs()).unwrap();
+    while initramfs.len() % 4 != 1 {
+        initramfs.push(0);
+    }
+    let odd = dir.join("initrd-odd.gz");
+    std::fs::write(&odd, &initramfs).unwrap();
+    let layout = fixtures::layout_disk(dir);
+    let disk = fixtures::install_recovery_from(layout, &odd, &["--trust", s(key)]);
     install_a(&artefacts().nos_a, &disk);
     set_job(&disk, job);
     disk
