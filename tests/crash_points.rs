@@ -525,6 +525,7 @@ fn converges(job: Job, first: u64) {
         Some(only) => only.into_iter().filter(|k| k % 2 == first % 2).collect(),
         None => (first..=points).step_by(2 * stride as usize).collect(),
     };
+    let mut unreached = 0;
     for k in chosen {
         tried += 1;
         let disk = Disk(Arc::new(Mutex::new(Medium::new(
@@ -535,10 +536,11 @@ fn converges(job: Job, first: u64) {
         ))));
         let open = || disk.open();
         let _ = runner::run_on(&open, Path::new("crash-disk"), &machine());
-        assert!(
-            disk.0.lock().unwrap().crashed,
-            "crash point {k} of {points} was reached"
-        );
+        // Checkpoints are paced by time too, so a run may write a few times less than
+        // the counting run: such a run ends without a cut and must converge as well.
+        if !disk.0.lock().unwrap().crashed {
+            unreached += 1;
+        }
         let settled =
             boot_until_settled(disk.durable(), &base, &mut rng).and_then(|disk| job.check(&disk));
         match settled {
@@ -556,6 +558,11 @@ fn converges(job: Job, first: u64) {
     println!(
         "{}: {points} crash points (writes and syncs); the {half} ones: {tried} tried, {converged} converged",
         job.what()
+    );
+    assert!(
+        unreached * 20 <= tried,
+        "{unreached} of {tried} crash points were not reached: the runs write far less \
+         than the counting run did"
     );
     assert!(
         failures.is_empty(),
