@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::servers::{write_password, Kind, Server, CANARY, KINDS};
+use common::servers::{write_password, Kind, Protocol, Server, CANARY, PROTOCOLS};
 
 const SIZE: usize = 300_000;
 const CUT: usize = 100_000;
@@ -60,8 +60,8 @@ fn assert_clean(message: &str) {
 
 #[test]
 fn fetches_a_whole_file_and_leaves_only_it() {
-    for kind in KINDS {
-        let server = Server::start(kind, &[]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &[]);
         let data = image(SIZE);
         std::fs::write(server.file("B.img"), &data).unwrap();
         let out = tempfile::tempdir().unwrap();
@@ -74,9 +74,13 @@ fn fetches_a_whole_file_and_leaves_only_it() {
             &mut |p: Progress| seen.push(p),
         )
         .unwrap();
-        assert_eq!(size, SIZE as u64, "{kind:?}");
+        assert_eq!(size, SIZE as u64, "{protocol:?}");
         assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
-        assert_eq!(names_in(out.path()), ["B.img"], "{kind:?}: no .part left");
+        assert_eq!(
+            names_in(out.path()),
+            ["B.img"],
+            "{protocol:?}: no .part left"
+        );
         let last = seen.last().unwrap();
         assert_eq!((last.done, last.total), (SIZE as u64, Some(SIZE as u64)));
     }
@@ -84,28 +88,28 @@ fn fetches_a_whole_file_and_leaves_only_it() {
 
 #[test]
 fn a_cut_connection_is_resumed_from_where_it_broke() {
-    for kind in KINDS {
-        let server = Server::start(kind, &["--cut-after", &CUT.to_string()]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &["--cut-after", &CUT.to_string()]);
         let data = image(SIZE);
         std::fs::write(server.file("B.img"), &data).unwrap();
         let out = tempfile::tempdir().unwrap();
         fetch_into(out.path(), &server.source("B.img"), &quick()).unwrap();
         assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
-        let resumed = match kind {
+        let resumed = match server.kind {
             Kind::Ftp => format!("REST {CUT}"),
             Kind::Http => format!("range=bytes={CUT}-"),
         };
         let events = server.events();
         let cut = events.iter().position(|e| e == &format!("CUT {CUT}"));
         let resume = events.iter().position(|e| e.contains(&resumed));
-        assert!(cut.is_some() && resume > cut, "{kind:?}: {events:?}");
+        assert!(cut.is_some() && resume > cut, "{protocol:?}: {events:?}");
     }
 }
 
 #[test]
 fn a_later_call_resumes_what_an_earlier_one_left() {
-    for kind in KINDS {
-        let server = Server::start(kind, &["--cut-after", &CUT.to_string()]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &["--cut-after", &CUT.to_string()]);
         let data = image(SIZE);
         std::fs::write(server.file("B.img"), &data).unwrap();
         let out = tempfile::tempdir().unwrap();
@@ -123,7 +127,7 @@ fn a_later_call_resumes_what_an_earlier_one_left() {
         assert_eq!(
             names_in(out.path()),
             [part.clone(), meta.clone()],
-            "{kind:?}"
+            "{protocol:?}"
         );
         assert_eq!(std::fs::read(out.path().join(&part)).unwrap(), data[..CUT]);
         let sidecar = std::fs::read_to_string(out.path().join(&meta)).unwrap();
@@ -133,7 +137,7 @@ fn a_later_call_resumes_what_an_earlier_one_left() {
         fetch_into(out.path(), &server.source("B.img"), &once).unwrap();
         assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
         assert_eq!(names_in(out.path()), ["B.img"]);
-        let resumed = match kind {
+        let resumed = match server.kind {
             Kind::Ftp => format!("REST {CUT}"),
             Kind::Http => format!("range=bytes={CUT}-"),
         };
@@ -151,13 +155,11 @@ fn a_later_call_resumes_what_an_earlier_one_left() {
 fn a_file_changed_mid_download_is_fetched_again_never_spliced() {
     let cut = CUT.to_string();
     let at_cut = ["--cut-after", cut.as_str(), "--change-on-cut"];
-    let cases: [(Kind, &[&str]); 3] = [
-        (Kind::Ftp, &at_cut),
-        (Kind::Http, &at_cut),
-        (Kind::Ftp, &["--change-after-send"]),
-    ];
-    for (kind, switches) in cases {
-        let server = Server::start(kind, switches);
+    let mut cases: Vec<(Protocol, &[&str])> = PROTOCOLS.iter().map(|&p| (p, &at_cut[..])).collect();
+    let ftp = PROTOCOLS.iter().filter(|p| p.kind == Kind::Ftp);
+    cases.extend(ftp.map(|&p| (p, &["--change-after-send"][..])));
+    for (protocol, switches) in cases {
+        let server = Server::start_as(protocol, switches);
         std::fs::write(server.file("B.img"), image(SIZE)).unwrap();
         let out = tempfile::tempdir().unwrap();
         fetch_into(out.path(), &server.source("B.img"), &quick()).unwrap();
@@ -168,10 +170,10 @@ fn a_file_changed_mid_download_is_fetched_again_never_spliced() {
         assert_eq!(got, std::fs::read(server.file("B.img")).unwrap());
         assert!(
             got.iter().all(|&b| b == 0xC5),
-            "{kind:?} {switches:?}: spliced"
+            "{protocol:?} {switches:?}: spliced"
         );
         assert_eq!(names_in(out.path()), ["B.img"]);
-        if let Kind::Ftp = kind {
+        if server.kind == Kind::Ftp {
             assert!(!events.iter().any(|e| e.starts_with("REST")), "{events:?}");
         }
     }
@@ -197,8 +199,8 @@ fn an_http_server_ignoring_ranges_gets_the_whole_file_again() {
 
 #[test]
 fn uploads_under_a_temporary_name_and_fetches_back_the_same() {
-    for kind in KINDS {
-        let server = Server::start(kind, &[]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &[]);
         let data = image(SIZE);
         let mut seen = 0;
         let url = transfer::upload(
@@ -214,7 +216,7 @@ fn uploads_under_a_temporary_name_and_fetches_back_the_same() {
         assert_eq!(seen, SIZE as u64);
         assert_eq!(std::fs::read(server.file("A.img")).unwrap(), data);
         assert!(!server.file("A.img.part").exists());
-        if let Kind::Ftp = kind {
+        if server.kind == Kind::Ftp {
             let events = server.events();
             let stor = events.iter().position(|e| e == "STOR /images/A.img.part");
             let rnto = events.iter().position(|e| e == "RNTO /images/A.img");
@@ -238,8 +240,8 @@ fn uploads_under_a_temporary_name_and_fetches_back_the_same() {
 /// final name, and the password appears in no message.
 #[test]
 fn failures_say_what_happened_and_leave_no_file() {
-    for kind in KINDS {
-        let server = Server::start(kind, &[]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &[]);
         std::fs::write(server.file("B.img"), image(SIZE)).unwrap();
         let wrong = server.dir.path().join("wrong.pass");
         write_password(&wrong, "not-the-password");
@@ -255,10 +257,10 @@ fn failures_say_what_happened_and_leave_no_file() {
             );
             Source {
                 url: transfer::RemoteUrl::parse(&url).unwrap(),
-                login: server.source("B.img").login,
+                ..server.source("B.img")
             }
         };
-        let name = match kind {
+        let name = match server.kind {
             Kind::Ftp => "FTP",
             Kind::Http => "HTTP",
         };
@@ -292,7 +294,7 @@ fn failures_say_what_happened_and_leave_no_file() {
                 .to_string();
             assert!(
                 message.starts_with(&want),
-                "{kind:?}: {message}\nwanted: {want}"
+                "{protocol:?}: {message}\nwanted: {want}"
             );
             assert_clean(&message);
             assert!(!out.path().join("B.img").exists(), "{message}");
@@ -302,13 +304,13 @@ fn failures_say_what_happened_and_leave_no_file() {
 
 #[test]
 fn upload_failures_say_what_happened_and_leave_no_file() {
-    for kind in KINDS {
-        let server = Server::start(kind, &[]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &[]);
         let wrong = server.dir.path().join("wrong.pass");
         write_password(&wrong, "not-the-password");
         let right = server.dir.path().join("store.pass");
         let closed = free_port();
-        let name = match kind {
+        let name = match server.kind {
             Kind::Ftp => "FTP",
             Kind::Http => "HTTP",
         };
@@ -341,7 +343,7 @@ fn upload_failures_say_what_happened_and_leave_no_file() {
             .to_string();
             assert!(
                 message.starts_with(&want),
-                "{kind:?}: {message}\nwanted: {want}"
+                "{protocol:?}: {message}\nwanted: {want}"
             );
             assert_clean(&message);
             assert!(!server.file("A.img").exists(), "{message}");
@@ -425,8 +427,8 @@ fn fetches_into_the_images_store() {
 /// password in none of them, nor in its arguments.
 #[test]
 fn the_cli_fetches_uploads_and_never_shows_the_password() {
-    for kind in KINDS {
-        let server = Server::start(kind, &["--cut-after", &CUT.to_string()]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &["--cut-after", &CUT.to_string()]);
         let data = image(SIZE);
         std::fs::write(server.file("B.img"), &data).unwrap();
         let config = server.config_with(&server.dir.path().join("store.pass"));
@@ -479,8 +481,8 @@ fn the_cli_fetches_uploads_and_never_shows_the_password() {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
-            assert_eq!(output.status.success(), ok, "{kind:?} {args:?}: {text}");
-            assert!(text.contains(want), "{kind:?} {args:?}: {text}");
+            assert_eq!(output.status.success(), ok, "{protocol:?} {args:?}: {text}");
+            assert!(text.contains(want), "{protocol:?} {args:?}: {text}");
             all.push_str(&text);
             all.push_str(&args.join(" "));
         }

@@ -36,7 +36,7 @@ enum Sub {
 /// Options every `schedule` verb takes.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "apply")]
-/// Apply IMAGE to NOS: a name in the images store, a local file, an ftp:// or http://
+/// Apply IMAGE to NOS: a name in the images store, a local file, an ftp(s):// or http(s)://
 /// URL, or a bare name fetched from the configured store.
 struct Apply {
     /// the image

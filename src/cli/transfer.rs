@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(FromArgs)]
 #[argh(subcommand, name = "fetch")]
 pub struct Fetch {
-    /// an ftp:// or http:// URL, or a file name in the store's directory
+    /// an ftp(s):// or http(s):// URL, or a file name in the store's directory
     #[argh(positional)]
     source: String,
     /// where to put the file

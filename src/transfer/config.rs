@@ -1,11 +1,13 @@
 //! The server group's store: `/etc/reprov/store.toml` on the NOS.
 //!
 //! ```toml
-//! url = "ftp://10.0.2.2:2121"        # ftp:// or http://, never user:password@
+//! url = "ftp://10.0.2.2:2121"        # ftp://, ftps://, http:// or https://, never user:password@
 //! directory = "images"               # under the URL; image files go here
 //! user = "reprov"                    # with password_file, or neither (anonymous)
 //! password_file = "/etc/reprov/store.pass"   # mode 600: readable by its owner only
 //! group = "web"                      # optional: the fleet group (`reprov agent`)
+//! ca_file = "/etc/reprov/store-ca.pem"  # optional: the CA certificates a TLS store's
+//!                                    # certificate must chain to (default: the system's)
 //! ```
 //!
 //! The password is read only from its file, only when a transfer needs it, and is kept in a
@@ -30,6 +32,7 @@ struct Raw {
     password_file: Option<PathBuf>,
     /// The fleet group this server belongs to (`reprov agent`).
     group: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 /// The server group's store, as configured.
@@ -41,6 +44,8 @@ pub struct StoreConfig {
     pub password_file: Option<PathBuf>,
     /// The fleet group this server belongs to (`reprov agent` reads its desired state).
     pub group: Option<String>,
+    /// Whom a TLS store is checked against.
+    pub tls: super::TlsTrust,
 }
 
 impl StoreConfig {
@@ -54,7 +59,7 @@ impl StoreConfig {
         // toml's message may quote the offending line, which could hold a pasted password.
         let raw: Raw = toml::from_str(text).map_err(|e| {
             bad(format!(
-                "not a valid store config ({}); expected url, directory, user, password_file, group",
+                "not a valid store config ({}); expected url, directory, user, password_file, group, ca_file",
                 e.message()
             ))
         })?;
@@ -76,6 +81,9 @@ impl StoreConfig {
                 user: raw.user,
                 password_file: raw.password_file,
                 group: raw.group,
+                tls: super::TlsTrust {
+                    ca_file: raw.ca_file,
+                },
             }),
         }
     }
@@ -89,6 +97,15 @@ impl StoreConfig {
             }
         })?;
         Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The file or directory `path` in the store's directory, with the store's login.
+    pub fn at(&self, path: &str) -> Result<Source, Error> {
+        Ok(Source {
+            url: self.url.join(path)?,
+            login: self.login()?,
+            tls: self.tls.clone(),
+        })
     }
 
     /// The user and password to log in with (reads the password file), or `None` for
@@ -108,16 +125,14 @@ impl StoreConfig {
     pub fn source(&self, name_or_url: &str) -> Result<Source, Error> {
         if name_or_url.contains("://") {
             let url = RemoteUrl::parse(name_or_url)?;
-            let login = match url.same_server(&self.url) {
-                true => self.login()?,
-                false => None,
+            // The store's login and CA certificates go only to the store's server.
+            let (login, tls) = match url.same_server(&self.url) {
+                true => (self.login()?, self.tls.clone()),
+                false => (None, super::TlsTrust::default()),
             };
-            Ok(Source { url, login })
+            Ok(Source { url, login, tls })
         } else {
-            Ok(Source {
-                url: self.url.join(name_or_url)?,
-                login: self.login()?,
-            })
+            self.at(name_or_url)
         }
     }
 }
@@ -127,6 +142,8 @@ impl StoreConfig {
 pub struct Source {
     pub url: RemoteUrl,
     pub login: Option<Login>,
+    /// Whom its server is checked against, when it speaks TLS.
+    pub tls: super::TlsTrust,
 }
 
 impl Source {
@@ -135,6 +152,7 @@ impl Source {
         Ok(Source {
             url: RemoteUrl::parse(url)?,
             login: None,
+            tls: super::TlsTrust::default(),
         })
     }
 }
@@ -226,7 +244,7 @@ mod tests {
     fn refuses_bad_configs_and_says_why() {
         let cases = [
             ("url = \"ftp://reprov:canary-pw@h\"\n", "credentials"),
-            ("url = \"https://h\"\n", "no TLS"),
+            ("url = \"sftp://h\"\n", "only ftp://, ftps://"),
             ("url = \"ftp://h\"\nuser = \"u\"\n", "password_file is not"),
             ("url = \"ftp://h\"\npassword_file = \"/p\"\n", "user is not"),
             (
@@ -292,5 +310,17 @@ mod tests {
         for (arg, url) in cases {
             assert_eq!(config.source(arg).unwrap().url.to_string(), url);
         }
+    }
+
+    /// The store's CA certificates, like its login, go only to the store's server.
+    #[test]
+    fn the_ca_file_goes_only_to_the_store() {
+        let text = "url = \"https://h\"\nca_file = \"/etc/reprov/ca.pem\"\n";
+        let config = StoreConfig::parse(text, "s").unwrap();
+        let ca = |arg: &str| config.source(arg).unwrap().tls.ca_file;
+        assert_eq!(ca("B.img"), Some(PathBuf::from("/etc/reprov/ca.pem")));
+        assert_eq!(ca("https://h/other/B.img"), ca("B.img"));
+        assert_eq!(ca("https://elsewhere/B.img"), None);
+        assert_eq!(ca("http://h/B.img"), None);
     }
 }

@@ -240,8 +240,8 @@ pub fn upload(
     options: &Options,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RemoteUrl, Error> {
-    let url = config.url.join(remote_name)?;
-    let login = config.login()?;
+    let source = config.at(remote_name)?;
+    let url = source.url.clone();
     with_retries("uploading to", &url, options, || {
         local
             .seek(SeekFrom::Start(0))
@@ -253,8 +253,8 @@ pub fn upload(
             progress: &mut *progress,
         };
         match url.scheme {
-            Scheme::Ftp => ftp::upload(&url, login.as_ref(), &mut counting, size, options),
-            Scheme::Http => http::upload(&url, login.as_ref(), &mut counting, size, options),
+            Scheme::Ftp => ftp::upload(&source, &mut counting, size, options),
+            Scheme::Http => http::upload(&source, &mut counting, size, options),
         }
     })?;
     Ok(url)

@@ -1,22 +1,22 @@
-//! FTP with suppaftp: binary mode, passive data connections to the control connection's
+//! FTP with suppaftp, and FTPS (explicit TLS: `AUTH TLS`, then `PROT P` so the data
+//! connections are encrypted too; rustls, the server checked as for HTTPS): binary mode, passive data connections to the control connection's
 //! host (right behind NAT, e.g. QEMU user networking), `REST` to resume, `SIZE` and
 //! `MDTM` to tell versions apart, `STOR` to a temporary name then `RNFR`/`RNTO`.
 
-use super::config::{Login, Source};
+use super::config::Source;
 use super::fetch::{Download, Resume, Version};
-use super::url::RemoteUrl;
 use super::{Error, Failure, Options};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, FtpStream, ImplFtpStream, Status, TlsStream, TransferStream};
+use suppaftp::{
+    FtpError, ImplFtpStream, RustlsConnector, RustlsFtpStream, Status, TlsStream, TransferStream,
+};
 
-/// Connects and logs in (anonymously without a login), in binary mode.
-fn connect(
-    url: &RemoteUrl,
-    login: Option<&Login>,
-    options: &Options,
-) -> Result<FtpStream, Failure> {
+/// Connects, for `ftps://` secures the connection before the login, and logs in
+/// (anonymously without a login), in binary mode.
+fn connect(source: &Source, options: &Options) -> Result<RustlsFtpStream, Failure> {
+    let (url, login) = (&source.url, source.login.as_ref());
     let address = url
         .authority()
         .to_socket_addrs()
@@ -33,7 +33,20 @@ fn connect(
         Ok::<_, std::io::Error>(stream)
     };
     let control = connect(address).map_err(|e| Failure::io(&e))?;
-    let mut ftp = FtpStream::connect_with_stream(control).map_err(failure)?;
+    let mut ftp = RustlsFtpStream::connect_with_stream(control).map_err(failure)?;
+    if url.tls {
+        // Before the login: the password never crosses in the clear.
+        let connector = RustlsConnector::from(source.tls.rustls_config()?);
+        ftp = ftp.into_secure(connector, &url.host).map_err(|e| match e {
+            FtpError::SecureError(why) => Failure::Refused(format!("TLS failed: {why}")),
+            FtpError::UnexpectedResponse(reply) => Failure::Refused(format!(
+                "the server does not offer TLS (it answered AUTH TLS with {}); is it an FTPS \
+                 server? check the store's url",
+                reply_text(&reply)
+            )),
+            other => failure(other),
+        })?;
+    }
     // Data connections go to the control connection's host, whatever PASV says.
     ftp.set_passive_nat_workaround(true);
     let mut ftp = ftp
@@ -116,7 +129,7 @@ pub(super) fn open(
     resume: Option<&Resume>,
     options: &Options,
 ) -> Result<Box<dyn Download>, Failure> {
-    let mut ftp = connect(&source.url, source.login.as_ref(), options)?;
+    let mut ftp = connect(source, options)?;
     let path = source.url.path.clone();
     let version = version(&mut ftp, &path)?;
     let offset = match resume {
@@ -197,12 +210,9 @@ fn make_parents<T: TlsStream>(ftp: &mut ImplFtpStream<T>, path: &str) {
 
 /// The names of the files in the directory `url` (`NLST`). A 550 reply (no such
 /// directory) is the refusal "not found on the server", as for a missing file.
-pub(super) fn list(
-    url: &RemoteUrl,
-    login: Option<&Login>,
-    options: &Options,
-) -> Result<Vec<String>, Failure> {
-    let mut ftp = connect(url, login, options)?;
+pub(super) fn list(source: &Source, options: &Options) -> Result<Vec<String>, Failure> {
+    let url = &source.url;
+    let mut ftp = connect(source, options)?;
     let names = ftp.nlst(Some(&url.path)).map_err(|e| match e {
         FtpError::UnexpectedResponse(reply) if reply.status == Status::FileUnavailable => {
             Failure::Refused(format!("not found on the server ({})", reply_text(&reply)))
@@ -220,13 +230,13 @@ pub(super) fn list(
 /// Stores `size` bytes from `local` as `url`'s path + `.part`, checks the size the server
 /// holds, then renames it to the final name.
 pub(super) fn upload(
-    url: &RemoteUrl,
-    login: Option<&Login>,
+    source: &Source,
     local: &mut dyn Read,
     size: u64,
     options: &Options,
 ) -> Result<(), Failure> {
-    let mut ftp = connect(url, login, options)?;
+    let url = &source.url;
+    let mut ftp = connect(source, options)?;
     make_parents(&mut ftp, &url.path);
     let temp = format!("{}.part", url.path);
     let mut data = ftp.put_with_stream(&temp).map_err(failure)?;

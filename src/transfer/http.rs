@@ -1,24 +1,27 @@
-//! HTTP with ureq (plain HTTP only): `Range` + `If-Range` to resume only the same version
+//! HTTP and HTTPS with ureq (rustls, the server checked against `ca_file` or the system's
+//! CA certificates): `Range` + `If-Range` to resume only the same version
 //! of a file, `ETag` / `Last-Modified` / the total size to tell versions apart, and `PUT`
 //! to upload. Redirects are not followed: the store's URL should name the real place.
 
 use super::config::{Login, Source};
 use super::fetch::{Download, Resume, Version};
-use super::url::{Redacted, RemoteUrl};
+use super::url::Redacted;
 use super::{Failure, Options};
 use base64::Engine;
 use std::io::Read;
 use ureq::http::{HeaderMap, StatusCode};
 
-fn agent(options: &Options) -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn agent(source: &Source, options: &Options) -> Result<ureq::Agent, Failure> {
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(options.timeout))
         .timeout_per_read(Some(options.timeout))
-        .timeout_per_write(Some(options.timeout))
-        .build()
-        .new_agent()
+        .timeout_per_write(Some(options.timeout));
+    if source.url.tls {
+        config = config.tls_config(source.tls.ureq_config()?);
+    }
+    Ok(config.build().new_agent())
 }
 
 fn authorization(login: &Login) -> String {
@@ -39,6 +42,7 @@ fn failure(error: ureq::Error) -> Failure {
             server_down: true,
         },
         ureq::Error::HostNotFound => Failure::retry("host not found"),
+        ureq::Error::Rustls(e) => super::tls::refusal(&e),
         other => Failure::Refused(other.to_string()),
     }
 }
@@ -101,7 +105,7 @@ pub(super) fn open(
     options: &Options,
 ) -> Result<Box<dyn Download>, Failure> {
     let ranged = resume.and_then(|r| Some((r, validator(&r.version)?)));
-    let mut request = agent(options).get(source.url.to_string());
+    let mut request = agent(source, options)?.get(source.url.to_string());
     if let Some(login) = &source.login {
         request = request.header("Authorization", authorization(login));
     }
@@ -189,13 +193,13 @@ impl Download for HttpDownload {
 /// name directly; the server decides when the file appears (ours in the tests stores to a
 /// temporary name and renames when the body is whole).
 pub(super) fn upload(
-    url: &RemoteUrl,
-    login: Option<&Login>,
+    source: &Source,
     local: &mut dyn Read,
     size: u64,
     options: &Options,
 ) -> Result<(), Failure> {
-    let mut request = agent(options)
+    let (url, login) = (&source.url, source.login.as_ref());
+    let mut request = agent(source, options)?
         .put(url.to_string())
         .header("Content-Length", size.to_string());
     if let Some(login) = login {
@@ -213,12 +217,13 @@ pub(super) fn upload(
 /// The body of a `GET` of the directory `url` (a web server's index page), at most
 /// `limit` bytes.
 pub(super) fn index_page(
-    url: &RemoteUrl,
-    login: Option<&Login>,
+    source: &Source,
     options: &Options,
     limit: u64,
 ) -> Result<String, Failure> {
-    let mut request = agent(options).get(format!("{}/", url.to_string().trim_end_matches('/')));
+    let (url, login) = (&source.url, source.login.as_ref());
+    let mut request =
+        agent(source, options)?.get(format!("{}/", url.to_string().trim_end_matches('/')));
     if let Some(login) = login {
         request = request.header("Authorization", authorization(login));
     }

@@ -10,12 +10,13 @@ const MAX_INDEX_BYTES: u64 = 4 << 20;
 
 /// The names of the files in `dir` (relative to the store's directory), sorted.
 pub fn list(config: &StoreConfig, dir: &str, options: &Options) -> Result<Vec<String>, Error> {
-    let url = config.url.join(dir)?;
-    let login = config.login()?;
-    let mut names = with_retries("listing", &url, options, || match url.scheme {
-        Scheme::Ftp => ftp::list(&url, login.as_ref(), options),
-        Scheme::Http => http::index_page(&url, login.as_ref(), options, MAX_INDEX_BYTES)
-            .map(|page| index_links(&page)),
+    let source = config.at(dir)?;
+    let url = &source.url;
+    let mut names = with_retries("listing", url, options, || match url.scheme {
+        Scheme::Ftp => ftp::list(&source, options),
+        Scheme::Http => {
+            http::index_page(&source, options, MAX_INDEX_BYTES).map(|page| index_links(&page))
+        }
     })?;
     names.sort();
     names.dedup();

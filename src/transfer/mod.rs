@@ -34,6 +34,7 @@ mod ftp;
 mod http;
 mod listing;
 mod place;
+mod tls;
 mod url;
 
 pub use config::{
@@ -42,6 +43,7 @@ pub use config::{
 pub use fetch::{download, part_names, upload, ReadSeek, Version};
 pub use listing::{index_links, list};
 pub use place::{DirPlace, PartFile, Place, StorePlace};
+pub use tls::{TlsTrust, SYSTEM_ROOTS};
 pub use url::{Redacted, RemoteUrl, Scheme};
 
 use std::time::Duration;
@@ -138,6 +140,9 @@ impl Failure {
     /// A network I/O error, said briefly.
     fn io(error: &std::io::Error) -> Self {
         use std::io::ErrorKind::*;
+        if let Some(tls) = tls::inside(error) {
+            return tls::refusal(tls);
+        }
         let reason = match error.kind() {
             ConnectionRefused => {
                 return Failure::Retry {

@@ -1,5 +1,6 @@
-//! URLs of remote files: `ftp://` and `http://` only, and never with credentials in them,
-//! so a [`RemoteUrl`] can be shown, logged and written to a sidecar as it is.
+//! URLs of remote files: `ftp://`, `ftps://` (explicit TLS), `http://` and `https://`, and
+//! never with credentials in them, so a [`RemoteUrl`] can be shown, logged and written to
+//! a sidecar as it is.
 
 use super::Error;
 use std::fmt;
@@ -12,10 +13,11 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    fn default_port(self) -> u16 {
-        match self {
-            Scheme::Ftp => 21,
-            Scheme::Http => 80,
+    fn default_port(self, tls: bool) -> u16 {
+        match (self, tls) {
+            (Scheme::Ftp, _) => 21,
+            (Scheme::Http, false) => 80,
+            (Scheme::Http, true) => 443,
         }
     }
 
@@ -39,7 +41,9 @@ impl Scheme {
 /// credentials (parsing refuses them), so its `Display` is safe to show anywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteUrl {
+    /// The protocol; `tls` says whether it runs over TLS (`https://`, `ftps://`).
     pub scheme: Scheme,
+    pub tls: bool,
     /// Host name or address; an IPv6 address without brackets.
     pub host: String,
     pub port: u16,
@@ -58,15 +62,16 @@ impl RemoteUrl {
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| refuse("expected ftp://HOST/PATH or http://HOST/PATH"))?;
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "ftp" => Scheme::Ftp,
-            "http" => Scheme::Http,
-            "https" | "ftps" | "sftp" => {
+        let (scheme, tls) = match scheme.to_ascii_lowercase().as_str() {
+            "ftp" => (Scheme::Ftp, false),
+            "ftps" => (Scheme::Ftp, true),
+            "http" => (Scheme::Http, false),
+            "https" => (Scheme::Http, true),
+            _ => {
                 return Err(refuse(
-                    "only ftp:// and http:// are supported (no TLS in this build)",
+                    "only ftp://, ftps://, http:// and https:// are supported",
                 ))
             }
-            _ => return Err(refuse("only ftp:// and http:// are supported")),
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
@@ -79,10 +84,11 @@ impl RemoteUrl {
             ));
         }
         let (host, port) = split_host_port(authority).ok_or_else(|| refuse("bad host or port"))?;
-        let port = port.unwrap_or(scheme.default_port());
+        let port = port.unwrap_or(scheme.default_port(tls));
         check_path(path).map_err(|reason| refuse(&reason))?;
         Ok(RemoteUrl {
             scheme,
+            tls,
             host,
             port,
             path: path.to_string(),
@@ -119,19 +125,27 @@ impl RemoteUrl {
 
     /// Same server (scheme, host and port) as `other`.
     pub fn same_server(&self, other: &RemoteUrl) -> bool {
-        self.scheme == other.scheme && self.host == other.host && self.port == other.port
+        self.scheme == other.scheme
+            && self.tls == other.tls
+            && self.host == other.host
+            && self.port == other.port
     }
 }
 
 impl fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://", self.scheme.prefix())?;
+        write!(
+            f,
+            "{}{}://",
+            self.scheme.prefix(),
+            if self.tls { "s" } else { "" }
+        )?;
         if self.host.contains(':') {
             write!(f, "[{}]", self.host)?;
         } else {
             f.write_str(&self.host)?;
         }
-        if self.port != self.scheme.default_port() {
+        if self.port != self.scheme.default_port(self.tls) {
             write!(f, ":{}", self.port)?;
         }
         f.write_str(&self.path)
@@ -208,6 +222,14 @@ mod tests {
             ("ftp://10.0.2.2/B.img", "10.0.2.2", 21, "/B.img"),
             ("HTTP://store.example:8080", "store.example", 8080, "/"),
             ("http://[::1]:8000/a/b", "::1", 8000, "/a/b"),
+            (
+                "https://store.example/B.img",
+                "store.example",
+                443,
+                "/B.img",
+            ),
+            ("ftps://10.0.2.2/B.img", "10.0.2.2", 21, "/B.img"),
+            ("https://10.0.2.2:80/B.img", "10.0.2.2", 80, "/B.img"),
         ];
         for (text, host, port, path) in cases {
             let url = RemoteUrl::parse(text).unwrap();
@@ -217,6 +239,15 @@ mod tests {
             );
             assert_eq!(RemoteUrl::parse(&url.to_string()).unwrap(), url, "{text}");
         }
+        let (plain, tls) = (
+            RemoteUrl::parse("http://h/B.img").unwrap(),
+            RemoteUrl::parse("https://h/B.img").unwrap(),
+        );
+        assert!(tls.tls && !plain.tls && !tls.same_server(&plain));
+        assert_eq!(
+            RemoteUrl::parse("https://h:443/B.img").unwrap().to_string(),
+            "https://h/B.img"
+        );
         assert_eq!(
             RemoteUrl::parse("ftp://10.0.2.2:21/B.img")
                 .unwrap()
@@ -230,7 +261,8 @@ mod tests {
         let cases = [
             ("ftp://reprov:canary-pw@10.0.2.2/B.img", "credentials"),
             ("ftp://canary-pw@10.0.2.2/B.img", "credentials"),
-            ("https://host/B.img", "no TLS"),
+            ("https://reprov:canary-pw@host/B.img", "credentials"),
+            ("sftp://host/B.img", "only ftp://, ftps://"),
             ("file:///B.img", "only ftp"),
             ("10.0.2.2/B.img", "expected"),
             ("ftp://host:99999/B.img", "port"),

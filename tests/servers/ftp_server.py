@@ -3,7 +3,7 @@
 
 Serves --root for one user whose password is read from --password-file (so it is in no
 process's arguments), prints "PORT <n>" on stdout once it listens, and appends one line
-per interesting command to --events (REST <offset>, RETR <path>, STOR <path>, RNTO <path>)
+per interesting command to --events (LOGIN <user>, REST <offset>, RETR <path>, STOR <path>, RNTO <path>)
 for the test to check what the client asked for.
 
 --cut-after N: the first RETR sends only N bytes, then the server drops the control
@@ -13,6 +13,8 @@ connection without a reply, as a cut cable would.
 the transfer's reply (as a file replaced on the server while it was being sent).
 --passive-ports FIRST-LAST: data connections listen only on these ports (QEMU guests reach
 only forwarded ports); without it, on any port the kernel picks.
+--tls-cert FILE --tls-key FILE: FTPS (explicit, AUTH TLS), and the server requires TLS on
+the control connection before the login and on every data connection (PROT P).
 """
 
 import argparse
@@ -20,7 +22,7 @@ import os
 import sys
 
 from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import FTPServer
 
 
@@ -34,6 +36,8 @@ def main():
     parser.add_argument("--change-on-cut", action="store_true")
     parser.add_argument("--change-after-send", action="store_true")
     parser.add_argument("--passive-ports", default=None)
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
     args = parser.parse_args()
 
     with open(args.password_file) as f:
@@ -64,7 +68,12 @@ def main():
         def __getattr__(self, name):
             return getattr(self.inner, name)
 
-    class Handler(FTPHandler):
+    base = TLS_FTPHandler if args.tls_cert else FTPHandler
+
+    class Handler(base):
+        def on_login(self, username):
+            events.write(f"LOGIN {username}\n")
+
         def ftp_REST(self, line):
             events.write(f"REST {line}\n")
             return super().ftp_REST(line)
@@ -107,6 +116,9 @@ def main():
     authorizer = DummyAuthorizer()
     authorizer.add_user(args.user, password, args.root, perm="elradfmwMT")
     Handler.authorizer = authorizer
+    if args.tls_cert:
+        Handler.certfile, Handler.keyfile = args.tls_cert, args.tls_key
+        Handler.tls_control_required = Handler.tls_data_required = True
     Handler.use_sendfile = False  # the cut wraps the file object; sendfile would bypass it
     if args.passive_ports is not None:
         first, last = (int(port) for port in args.passive_ports.split("-"))

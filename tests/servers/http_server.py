@@ -10,6 +10,7 @@ name, renamed when the body is whole); Basic auth for one user whose password is
 --cut-after N: the first GET announces the whole length, sends N bytes of body and drops
 the connection.  --change-on-cut: then rewrites the file (same size, other bytes, newer
 mtime).  --ignore-range: always answer 200 with the whole file.
+--tls-cert FILE --tls-key FILE: HTTPS.
 A GET of a directory answers an index page linking each file (as nginx autoindex does); a
 PUT creates the directories above its file (as nginx's create_full_put_path does).
 """
@@ -19,6 +20,7 @@ import base64
 import email.utils
 import os
 import socket
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,6 +34,8 @@ def main():
     parser.add_argument("--cut-after", type=int, default=None)
     parser.add_argument("--change-on-cut", action="store_true")
     parser.add_argument("--ignore-range", action="store_true")
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
     args = parser.parse_args()
 
     with open(args.password_file) as f:
@@ -137,6 +141,14 @@ def main():
             self.end_headers()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        # The handshake runs in the request's thread, not in accept(): a client that
+        # refuses the certificate then costs nothing but its own connection.
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 
