@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::servers::{Server, KINDS};
+use common::servers::{Server, PROTOCOLS};
 use std::process::Command;
 
 fn output(program: &str, args: &[&str]) -> String {
@@ -51,12 +51,13 @@ fn build_static_makes_a_statically_linked_executable() {
 }
 
 /// glibc resolves through /etc/hosts and DNS inside the static binary (no NSS module to
-/// load): a store named by host name works over FTP and HTTP.
+/// load): a store named by host name works over FTP, HTTP, FTPS and HTTPS (rustls and
+/// ring linked statically).
 #[test]
 fn the_static_binary_fetches_from_a_store_named_by_host_name() {
     let reprov = build_static();
-    for kind in KINDS {
-        let server = Server::start(kind, &[]);
+    for protocol in PROTOCOLS {
+        let server = Server::start_as(protocol, &[]);
         std::fs::write(server.file("hello.txt"), "hello from the store\n").unwrap();
         let by_address = std::fs::read_to_string(server.config(None)).unwrap();
         assert!(by_address.contains("://127.0.0.1:"), "{by_address}");
@@ -77,7 +78,7 @@ fn the_static_binary_fetches_from_a_store_named_by_host_name() {
             .unwrap();
         assert!(
             fetched.status.success(),
-            "{kind:?}: {}",
+            "{protocol:?}: {}",
             String::from_utf8_lossy(&fetched.stderr)
         );
         assert_eq!(

@@ -191,14 +191,15 @@ impl Server {
         }
     }
 
-    /// A server speaking `protocol`; over TLS with a certificate for 127.0.0.1 from a CA
-    /// of its own, which its store config trusts.
+    /// A server speaking `protocol`; over TLS with a certificate for 127.0.0.1 and
+    /// localhost from a CA of its own, which its store config trusts.
     pub fn start_as(protocol: Protocol, switches: &[&str]) -> Server {
         if !protocol.tls {
             return Server::start(protocol.kind, switches);
         }
         let ca = TestCa::new("reprov test CA");
-        let mut server = Server::start_tls(protocol.kind, &ca, "IP:127.0.0.1", switches);
+        let mut server =
+            Server::start_tls(protocol.kind, &ca, "IP:127.0.0.1,DNS:localhost", switches);
         server._ca = Some(ca);
         server
     }
