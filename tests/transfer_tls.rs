@@ -63,13 +63,18 @@ fn assert_refused(server: &Server, message: &str, want: &str, out: Option<&Path>
     assert_eq!(server.events(), Vec::<String>::new(), "{message}");
 }
 
+/// A TLS server with a certificate for `alt_name` from a CA of its own, holding B.img.
+fn serving(kind: Kind, alt_name: &str) -> Server {
+    let server = Server::start_tls(kind, TestCa::new("reprov test CA"), alt_name, &[]);
+    std::fs::write(server.file("B.img"), [1u8; 4096]).unwrap();
+    server
+}
+
 #[test]
 fn a_certificate_from_another_ca_is_refused() {
     let other = TestCa::new("someone else's CA");
     for kind in KINDS {
-        let ca = TestCa::new("reprov test CA");
-        let server = Server::start_tls(kind, &ca, "IP:127.0.0.1", &[]);
-        std::fs::write(server.file("B.img"), [1u8; 4096]).unwrap();
+        let server = serving(kind, "IP:127.0.0.1");
         let config = server.config_trusting(Some(&other.certificate()));
         let (message, out) = fetch(&config.source("B.img").unwrap());
         assert_refused(&server, &message, "certificate", Some(out.path()));
@@ -83,9 +88,7 @@ fn a_certificate_from_another_ca_is_refused() {
 #[test]
 fn without_ca_file_only_the_system_cas_are_trusted() {
     for kind in KINDS {
-        let ca = TestCa::new("reprov test CA");
-        let server = Server::start_tls(kind, &ca, "IP:127.0.0.1", &[]);
-        std::fs::write(server.file("B.img"), [1u8; 4096]).unwrap();
+        let server = serving(kind, "IP:127.0.0.1");
         let config = server.config_trusting(None);
         let (message, out) = fetch(&config.source("B.img").unwrap());
         let want = match Path::new(transfer::SYSTEM_ROOTS).exists() {
@@ -99,9 +102,7 @@ fn without_ca_file_only_the_system_cas_are_trusted() {
 #[test]
 fn a_certificate_for_another_host_is_refused() {
     for kind in KINDS {
-        let ca = TestCa::new("reprov test CA");
-        let server = Server::start_tls(kind, &ca, "DNS:store.example.org,IP:10.0.2.2", &[]);
-        std::fs::write(server.file("B.img"), [1u8; 4096]).unwrap();
+        let server = serving(kind, "DNS:store.example.org,IP:10.0.2.2");
         let (message, out) = fetch(&server.source("B.img"));
         assert_refused(&server, &message, "certificate", Some(out.path()));
         assert!(
@@ -138,8 +139,7 @@ fn a_server_without_tls_is_refused_and_gets_no_password() {
 /// says what to do.
 #[test]
 fn a_bad_ca_file_is_named() {
-    let ca = TestCa::new("reprov test CA");
-    let server = Server::start_tls(Kind::Http, &ca, "IP:127.0.0.1", &[]);
+    let server = serving(Kind::Http, "IP:127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "no certificate here\n").unwrap();

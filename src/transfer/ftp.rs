@@ -1,7 +1,8 @@
 //! FTP with suppaftp, and FTPS (explicit TLS: `AUTH TLS`, then `PROT P` so the data
-//! connections are encrypted too; rustls, the server checked as for HTTPS): binary mode, passive data connections to the control connection's
-//! host (right behind NAT, e.g. QEMU user networking), `REST` to resume, `SIZE` and
-//! `MDTM` to tell versions apart, `STOR` to a temporary name then `RNFR`/`RNTO`.
+//! connections are encrypted too; rustls, the server checked as for HTTPS): binary mode,
+//! passive data connections to the control connection's host (right behind NAT, e.g. QEMU
+//! user networking), `REST` to resume, `SIZE` and `MDTM` to tell versions apart, `STOR`
+//! to a temporary name then `RNFR`/`RNTO`.
 
 use super::config::Source;
 use super::fetch::{Download, Resume, Version};

@@ -191,29 +191,29 @@ impl Server {
         }
     }
 
-    /// A server speaking `protocol`; over TLS with a certificate for 127.0.0.1 and
-    /// localhost from a CA of its own, which its store config trusts.
-    pub fn start_as(protocol: Protocol, switches: &[&str]) -> Server {
-        if !protocol.tls {
-            return Server::start(protocol.kind, switches);
-        }
-        let ca = TestCa::new("reprov test CA");
-        let mut server =
-            Server::start_tls(protocol.kind, &ca, "IP:127.0.0.1,DNS:localhost", switches);
-        server._ca = Some(ca);
-        server
-    }
-
     /// An FTPS or HTTPS server whose certificate `ca` issued for `alt_name`; its store
     /// config trusts `ca`.
-    pub fn start_tls(kind: Kind, ca: &TestCa, alt_name: &str, switches: &[&str]) -> Server {
+    pub fn start_tls(kind: Kind, ca: TestCa, alt_name: &str, switches: &[&str]) -> Server {
         let (cert, key) = ca.issue(alt_name);
         let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
         let mut all = vec!["--tls-cert", cert, "--tls-key", key];
         all.extend(switches);
         let mut server = Server::start(kind, &all);
         server.ca_file = Some(ca.certificate());
+        server._ca = Some(ca);
         server
+    }
+
+    /// A server speaking `protocol`; over TLS with a certificate for 127.0.0.1 and
+    /// localhost from a CA of its own, which its store config trusts.
+    pub fn start_as(protocol: Protocol, switches: &[&str]) -> Server {
+        match protocol.tls {
+            false => Server::start(protocol.kind, switches),
+            true => {
+                let ca = TestCa::new("reprov test CA");
+                Server::start_tls(protocol.kind, ca, "IP:127.0.0.1,DNS:localhost", switches)
+            }
+        }
     }
 
     /// An FTP server for QEMU guests: its data connections listen on [`PASSIVE_PORTS`],
