@@ -25,7 +25,17 @@ use reprov::recovery::runner;
 use reprov::recovery::Outcome;
 use reprov::store::{ImageName, Kind, State};
 
-use common::fixtures::{fat_nos, image_of, machine};
+use common::fixtures::{fat_nos, image_of};
+
+/// The test machine with a checkpoint after every chunk: checkpoints are then not paced
+/// by the clock, so every run makes the same writes as the counting run and each crash
+/// point is reached (and the resume from a checkpoint is cut at each of its writes).
+fn machine() -> runner::Machine {
+    runner::Machine {
+        checkpoint_every: std::time::Duration::ZERO,
+        ..common::fixtures::machine()
+    }
+}
 
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 4096;
@@ -393,6 +403,28 @@ fn nos_file(disk: &Disk, path: &str) -> Option<String> {
     Some(text)
 }
 
+/// `fsck.vfat -n` of the images partition finds nothing to fix, the dirty bit included
+/// (the last boot unmounted it cleanly).
+fn images_fat_is_clean(disk: &Disk) -> Result<(), String> {
+    let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
+    let mut images = d.partition(Role::Images).unwrap();
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    io::copy(&mut images, &mut copy.as_file()).unwrap();
+    let out = std::process::Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(copy.path())
+        .output()
+        .expect("fsck.vfat runs (scripts/deps installs dosfstools)");
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "fsck.vfat -n of the images partition: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
 fn job_and_log(disk: &Disk) -> (Option<reprov::store::Job>, Vec<String>) {
     let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
     d.with_store(|store| {
@@ -521,11 +553,13 @@ fn converges(job: Job, first: u64) {
             .filter_map(|k| k.trim().parse().ok())
             .collect()
     });
+    let fsck_every = if only.is_some() { 1 } else { 8 };
     let chosen: Vec<u64> = match only {
         Some(only) => only.into_iter().filter(|k| k % 2 == first % 2).collect(),
         None => (first..=points).step_by(2 * stride as usize).collect(),
     };
-    let mut unreached = 0;
+    let mut unreached = Vec::new();
+    let (mut fscked, mut unclean) = (0, Vec::new());
     for k in chosen {
         tried += 1;
         let disk = Disk(Arc::new(Mutex::new(Medium::new(
@@ -536,13 +570,23 @@ fn converges(job: Job, first: u64) {
         ))));
         let open = || disk.open();
         let _ = runner::run_on(&open, Path::new("crash-disk"), &machine());
-        // Checkpoints are paced by time too, so a run may write a few times less than
-        // the counting run: such a run ends without a cut and must converge as well.
         if !disk.0.lock().unwrap().crashed {
-            unreached += 1;
+            unreached.push(k);
         }
-        let settled =
-            boot_until_settled(disk.durable(), &base, &mut rng).and_then(|disk| job.check(&disk));
+        let settled = boot_until_settled(disk.durable(), &base, &mut rng).and_then(|disk| {
+            job.check(&disk)?;
+            // fsck for a sample (every 8th point tried, every one named by REPROV_CRASH_ONLY):
+            // each costs a copy of the partition. Reported, not yet asserted: issue 13.7
+            // (fatfs orders its FAT, FSInfo and directory writes with no sync between, so
+            // a lossy cut can leave a lost cluster or a FAT copy behind).
+            if (tried - 1) % fsck_every == 0 {
+                fscked += 1;
+                if let Err(why) = images_fat_is_clean(&disk) {
+                    unclean.push(format!("crash point {k}: {why}"));
+                }
+            }
+            Ok(())
+        });
         match settled {
             Ok(()) => converged += 1,
             Err(why) => failures.push(format!("crash point {k}: {why}")),
@@ -556,13 +600,19 @@ fn converges(job: Job, first: u64) {
     }
     let half = if first == 1 { "odd" } else { "even" };
     println!(
-        "{}: {points} crash points (writes and syncs); the {half} ones: {tried} tried, {converged} converged",
-        job.what()
+        "{}: {points} crash points (writes and syncs); the {half} ones: {tried} tried, \
+         {converged} converged; of {fscked} checked with fsck.vfat -n, {} leave an images \
+         FAT it would repair",
+        job.what(),
+        unclean.len()
     );
+    if let Some(first) = unclean.first() {
+        println!("the first of them: {first}");
+    }
     assert!(
-        unreached * 20 <= tried,
-        "{unreached} of {tried} crash points were not reached: the runs write far less \
-         than the counting run did"
+        unreached.is_empty(),
+        "crash points {unreached:?} were never reached: the runs did not make the writes \
+         the counting run made"
     );
     assert!(
         failures.is_empty(),

@@ -28,8 +28,8 @@ pub const FACTORY_DIR: &str = "factory";
 pub const BACKUP_IMAGE: &str = "previous.tar";
 /// Where recovery mounts a NOS that is not FAT (ext4) to restore the identity.
 const NOS_MOUNT: &str = "/run/reprov/nos";
-/// How often an apply syncs NOS and records its checkpoint in the job.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// How often an apply syncs NOS and records its checkpoint in the job, on a real machine.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 /// A partition's file system mounted through its own handle on the disk, synced on
 /// every flush so each job write and log entry is durable.
@@ -47,6 +47,10 @@ pub struct Machine {
     pub grow_ext4: fn(&Path, u64) -> std::io::Result<()>,
     /// The keys a job's image must be signed by (none: images are not checked).
     pub keys: Result<trust::Keys, String>,
+    /// How often an apply makes NOS durable and records its checkpoint
+    /// ([`CHECKPOINT_EVERY`]; zero: after every chunk, which makes the writes of a run
+    /// the same each time, for tests that cut at each of them).
+    pub checkpoint_every: Duration,
 }
 
 impl Machine {
@@ -67,6 +71,7 @@ impl Machine {
                 Path::new(trust::KEYS_DIR),
                 &super::cmdline::Cmdline::current().trust,
             ),
+            checkpoint_every: CHECKPOINT_EVERY,
         }
     }
 }
@@ -369,7 +374,7 @@ impl<D: Device> Runner<'_, D> {
                 };
                 let mut options = ApplyOptions {
                     resume_from,
-                    checkpoint_every: CHECKPOINT_EVERY,
+                    checkpoint_every: self.machine.checkpoint_every,
                     on_checkpoint: Some(&mut record),
                     show: Show::Console,
                 };

@@ -269,5 +269,6 @@ pub fn machine() -> reprov::recovery::runner::Machine {
         unmount_nos: |_| Err(std::io::Error::other("no kernel mounts in tests")),
         grow_ext4: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
         keys: Ok(reprov::trust::Keys::none()),
+        checkpoint_every: reprov::recovery::runner::CHECKPOINT_EVERY,
     }
 }

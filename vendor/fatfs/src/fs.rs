@@ -294,6 +294,10 @@ pub struct FileSystem<T: ReadWriteSeek> {
     total_clusters: u32,
     fs_info: RefCell<FsInfoSector>,
     current_status_flags: Cell<FsStatusFlags>,
+    // reprov: whether the volume was dirty when mounted, and whether this mount wrote to
+    // it; an explicit `unmount()` after a write clears the bit (see there).
+    dirty_at_mount: Cell<bool>,
+    written: Cell<bool>,
 }
 
 impl<T: ReadWriteSeek> FileSystem<T> {
@@ -351,6 +355,8 @@ impl<T: ReadWriteSeek> FileSystem<T> {
             total_clusters,
             fs_info: RefCell::new(fs_info),
             current_status_flags: Cell::new(status_flags),
+            dirty_at_mount: Cell::new(status_flags.dirty),
+            written: Cell::new(false),
         })
     }
 
@@ -543,6 +549,23 @@ impl<T: ReadWriteSeek> FileSystem<T> {
     ///
     /// Updates FSInfo sector if needed.
     pub fn unmount(self) -> io::Result<()> {
+        // reprov: an explicit unmount after a write marks the volume clean even when it was
+        // dirty at mount (a power cut). Upstream keeps that bit for ever, so `fsck -n` fails on
+        // every later check; reprov orders its writes so that a cut leaves a FAT fsck finds
+        // clean but for this bit. A mount that only read writes nothing (the bit stays for the
+        // next writer), and a drop without `unmount()` (an error path) keeps the bit. The FSInfo
+        // free count of a dirty volume was not trusted at mount: it is counted again before the
+        // volume says it is right. Everything written before is made durable first, so a clean
+        // bit never covers writes a cut could still lose.
+        if self.written.get() {
+            self.disk.borrow_mut().flush()?;
+            if self.dirty_at_mount.get() {
+                self.recalc_free_clusters()?;
+                self.flush_fs_info()?;
+                self.disk.borrow_mut().flush()?;
+                self.dirty_at_mount.set(false);
+            }
+        }
         self.unmount_internal()
     }
 
@@ -564,9 +587,12 @@ impl<T: ReadWriteSeek> FileSystem<T> {
     }
 
     pub(crate) fn set_dirty_flag(&self, dirty: bool) -> io::Result<()> {
+        if dirty {
+            self.written.set(true); // reprov: see `unmount`
+        }
         // Do not overwrite flags read from BPB on mount
         let mut flags = self.bpb.status_flags();
-        flags.dirty |= dirty;
+        flags.dirty = self.dirty_at_mount.get() || dirty; // reprov: see `unmount`
         // Check if flags has changed
         let current_flags = self.current_status_flags.get();
         if flags == current_flags {
