@@ -8,6 +8,8 @@ use std::io::{Read, Seek, Write};
 
 use crate::io::BlockCache;
 
+#[cfg(test)]
+mod cut_repair;
 mod files;
 mod job;
 mod log;
@@ -95,6 +97,12 @@ impl<D: Read + Write + Seek> Store<D> {
         // Whole blocks between fatfs and the disk: see crate::io::BlockCache.
         let cached = BlockCache::new(part).map_err(Error::Mount)?;
         let fs = fatfs::FileSystem::new(cached, fatfs::FsOptions::new()).map_err(Error::Mount)?;
+        // A volume left dirty (a power cut) is repaired before anything reads or writes
+        // it, so no allocation can hand out a cluster a file still names.
+        let repairs = fs.repair_if_dirty().map_err(Error::Mount)?;
+        if !repairs.is_empty() {
+            ::log::warn!("the images partition was not unmounted cleanly; repaired: {repairs}");
+        }
         Ok(Store {
             fs,
             part_size: PART_SIZE,
@@ -301,7 +309,10 @@ pub(crate) mod tests {
         let store = Store::open(&mut disk).unwrap();
         assert!(store.read("reprov/job").unwrap().is_some());
         store.unmount().unwrap();
-        assert!(disk.get_ref() == &before, "a mount that only read wrote to the disk");
+        assert!(
+            disk.get_ref() == &before,
+            "a mount that only read wrote to the disk"
+        );
         let store = Store::open(&mut disk).unwrap();
         store.write("reprov/log", b"R000\n").unwrap();
         drop(store);

@@ -469,6 +469,7 @@ impl DirEntryEditor {
     }
 
     fn write<T: ReadWriteSeek>(&self, fs: &FileSystem<T>) -> io::Result<()> {
+        fs.set_dirty_flag(true)?; // reprov: this write bypasses FsIoAdapter
         let mut disk = fs.disk.borrow_mut();
         disk.seek(io::SeekFrom::Start(self.pos))?;
         self.data.serialize(&mut *disk)

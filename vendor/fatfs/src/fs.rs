@@ -287,16 +287,16 @@ impl FileSystemStats {
 pub struct FileSystem<T: ReadWriteSeek> {
     pub(crate) disk: RefCell<T>,
     pub(crate) options: FsOptions,
-    fat_type: FatType,
-    bpb: BiosParameterBlock,
-    first_data_sector: u32,
-    root_dir_sectors: u32,
-    total_clusters: u32,
+    pub(crate) fat_type: FatType,
+    pub(crate) bpb: BiosParameterBlock,
+    pub(crate) first_data_sector: u32,
+    pub(crate) root_dir_sectors: u32,
+    pub(crate) total_clusters: u32,
     fs_info: RefCell<FsInfoSector>,
     current_status_flags: Cell<FsStatusFlags>,
     // reprov: whether the volume was dirty when mounted, and whether this mount wrote to
     // it; an explicit `unmount()` after a write clears the bit (see there).
-    dirty_at_mount: Cell<bool>,
+    pub(crate) dirty_at_mount: Cell<bool>,
     written: Cell<bool>,
 }
 
@@ -470,7 +470,7 @@ impl<T: ReadWriteSeek> FileSystem<T> {
         self.bpb.clusters_from_bytes(bytes)
     }
 
-    fn fat_slice<'b>(&'b self) -> DiskSlice<FsIoAdapter<'b, T>> {
+    pub(crate) fn fat_slice<'b>(&'b self) -> DiskSlice<FsIoAdapter<'b, T>> {
         let io = FsIoAdapter { fs: self };
         fat_slice(io, &self.bpb)
     }
@@ -538,7 +538,7 @@ impl<T: ReadWriteSeek> FileSystem<T> {
     }
 
     /// Forces free clusters recalculation.
-    fn recalc_free_clusters(&self) -> io::Result<u32> {
+    pub(crate) fn recalc_free_clusters(&self) -> io::Result<u32> {
         let mut fat = self.fat_slice();
         let free_cluster_count = count_free_clusters(&mut fat, self.fat_type, self.total_clusters)?;
         self.fs_info.borrow_mut().set_free_cluster_count(free_cluster_count);
@@ -551,20 +551,20 @@ impl<T: ReadWriteSeek> FileSystem<T> {
     pub fn unmount(self) -> io::Result<()> {
         // reprov: an explicit unmount after a write marks the volume clean even when it was
         // dirty at mount (a power cut). Upstream keeps that bit for ever, so `fsck -n` fails on
-        // every later check; reprov orders its writes so that a cut leaves a FAT fsck finds
-        // clean but for this bit. A mount that only read writes nothing (the bit stays for the
-        // next writer), and a drop without `unmount()` (an error path) keeps the bit. The FSInfo
-        // free count of a dirty volume was not trusted at mount: it is counted again before the
-        // volume says it is right. Everything written before is made durable first, so a clean
-        // bit never covers writes a cut could still lose.
+        // every later check. What was written, then FSInfo (its free count counted again when
+        // the volume was dirty at mount, as it was not trusted), are made durable before the
+        // bit is cleared, so a clean bit never covers writes a cut could still lose, and a cut
+        // that loses the clearing leaves a volume fsck finds clean but for the bit. A mount that
+        // only read writes nothing (the bit stays for the next writer); a drop without
+        // `unmount()` (an error path) keeps the bit.
         if self.written.get() {
             self.disk.borrow_mut().flush()?;
             if self.dirty_at_mount.get() {
                 self.recalc_free_clusters()?;
-                self.flush_fs_info()?;
-                self.disk.borrow_mut().flush()?;
-                self.dirty_at_mount.set(false);
             }
+            self.flush_fs_info()?;
+            self.disk.borrow_mut().flush()?;
+            self.dirty_at_mount.set(false);
         }
         self.unmount_internal()
     }
@@ -575,7 +575,7 @@ impl<T: ReadWriteSeek> FileSystem<T> {
         Ok(())
     }
 
-    fn flush_fs_info(&self) -> io::Result<()> {
+    pub(crate) fn flush_fs_info(&self) -> io::Result<()> {
         let mut fs_info = self.fs_info.borrow_mut();
         if self.fat_type == FatType::Fat32 && fs_info.dirty {
             let mut disk = self.disk.borrow_mut();
@@ -604,8 +604,17 @@ impl<T: ReadWriteSeek> FileSystem<T> {
         // Compute reserver_1 field offset and write new flags
         let offset = if self.fat_type() == FatType::Fat32 { 0x041 } else { 0x025 };
         let mut disk = self.disk.borrow_mut();
+        // reprov: called before a write now (see FsIoAdapter), so the position is kept
+        let at = disk.seek(io::SeekFrom::Current(0))?;
         disk.seek(io::SeekFrom::Start(offset))?;
         disk.write_u8(encoded)?;
+        // reprov: a volume marked dirty is synced before the write that made it so: a cut
+        // cannot keep that write and lose the bit, so a damaged volume always says it is
+        // dirty and gets its repair pass (src/repair.rs) before the next write.
+        if flags.dirty {
+            disk.flush()?;
+        }
+        disk.seek(io::SeekFrom::Start(at))?;
         self.current_status_flags.set(flags);
         Ok(())
     }
@@ -632,11 +641,11 @@ impl<'a, T: ReadWriteSeek> Read for FsIoAdapter<'a, T> {
 
 impl<'a, T: ReadWriteSeek> Write for FsIoAdapter<'a, T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let size = self.fs.disk.borrow_mut().write(buf)?;
-        if size > 0 {
+        // reprov: the volume is marked dirty before the write, not after (see `set_dirty_flag`)
+        if !buf.is_empty() {
             self.fs.set_dirty_flag(true)?;
         }
-        Ok(size)
+        self.fs.disk.borrow_mut().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

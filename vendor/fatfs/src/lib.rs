@@ -89,6 +89,7 @@ mod dir;
 mod dir_entry;
 mod file;
 mod fs;
+mod repair; // reprov
 mod table;
 mod time;
 
@@ -111,4 +112,5 @@ pub use dir::*;
 pub use dir_entry::*;
 pub use file::*;
 pub use fs::*;
+pub use repair::Repairs; // reprov
 pub use time::*;

@@ -17,7 +17,7 @@ type Fat32 = Fat<u32>;
 pub const RESERVED_FAT_ENTRIES: u32 = 2;
 
 #[derive(Copy, Clone, Eq, PartialEq, Debug)]
-enum FatValue {
+pub(crate) enum FatValue {
     Free,
     Data(u32),
     Bad,
@@ -48,6 +48,15 @@ fn write_fat<T: ReadWriteSeek>(fat: &mut T, fat_type: FatType, cluster: u32, val
         FatType::Fat16 => Fat16::set(fat, cluster, value),
         FatType::Fat32 => Fat32::set(fat, cluster, value),
     }
+}
+
+// reprov: for the repair pass (src/repair.rs).
+pub(crate) fn fat_entry<T: ReadSeek>(fat: &mut T, fat_type: FatType, cluster: u32) -> io::Result<FatValue> {
+    read_fat(fat, fat_type, cluster)
+}
+
+pub(crate) fn set_fat_entry<T: ReadWriteSeek>(fat: &mut T, fat_type: FatType, cluster: u32, value: FatValue) -> io::Result<()> {
+    write_fat(fat, fat_type, cluster, value)
 }
 
 fn get_next_cluster<T: ReadSeek>(fat: &mut T, fat_type: FatType, cluster: u32) -> io::Result<Option<u32>> {
