@@ -38,6 +38,54 @@ pub(crate) fn header(path: &str, size: u64, mtime: u64) -> Result<[u8; 512], Err
     Ok(*h.as_bytes())
 }
 
+/// The manifest entry's header as `create` writes it for a manifest of `len` bytes
+/// created at `created`: an image that starts with it is laid out as reprov lays images
+/// out, so its chunk entries can be made again from the manifest (a delta fetch does).
+pub fn manifest_header(len: u64, created: time::OffsetDateTime) -> Result<[u8; 512], Error> {
+    header(MANIFEST_PATH, len, mtime(created))
+}
+
+/// The mtime `create` gives every entry: the manifest's `created`.
+pub(crate) fn mtime(created: time::OffsetDateTime) -> u64 {
+    u64::try_from(created.unix_timestamp()).unwrap_or(0)
+}
+
+/// Bytes of a whole entry holding `len` bytes: its header and the data padded to a block.
+pub fn entry_len(len: u64) -> u64 {
+    BLOCK + len.div_ceil(BLOCK) * BLOCK
+}
+
+/// Data chunk `index`'s whole entry (header, `stored`, padding) as `create` writes it,
+/// after checking that `stored` decompresses to the chunk's SHA-256; `None` when it
+/// does not (or the manifest has no hash, or another stored length).
+pub fn chunk_entry(
+    manifest: &Manifest,
+    index: u64,
+    stored: &[u8],
+) -> Result<Option<Vec<u8>>, Error> {
+    let Some(chunk) = manifest
+        .chunks
+        .get(usize::try_from(index).unwrap_or(usize::MAX))
+    else {
+        return Ok(None);
+    };
+    let len = manifest.chunk_len(index);
+    let mut plain = Vec::new();
+    let sound = stored.len() as u64 == chunk.stored
+        && super::codec::decompress(manifest.codec, stored, len, &mut plain).is_ok()
+        && chunk
+            .sha256
+            .is_some_and(|sha| super::manifest::sha256(&plain) == sha);
+    if !sound {
+        return Ok(None);
+    }
+    let path = chunk_path(index, manifest.codec);
+    let mut entry = header(&path, chunk.stored, mtime(manifest.created))?.to_vec();
+    entry.extend_from_slice(stored);
+    entry.extend_from_slice(padding(chunk.stored));
+    Ok(Some(entry))
+}
+
 /// Zero bytes that pad `len` bytes of data to a whole block.
 pub(crate) fn padding(len: u64) -> &'static [u8] {
     const ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];

@@ -229,7 +229,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
     let reserved = largest.len() as u64 + 2;
     drop(largest);
 
-    let mtime = u64::try_from(options.created.unix_timestamp()).unwrap_or(0);
+    let mtime = super::container::mtime(options.created);
     out.seek(SeekFrom::Start(0)).map_err(write_err)?;
     out.write_all(&header(MANIFEST_PATH, reserved, mtime)?)
         .map_err(write_err)?;

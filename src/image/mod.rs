@@ -20,8 +20,8 @@ pub use apply::{apply, ApplyOptions};
 pub use check::check_target;
 pub use codec::{GZIP_LEVEL, ZSTD_LEVEL};
 pub use container::{
-    chunk_path, open, open_signable, write_signature, Layout, MANIFEST_PATH, MAX_SIGNATURE_LEN,
-    SIGNATURE_PATH,
+    chunk_entry, chunk_path, entry_len, manifest_header, open, open_signable, write_signature,
+    Layout, MANIFEST_PATH, MAX_SIGNATURE_LEN, SIGNATURE_PATH,
 };
 pub use create::{create, CreateOptions};
 pub use manifest::{

@@ -79,7 +79,7 @@ fn attempt_download(
     let (part, meta) = part_names(name);
     let url = source.url.to_string();
     let resume = previous_part(place, &part, &meta, &url)?;
-    let mut download = open(source, resume.as_ref(), options)?;
+    let mut download = open(source, resume.as_ref(), options, place)?;
     let version = download.version().clone();
     let offset = download.offset();
     match (&resume, offset) {
@@ -186,14 +186,20 @@ fn previous_part(
     Ok(resume.filter(|r| r.offset > 0))
 }
 
-fn open(
+/// Opens the download: over HTTP by what is new when `place` holds images to reuse
+/// (see `delta.rs`), else the whole file (FTP always).
+fn open<'p>(
     source: &Source,
     resume: Option<&Resume>,
     options: &Options,
-) -> Result<Box<dyn Download>, Failure> {
+    place: &'p dyn Place,
+) -> Result<Box<dyn Download + 'p>, Failure> {
     match source.url.scheme {
         Scheme::Ftp => ftp::open(source, resume, options),
-        Scheme::Http => http::open(source, resume, options),
+        Scheme::Http => match super::delta::open(source, resume, options, place)? {
+            Some(delta) => Ok(delta),
+            None => http::open(source, resume, options),
+        },
     }
 }
 

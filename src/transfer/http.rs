@@ -168,6 +168,69 @@ pub(super) fn open(
     }))
 }
 
+/// The answer to a `GET` of bytes `[start, end)`.
+pub(super) enum Ranged {
+    /// 206: exactly those bytes (the body), of this version of the file.
+    Part {
+        body: Box<dyn Read + Send>,
+        version: Version,
+    },
+    /// 200: the server ignores ranges, or `If-Range` did not match (the file changed).
+    Whole,
+}
+
+/// `GET` of bytes `[start, end)`, with `If-Range` when `validator` is given (so another
+/// version of the file is never spliced in: the server answers 200, [`Ranged::Whole`]).
+pub(super) fn get_range(
+    source: &Source,
+    options: &Options,
+    (start, end): (u64, u64),
+    validator: Option<&str>,
+) -> Result<Ranged, Failure> {
+    let mut request = agent(source, options)?
+        .get(source.url.to_string())
+        .header("Range", format!("bytes={start}-{}", end - 1));
+    if let Some(login) = &source.login {
+        request = request.header("Authorization", authorization(login));
+    }
+    if let Some(validator) = validator {
+        request = request.header("If-Range", validator);
+    }
+    let response = request.call().map_err(failure)?;
+    let status = response.status();
+    let headers = response.headers();
+    match status.as_u16() {
+        206 => {
+            let (sent, total) = text(headers, "content-range")
+                .as_deref()
+                .and_then(content_range)
+                .ok_or_else(|| Failure::Refused("a 206 answer without Content-Range".into()))?;
+            if sent != start {
+                return Err(Failure::Refused(format!(
+                    "asked for bytes from {start}, the server sent from {sent}"
+                )));
+            }
+            let version = Version {
+                size: total,
+                modified: text(headers, "last-modified"),
+                etag: text(headers, "etag"),
+            };
+            let body = response.into_body().into_reader().take(end - start);
+            Ok(Ranged::Part {
+                body: Box::new(body),
+                version,
+            })
+        }
+        200 => Ok(Ranged::Whole),
+        _ => Err(refusal(status, headers, source.login.as_ref())),
+    }
+}
+
+/// What `If-Range` can carry for `version` (see [`validator`]).
+pub(super) fn if_range(version: &Version) -> Option<String> {
+    validator(version).map(str::to_string)
+}
+
 impl Read for HttpDownload {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.body.read(buf)

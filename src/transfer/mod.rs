@@ -29,6 +29,7 @@
 //! ```
 
 mod config;
+mod delta;
 mod fetch;
 mod ftp;
 mod http;
@@ -156,6 +157,15 @@ impl Failure {
             _ => error.to_string(),
         };
         Failure::retry(reason)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Retry { reason, .. } | Failure::Refused(reason) => f.write_str(reason),
+            Failure::Local(error) => write!(f, "{error}"),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! (FAT on the images partition). A download needs only these few operations, so it runs
 //! the same over both.
 
+use super::fetch::ReadSeek;
 use super::Error;
 use crate::store::Store;
 use std::io::{Read, Seek, Write};
@@ -54,6 +55,19 @@ pub trait Place {
     fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
     /// Removes `name`; a missing file is not an error. Writes.
     fn remove(&self, name: &str) -> Result<(), Error>;
+    /// The whole files here that may be images whose chunks a fetch can reuse (a delta
+    /// fetch: see `delta.rs`). None by default.
+    fn images(&self) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+    /// Opens `name` (one of [`Place::images`]) for reading.
+    fn open_read(&self, name: &str) -> Result<Box<dyn ReadSeek + '_>, Error> {
+        Err(Error::Local {
+            what: "opening",
+            path: self.describe(name),
+            source: std::io::ErrorKind::Unsupported.into(),
+        })
+    }
 }
 
 /// A directory of the host's file system.
@@ -120,6 +134,27 @@ impl Place for DirPlace {
             .map(|_| ())
             .map_err(local("removing", self.describe(name)))
     }
+    /// The regular files of the directory but partial downloads and their sidecars.
+    fn images(&self) -> Result<Vec<String>, Error> {
+        let listing = std::fs::read_dir(&self.dir).map_err(local("listing", self.dir.display()))?;
+        let mut names = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(local("listing", self.dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let partial = name.ends_with(".part") || name.ends_with(".part.toml");
+            if entry.file_type().is_ok_and(|t| t.is_file()) && !partial {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn open_read(&self, name: &str) -> Result<Box<dyn ReadSeek + '_>, Error> {
+        let file = crate::io::open_regular(&self.dir.join(name))
+            .map_err(local("opening", self.describe(name)))?;
+        Ok(Box::new(file))
+    }
 }
 
 /// A directory of the images store (e.g. `images`). Files bigger than FAT allows are
@@ -169,5 +204,20 @@ impl<D: Read + Write + Seek> Place for StorePlace<'_, D> {
 
     fn remove(&self, name: &str) -> Result<(), Error> {
         Ok(self.store.remove_parts(&self.path(name))?)
+    }
+    /// The complete images of the directory (the current one, the safety backup …).
+    fn images(&self) -> Result<Vec<String>, Error> {
+        let images = self.store.list_images_in(&self.dir)?;
+        Ok(images.into_iter().map(|(name, _)| name).collect())
+    }
+
+    fn open_read(&self, name: &str) -> Result<Box<dyn ReadSeek + '_>, Error> {
+        let parts = self.store.open_parts(&self.path(name))?;
+        let parts = parts.ok_or_else(|| Error::Local {
+            what: "opening",
+            path: self.describe(name),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        Ok(Box::new(parts))
     }
 }

@@ -2,13 +2,14 @@
 """A small test HTTP file server on 127.0.0.1, started and stopped by tests/transfer.rs
 (Python's http.server does neither Range nor PUT).
 
-GET with Range (bytes=N-), If-Range, ETag and Last-Modified; PUT (stored to a temporary
+GET with Range (bytes=N- or bytes=N-M), If-Range, ETag and Last-Modified; PUT (stored to a temporary
 name, renamed when the body is whole); Basic auth for one user whose password is read from
 --password-file. Prints "PORT <n>" once it listens and appends one line per request to
---events (GET <path> range=<Range> if-range=<If-Range> / PUT <path> <bytes> / DENIED <path>).
+--events (GET <path> range=<Range> if-range=<If-Range> / SENT <path> <body bytes> /
+PUT <path> <bytes> / DENIED <path>).
 
---cut-after N: the first GET announces the whole length, sends N bytes of body and drops
-the connection.  --change-on-cut: then rewrites the file (same size, other bytes, newer
+--cut-after N: the first GET (or the one --cut-request K names, counted from 1) announces
+its whole length, sends N bytes of body and drops the connection.  --change-on-cut: then rewrites the file (same size, other bytes, newer
 mtime).  --ignore-range: always answer 200 with the whole file.
 --tls-cert FILE --tls-key FILE: HTTPS.
 A GET of a directory answers an index page linking each file (as nginx autoindex does); a
@@ -32,6 +33,7 @@ def main():
     parser.add_argument("--password-file", required=True)
     parser.add_argument("--events", required=True)
     parser.add_argument("--cut-after", type=int, default=None)
+    parser.add_argument("--cut-request", type=int, default=1)
     parser.add_argument("--change-on-cut", action="store_true")
     parser.add_argument("--ignore-range", action="store_true")
     parser.add_argument("--tls-cert", default=None)
@@ -42,7 +44,7 @@ def main():
         password = f.readline().rstrip("\n")
     expected = "Basic " + base64.b64encode(f"{args.user}:{password}".encode()).decode()
     events = open(args.events, "a", buffering=1)
-    state = {"cut_pending": args.cut_after is not None}
+    state = {"cut_pending": args.cut_after is not None, "gets": 0}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -87,9 +89,11 @@ def main():
             size = stat.st_size
             etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
             modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
-            start = 0
+            start, end = 0, size
             if range_ and not args.ignore_range and if_range in (None, etag, modified):
-                start = int(range_.removeprefix("bytes=").split("-")[0])
+                first, last = range_.removeprefix("bytes=").split("-")
+                start = int(first)
+                end = min(size, int(last) + 1) if last else size
                 if start >= size:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{size}")
@@ -97,17 +101,18 @@ def main():
                     self.end_headers()
                     return
                 self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
             else:
                 self.send_response(200)
-            self.send_header("Content-Length", str(size - start))
+            self.send_header("Content-Length", str(end - start))
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", modified)
             self.end_headers()
             with open(path, "rb") as f:
                 f.seek(start)
-                body = f.read()
-            if state["cut_pending"]:
+                body = f.read(end - start)
+            state["gets"] += 1
+            if state["cut_pending"] and state["gets"] == args.cut_request:
                 state["cut_pending"] = False
                 self.wfile.write(body[: args.cut_after])
                 self.wfile.flush()
@@ -117,10 +122,12 @@ def main():
                         f.write(bytes([0xC5]) * size)
                     os.utime(path, (stat.st_atime, stat.st_mtime + 3600))
                     events.write("CHANGED\n")
+                events.write(f"SENT {self.path} {min(len(body), args.cut_after)}\n")
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
             self.wfile.write(body)
+            events.write(f"SENT {self.path} {len(body)}\n")
 
         def do_PUT(self):
             if not self.allowed():
