@@ -211,6 +211,28 @@ fn apply_writes_b_restores_a_identity_and_commits() {
             "R012", "R020", "R030", "R031", "R032", "R041", "R040", "R050", "R051", "R060",
         ],
     );
+    // Each pass over the image's data says how long it took.
+    let entries = s.with_store(|store| store.read_log().unwrap()).entries;
+    let detail = |code: &str| {
+        let entry = entries.iter().find(|e| e.code == code).unwrap();
+        entry.detail.clone().unwrap_or_default()
+    };
+    // How many durations (`3.2 s`) a detail gives.
+    let durations = |text: &str| {
+        let words: Vec<&str> = text.split([' ', '(', ')', ',']).collect();
+        let timed = words
+            .windows(2)
+            .filter(|w| w[1] == "s" && w[0].parse::<f64>().is_ok());
+        timed.count()
+    };
+    let validated = detail("R020");
+    assert_eq!(
+        durations(&validated),
+        3,
+        "all, manifest, every chunk: {validated}"
+    );
+    assert_eq!(durations(&detail("R032")), 1, "{}", detail("R032"));
+    assert_eq!(durations(&detail("R041")), 1, "{}", detail("R041"));
 }
 
 #[test]

@@ -12,7 +12,7 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Outcome;
 use crate::disk::{ApplianceDisk, Device, Opener, Role};
@@ -254,6 +254,9 @@ impl<D: Device> Runner<'_, D> {
         identity: Option<&Identity>,
         as_job: bool,
     ) -> crate::Result<()> {
+        // Each pass over the image's data is timed in the step log (validation, write,
+        // read-back), so an operator sees where a re-provisioning spends its time.
+        let validating = Instant::now();
         // The manifest first: a too-big or untrusted image is refused without reading
         // it all. The safety backup and the factory image a rollback writes are this
         // disk's own, never fetched: only a job's image must be signed.
@@ -294,6 +297,7 @@ impl<D: Device> Runner<'_, D> {
         {
             self.disk.check_growth(new_len)?;
         }
+        let checked_manifest = validating.elapsed();
         with_image_store(
             (self.open, &self.device),
             Stores::of(&self.disk),
@@ -304,11 +308,15 @@ impl<D: Device> Runner<'_, D> {
         self.note(
             Code::ImageValidated,
             &format!(
-                "{} ({}), {} chunks{}",
+                "{} ({}), {} chunks{}; in {} (manifest{} {}, every chunk {})",
                 manifest.name,
                 crate::units::format_size(manifest.source_size),
                 manifest.chunks.len(),
-                verdict.map_or(String::new(), |v| format!(", {v}"))
+                verdict.as_ref().map_or(String::new(), |v| format!(", {v}")),
+                seconds(validating.elapsed()),
+                if keys.is_some() { " and signature" } else { "" },
+                seconds(checked_manifest),
+                seconds(validating.elapsed().saturating_sub(checked_manifest)),
             ),
         )?;
         // NOS still holds the previous appliance, wherever an earlier start was cut.
@@ -352,6 +360,7 @@ impl<D: Device> Runner<'_, D> {
             self.disk.with_store(|store| Ok(store.write_job(&job)?))?;
         }
         self.note(Code::ApplyStarted, &detail)?;
+        let writing = Instant::now();
         let mut job = self.job.clone();
         let stores = Stores::of(&self.disk);
         let disk = &mut self.disk;
@@ -383,7 +392,8 @@ impl<D: Device> Runner<'_, D> {
             },
         )?;
         self.job = job;
-        self.note(Code::ApplyDone, &manifest.name)?;
+        let detail = format!("{} in {}", manifest.name, seconds(writing.elapsed()));
+        self.note(Code::ApplyDone, &detail)?;
 
         // What is on NOS now decides its type: its own commit, the system partition
         // still active, so a later resume or a `committing` job finds it on the disk.
@@ -395,6 +405,7 @@ impl<D: Device> Runner<'_, D> {
         }
 
         // What the disk holds, not what the page cache remembers writing.
+        let reading = Instant::now();
         let (nos_start, nos_len) = self.disk.range(Role::Nos);
         self.disk
             .device()
@@ -411,7 +422,11 @@ impl<D: Device> Runner<'_, D> {
             .partition(Role::Nos)
             .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
         image::check_target(&manifest, &mut nos)?;
-        self.note(Code::Verified, "every chunk reads back with its CRC32")?;
+        let detail = format!(
+            "every chunk reads back with its CRC32, in {}",
+            seconds(reading.elapsed())
+        );
+        self.note(Code::Verified, &detail)?;
 
         self.finish_nos(&manifest, identity)
     }
@@ -877,6 +892,11 @@ fn commit<D: Device>(disk: &mut ApplianceDisk<D>, job: Job) -> crate::Result<Out
     }
     disk.with_store(|store| record_done(store, &job, ""))?;
     Ok(Outcome::Done)
+}
+
+/// A duration as the step log shows it: `3.2 s`.
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }
 
 /// A `committing` job whose commit landed: logs R051 (with `how`, when said) and R060,
