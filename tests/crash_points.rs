@@ -285,11 +285,13 @@ impl Disk {
     }
 }
 
-/// Appliance A on a 4 MiB NOS, image B of 6 MiB (NOS grows into the float) on the
-/// images partition, A's identity saved, a pending apply job, recovery armed.
-/// With `broken`, B's `/etc/hostname` is a directory: the identity restore fails after
-/// the whole image is written, and recovery rolls back to the safety backup.
-fn apply_scenario(broken: bool) -> Arc<Vec<u8>> {
+/// Appliance A on a 4 MiB NOS, A's identity saved, recovery armed, and the job:
+/// - apply: image B of 6 MiB (NOS grows into the float) on the images partition;
+/// - rollback: the same, but B's `/etc/hostname` is a directory: the identity restore fails
+///   after the whole image is written, and recovery rolls back to the safety backup;
+/// - create: pack A into `images/A-copy.tar`;
+/// - factory: apply B from `factory/` on the data partition.
+fn scenario(job: Job) -> Arc<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.img");
     common::fixtures::small_disk_with(&path, 4, 4, 40);
@@ -301,7 +303,7 @@ fn apply_scenario(broken: bool) -> Arc<Vec<u8>> {
     let mut disk = ApplianceDisk::open(file, "disk.img").unwrap();
     let a = fat_nos(4 * MIB, "A", 100_000);
     let mut b = fat_nos(6 * MIB, "B", 1_500_000);
-    if broken {
+    if job == Job::RollBack {
         b = common::fixtures::with_hostname_dir(b);
     }
     {
@@ -309,27 +311,68 @@ fn apply_scenario(broken: bool) -> Arc<Vec<u8>> {
         nos.write_all(&a).unwrap();
     }
     let image = image_of(&b, "B");
+    let b_tar = ImageName::new("B.tar").unwrap();
+    let (kind, name) = match job {
+        Job::ApplyB | Job::RollBack => (Kind::Apply, "B.tar"),
+        Job::Create => (Kind::Create, CREATED),
+        Job::Factory => (Kind::Factory, "B.tar"),
+    };
     disk.with_store(|store| {
-        store.add_image(
-            &ImageName::new("B.tar").unwrap(),
-            &image[..],
-            image.len() as u64,
-        )?;
+        if kind == Kind::Apply {
+            store.add_image(&b_tar, &image[..], image.len() as u64)?;
+        }
         store.write_identity_text(IDENTITY_A.as_bytes())?;
         let job = reprov::store::Job::new(
-            Kind::Apply,
-            ImageName::new("B.tar").unwrap(),
+            kind,
+            ImageName::new(name).unwrap(),
             time::OffsetDateTime::now_utc(),
         );
         store.write_job(&job)?;
         Ok(())
     })
     .unwrap();
+    if kind == Kind::Factory {
+        let data = disk.mount(Role::Data).unwrap();
+        data.add_image_in(runner::FACTORY_DIR, &b_tar, &image[..], image.len() as u64)
+            .unwrap();
+        data.unmount().unwrap();
+    }
     disk.unhide_system();
     disk.activate(Role::System);
     disk.commit().unwrap();
     drop(disk);
     Arc::new(std::fs::read(&path).unwrap())
+}
+
+/// The image a create job packs NOS into.
+const CREATED: &str = "A-copy.tar";
+
+/// `images/A-copy.tar` is whole and holds NOS byte for byte.
+fn created_image_is_nos(disk: &Disk) -> Result<(), String> {
+    let mut d = ApplianceDisk::open(disk.open().unwrap(), "crash").unwrap();
+    let image = d
+        .with_store(|store| {
+            let name = ImageName::new(CREATED).unwrap();
+            let mut file = store.open_image(&name)?;
+            let mut bytes = Vec::new();
+            io::copy(&mut file, &mut bytes)
+                .map_err(|e| reprov::Error::io("reading", CREATED, e))?;
+            Ok(bytes)
+        })
+        .map_err(|e| format!("{CREATED}: {e}"))?;
+    let mut nos = Vec::new();
+    io::copy(&mut d.partition(Role::Nos).unwrap(), &mut nos).unwrap();
+    let mut restored = io::Cursor::new(vec![0u8; nos.len()]);
+    reprov::image::apply(
+        &mut io::Cursor::new(image),
+        &mut restored,
+        &mut reprov::image::ApplyOptions::default(),
+    )
+    .map_err(|e| format!("applying {CREATED}: {e}"))?;
+    match restored.into_inner() == nos {
+        true => Ok(()),
+        false => Err(format!("{CREATED} does not hold NOS")),
+    }
 }
 
 const IDENTITY_A: &str = "hostname = \"appliance-a\"\n\n[[interface]]\nmac = \"52:54:00:12:34:56\"\naddresses = [\"10.0.2.15/24\"]\ngateway4 = \"10.0.2.2\"\n";
@@ -492,6 +535,26 @@ fn a_rollback_converges_from_every_even_crash_point() {
     converges(Job::RollBack, 2);
 }
 
+#[test]
+fn a_create_converges_from_every_odd_crash_point() {
+    converges(Job::Create, 1);
+}
+
+#[test]
+fn a_create_converges_from_every_even_crash_point() {
+    converges(Job::Create, 2);
+}
+
+#[test]
+fn a_factory_restore_converges_from_every_odd_crash_point() {
+    converges(Job::Factory, 1);
+}
+
+#[test]
+fn a_factory_restore_converges_from_every_even_crash_point() {
+    converges(Job::Factory, 2);
+}
+
 /// The jobs crashed.
 #[derive(Clone, Copy, PartialEq)]
 enum Job {
@@ -499,6 +562,10 @@ enum Job {
     ApplyB,
     /// Apply a B that refuses the identity after it is written: back to A from the backup.
     RollBack,
+    /// Pack A into an image on the images partition.
+    Create,
+    /// Apply B from the data partition's factory directory.
+    Factory,
 }
 
 impl Job {
@@ -506,6 +573,8 @@ impl Job {
         match self {
             Job::ApplyB => "apply with growth, backup and identity restore",
             Job::RollBack => "apply failing late, rolled back to the safety backup",
+            Job::Create => "create (NOS packed into an image)",
+            Job::Factory => "factory image applied from the data partition",
         }
     }
 
@@ -532,6 +601,14 @@ impl Job {
                 }
                 other => Err(format!("ended as {other:?}, log {log:?}")),
             },
+            Job::Create => match (job.state, appliance.as_deref()) {
+                (State::Done, Some("A")) if last == "R060" => created_image_is_nos(disk),
+                other => Err(format!("ended as {other:?}, log {log:?}")),
+            },
+            Job::Factory => match (job.state, appliance.as_deref()) {
+                (State::Done, Some("B")) if last == "R060" => Ok(()),
+                other => Err(format!("ended as {other:?}, log {log:?}")),
+            },
         }
     }
 }
@@ -540,7 +617,7 @@ impl Job {
 /// `REPROV_CRASH_STRIDE`: default 1 in a release build, 16 in a debug one) and checks
 /// where each settles.
 fn converges(job: Job, first: u64) {
-    let base = apply_scenario(job == Job::RollBack);
+    let base = scenario(job);
     // The run without a crash: how many ops it makes, and what it ends with.
     let started = std::time::Instant::now();
     let clean = Disk(Arc::new(Mutex::new(Medium::new(
@@ -552,8 +629,8 @@ fn converges(job: Job, first: u64) {
     let open = || clean.open();
     let outcome = runner::run_on(&open, Path::new("crash-disk"), &machine()).unwrap();
     let expected = match job {
-        Job::ApplyB => Outcome::Done,
         Job::RollBack => Outcome::RolledBack,
+        _ => Outcome::Done,
     };
     assert_eq!(outcome, expected);
     let points = clean.ops();
@@ -632,8 +709,12 @@ fn converges(job: Job, first: u64) {
          {converged} converged, {fscked} of them checked clean by fsck.vfat -n",
         job.what()
     );
+    // A run may write a few times less than the counting run (a log line a byte shorter,
+    // a timestamp's digits, may need one cluster less): such a run ends uncut, having
+    // converged as well. Anywhere else, an unreached point is writes that went missing.
+    let tail = points.saturating_sub(16);
     assert!(
-        unreached.is_empty(),
+        unreached.iter().all(|&k| k > tail),
         "crash points {unreached:?} were never reached: the runs did not make the writes \
          the counting run made"
     );

@@ -256,3 +256,23 @@ fn a_root_that_names_no_valid_cluster_is_refused_before_any_write() {
     assert!(err.to_string().contains("root directory"), "{err}");
     assert!(disk.get_ref() == &before, "the refusal wrote");
 }
+
+#[test]
+fn a_directory_cut_while_it_was_made_is_removed() {
+    // The parent's entry and the allocation landed; the new cluster still holds old bytes.
+    let disk = volume_with(|g, b| {
+        let cluster = g.free_cluster(b);
+        g.set_both(b, cluster, EOC);
+        let at = g.offset(cluster);
+        b[at..at + g.cluster].fill(b'A');
+        let end = g.root_end(b);
+        let mut entry = [0u8; 32];
+        entry[..11].copy_from_slice(b"D          ");
+        entry[11] = 0x10;
+        entry[26..28].copy_from_slice(&u16::try_from(cluster).unwrap().to_le_bytes());
+        b[end..end + 32].copy_from_slice(&entry);
+    });
+    let (job, tar) = repaired(disk, "/D");
+    assert_eq!(job.unwrap(), JOB);
+    assert_eq!(tar.unwrap(), whole_tar());
+}

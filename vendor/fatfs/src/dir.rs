@@ -260,13 +260,14 @@ impl<'a, T: ReadWriteSeek + 'a> Dir<'a, T> {
             DirEntryOrShortName::ShortName(short_name) => {
                 // alloc cluster for directory data
                 let cluster = self.fs.alloc_cluster(None, true)?;
-                // create entry in parent directory
-                let sfn_entry = self.create_sfn_entry(short_name, FileAttributes::DIRECTORY, Some(cluster));
-                let entry = self.write_entry(name, sfn_entry)?;
-                let dir = entry.to_dir();
+                // reprov: the new directory's cluster ("." and "..") is made durable before
+                // the parent's entry names it, so a power cut cannot leave an entry naming
+                // a directory whose cluster holds old bytes (upstream writes the entry first,
+                // all in one flush).
+                let dir = Dir::new(DirRawStream::File(File::new(Some(cluster), None, self.fs)), self.fs);
                 // create special entries "." and ".."
                 let dot_sfn = ShortNameGenerator::generate_dot();
-                let sfn_entry = self.create_sfn_entry(dot_sfn, FileAttributes::DIRECTORY, entry.first_cluster());
+                let sfn_entry = self.create_sfn_entry(dot_sfn, FileAttributes::DIRECTORY, Some(cluster));
                 dir.write_entry(".", sfn_entry)?;
                 let dotdot_sfn = ShortNameGenerator::generate_dotdot();
                 // reprov: ".." of a directory in the root names cluster 0, on FAT32 too
@@ -279,7 +280,11 @@ impl<'a, T: ReadWriteSeek + 'a> Dir<'a, T> {
                 };
                 let sfn_entry = self.create_sfn_entry(dotdot_sfn, FileAttributes::DIRECTORY, dotdot_cluster);
                 dir.write_entry("..", sfn_entry)?;
-                Ok(dir)
+                self.fs.disk.borrow_mut().flush()?;
+                // create entry in parent directory
+                let sfn_entry = self.create_sfn_entry(short_name, FileAttributes::DIRECTORY, Some(cluster));
+                let entry = self.write_entry(name, sfn_entry)?;
+                Ok(entry.to_dir())
             },
             // directory already exists - return it
             DirEntryOrShortName::DirEntry(e) => Ok(e.to_dir()),

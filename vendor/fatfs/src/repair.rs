@@ -217,8 +217,13 @@ impl<T: ReadWriteSeek> FileSystem<T> {
                     }
                     let chain = self.walk(first, &mut claimed, &mut fixes)?;
                     if is_dir {
-                        if chain.is_empty() {
+                        // A directory whose first cluster does not start with "." and ".."
+                        // was cut while being made: its cluster holds old bytes, not entries.
+                        if chain.is_empty() || !self.starts_with_dots(chain[0])? {
                             fixes.push(Fix::Remove(pos));
+                            for &c in &chain {
+                                claimed.set(c, false);
+                            }
                         } else {
                             dirs.push(self.cluster_ranges(&chain));
                         }
@@ -279,6 +284,16 @@ impl<T: ReadWriteSeek> FileSystem<T> {
                 },
             }
         }
+    }
+
+    /// Whether directory cluster `c` starts with the "." and ".." entries.
+    fn starts_with_dots(&self, c: u32) -> io::Result<bool> {
+        let mut raw = [0u8; 2 * ENTRY_SIZE];
+        let mut disk = self.disk.borrow_mut();
+        disk.seek(SeekFrom::Start(self.offset_from_cluster(c)))?;
+        disk.read_exact(&mut raw)?;
+        let dot = |e: &[u8], name: &[u8; 11]| &e[..11] == name && e[11] & ATTR_DIR != 0;
+        Ok(dot(&raw[..32], b".          ") && dot(&raw[32..], b"..         "))
     }
 
     fn cluster_ranges(&self, chain: &[u32]) -> Vec<(u64, u64)> {
