@@ -70,9 +70,9 @@ struct Delta<'p> {
     version: Version,
     validator: Option<String>,
     offset: u64,
-    /// Where the next byte read is, and what is being read now.
+    /// Where the next byte read is, and the run being read now (its index and bytes).
     pos: u64,
-    current: Option<Box<dyn Read + 'p>>,
+    current: Option<(usize, Box<dyn Read + 'p>)>,
     fetched: u64,
 }
 
@@ -142,6 +142,10 @@ pub(super) fn open<'p>(
         0,
     );
     let held = held_chunks(place, &images, &manifest)?;
+    if held.is_empty() || validator.is_none() {
+        // Nothing to reuse; or no ETag nor date, so ranges could splice versions.
+        return Ok(None);
+    }
     let Some(runs) = plan(&manifest, head.len(), &held, total) else {
         return Ok(None);
     };
@@ -260,13 +264,10 @@ fn push(runs: &mut Vec<Run>, start: u64, end: u64, from: From) {
 }
 
 impl<'p> Delta<'p> {
-    /// Opens what gives the bytes from `self.pos` on, to the end of its run.
-    fn open_run(&mut self) -> std::io::Result<Box<dyn Read + 'p>> {
-        let run = self
-            .runs
-            .iter()
-            .find(|r| r.start <= self.pos && self.pos < r.end)
-            .expect("pos is inside the file");
+    /// Opens what gives the bytes from `self.pos` on, to the end of its run (which
+    /// `self.pos`, inside the file, is in: the runs cover it in order).
+    fn open_run(&mut self, index: usize) -> std::io::Result<Box<dyn Read + 'p>> {
+        let run = &self.runs[index];
         let skip = self.pos - run.start;
         let bytes = match run.from {
             From::Memory(_) => self.head[skip as usize..].to_vec(),
@@ -332,21 +333,24 @@ impl Read for Delta<'_> {
         let total = self.version.size.unwrap_or(0);
         while self.pos < total {
             if self.current.is_none() {
-                self.current = Some(self.open_run()?);
+                let index = self.runs.partition_point(|r| r.end <= self.pos);
+                let body = self.open_run(index)?;
+                self.current = Some((index, body));
             }
-            let n = self.current.as_mut().expect("opened").read(buf)?;
+            let (index, body) = self.current.as_mut().expect("opened above");
+            let n = body.read(buf)?;
             if n > 0 {
                 self.pos += n as u64;
                 return Ok(n);
             }
-            // The run ended: it must end where the plan says, or the connection broke.
-            self.current = None;
-            if !self.runs.iter().any(|r| r.end == self.pos) {
+            // The run ended: where the plan says, or the connection broke.
+            if self.pos != self.runs[*index].end {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the connection broke in the middle of a range",
                 ));
             }
+            self.current = None;
         }
         Ok(0)
     }
