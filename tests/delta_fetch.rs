@@ -176,3 +176,22 @@ fn a_local_chunk_that_does_not_check_out_is_fetched() {
         "chunk 9 came from the server"
     );
 }
+
+#[test]
+fn a_file_shorter_than_a_tar_block_is_fetched_whole() {
+    let (here, server, _) = setup(&[]);
+    std::fs::write(server.file("note.txt"), b"hello").unwrap();
+    let size = transfer::download(
+        &server.source("note.txt"),
+        &DirPlace::new(here.path()),
+        "note.txt",
+        &quick(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(size, 5);
+    assert_eq!(
+        std::fs::read(here.path().join("note.txt")).unwrap(),
+        b"hello"
+    );
+}

@@ -7,7 +7,9 @@ use argh::FromArgs;
 use std::path::{Path, PathBuf};
 
 /// Fetch a file over FTP or HTTP, resuming a partial download left by an earlier run
-/// (FILE.part); FILE appears only once it is whole.
+/// (FILE.part); FILE appears only once it is whole. Over HTTP(S), an image some of whose
+/// chunks the images beside FILE already hold is fetched by what is new: its manifest
+/// and the other chunks (the file is the same byte for byte).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "fetch")]
 pub struct Fetch {

@@ -90,6 +90,10 @@ pub(super) fn open<'p>(
         return Ok(None);
     }
     let (first, version) = match http::get_range(source, options, (0, BLOCK), None)? {
+        // A file shorter than a tar block is no image: fetched whole, like any file.
+        Ranged::Part { version, .. } if version.size.map_or(true, |size| size <= BLOCK) => {
+            return Ok(None)
+        }
         Ranged::Part { mut body, version } => (read_all(&mut body, BLOCK)?, version),
         Ranged::Whole => {
             log::info!(
@@ -99,9 +103,7 @@ pub(super) fn open<'p>(
             return Ok(None);
         }
     };
-    let Some(total) = version.size else {
-        return Ok(None);
-    };
+    let total = version.size.unwrap_or(0);
     let validator = http::if_range(&version);
     let header = tar::Header::from_byte_slice(&first);
     let manifest_len = match (header.path(), header.size()) {
