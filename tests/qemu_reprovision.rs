@@ -642,6 +642,9 @@ fn ext4_nos_gets_the_identity_through_the_kernel_mount() {
     let mut vm = boot(&qemu, &disk, dir.path(), "ext4");
     vm.wait_for_line("[R040]", RUN_TIMEOUT);
     vm.wait_for_line("[R060]", RUN_TIMEOUT);
+    // R060 is on the console before the job says `done` on the disk (the log first);
+    // recovery says it reboots once the job is written and the disk synced.
+    vm.wait_for_line("job done; rebooting", RUN_TIMEOUT);
     vm.assert_no_panic();
     vm.kill();
 
