@@ -3,8 +3,8 @@
 //! `fsck.vfat -n` finds nothing, and what each file held is still there or gone whole.
 
 use std::io::Cursor;
-use std::process::Command;
 
+use super::tests::fsck;
 use super::Store;
 
 /// FAT32's status byte in the boot sector; bit 0: dirty.
@@ -117,21 +117,6 @@ fn tar_bytes(g: &Geometry) -> Vec<u8> {
 
 const JOB_NAME: &[u8; 11] = b"JOB        ";
 const TAR_NAME: &[u8; 11] = b"A       TAR";
-
-/// `fsck.vfat -n`'s verdict: Ok, or what it would fix.
-fn fsck(bytes: &[u8]) -> Result<(), String> {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    let out = Command::new("fsck.vfat")
-        .arg("-n")
-        .arg(file.path())
-        .output()
-        .expect("fsck.vfat (dosfstools) runs");
-    match out.status.success() {
-        true => Ok(()),
-        false => Err(String::from_utf8_lossy(&out.stdout).into_owned()),
-    }
-}
 
 /// Mounts the damaged volume as reprov does and writes a file, after checking that fsck
 /// sees the damage; then fsck finds nothing (the dirty bit included). Returns what `job`
