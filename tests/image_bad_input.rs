@@ -5,6 +5,7 @@ mod image_support;
 
 use flate2::write::GzEncoder;
 use image_support::*;
+use sha2::Digest;
 use std::fs::File;
 use std::io::{Read, Write};
 
@@ -97,13 +98,18 @@ impl Parts {
         self
     }
 
-    /// Replaces the data of chunk `index`'s entry, and its stored size in the manifest.
+    /// Replaces the data of chunk `index`'s entry, and its stored size and hash in the
+    /// manifest: a manifest that tells the truth about stored bytes that are bad.
     fn replace_chunk(self, index: u64, data: Vec<u8>) -> Parts {
         let name = self.chunk_name(index);
         let stored = data.len();
+        let sha = image::hex(&sha2::Sha256::digest(&data));
         let mut parts = self.edit_chunk(index, |l| {
             let at = l.find("stored = ").unwrap();
-            format!("{}stored = {stored} }},", &l[..at])
+            format!(
+                "{}stored = {stored}, stored_sha256 = \"{sha}\" }},",
+                &l[..at]
+            )
         });
         parts
             .entries
@@ -168,8 +174,9 @@ fn crc_of_line(l: &str) -> String {
 
 fn stored_minus_one(l: &str) -> String {
     let at = l.find("stored = ").unwrap() + 9;
-    let n: u64 = l[at..].trim_end_matches([' ', '}', ',']).parse().unwrap();
-    format!("{}{} }},", &l[..at], n - 1)
+    let digits = l[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let n: u64 = l[at..at + digits].parse().unwrap();
+    format!("{}{}{}", &l[..at], n - 1, &l[at + digits..])
 }
 
 /// Makes the source and its image (zstd); returns the image bytes.
@@ -282,7 +289,7 @@ fn bad_images_are_refused_clearly(codec: Codec) {
             true,
         ),
         case("a tar entry ../x for a chunk", dotdot_chunk.build(), &names[0], true),
-        case("an unknown version", parts.clone().edit("version = 3", "version = 4").build(), "unknown image version 4", true),
+        case("an unknown version", parts.clone().edit("version = 4", "version = 5").build(), "unknown image version 5", true),
         case("another format", parts.clone().edit("format = \"reprov-image\"", "format = \"other\"").build(), "not a reprov image", true),
         case("an unknown codec", parts.clone().edit(&format!("codec = \"{}\"", codec.as_str()), "codec = \"xz\"").build(), "codec \"xz\"", true),
         case(
@@ -331,7 +338,7 @@ fn bad_images_are_refused_clearly(codec: Codec) {
         case("a CRC mismatch in the first chunk", parts.clone().edit_chunk(0, crc_of_line).build(), "chunk 0: CRC32 mismatch", true),
         case("a CRC mismatch in a middle chunk", parts.clone().edit_chunk(3, crc_of_line).build(), "chunk 3: CRC32 mismatch", false),
         case("a CRC mismatch in the last chunk", parts.clone().edit_chunk(6, crc_of_line).build(), "chunk 6: CRC32 mismatch", false),
-        case("corrupted compressed bytes", corrupt.build(), "chunk 4: ", false),
+        case("corrupted compressed bytes", corrupt.build(), "chunk 4: SHA-256 mismatch of the stored bytes", false),
         case(
             "a chunk decompressing to more than declared",
             parts.clone().replace_chunk(6, packed(codec, &[7; 2000])).build(),
@@ -423,4 +430,71 @@ fn resuming_past_the_end_is_refused_before_writing() {
         "cannot resume from chunk 8: the image has only 7 chunks"
     );
     assert_eq!(file_crc(&target), before);
+}
+
+/// The image as version 3 wrote it: no stored bytes' hashes.
+fn as_version_3(parts: &Parts) -> Parts {
+    let lines: Vec<String> = parts
+        .manifest
+        .lines()
+        .map(|l| match l.find(", stored_sha256 = \"") {
+            Some(at) => format!("{}{}", &l[..at], &l[at + 20 + 64 + 1..]),
+            None => l.to_string(),
+        })
+        .collect();
+    let manifest = lines.join("\n") + "\n";
+    assert!(!manifest.contains("stored_sha256"));
+    Parts {
+        manifest,
+        ..parts.clone()
+    }
+    .edit("version = 4", "version = 3")
+}
+
+/// `reprov image apply` checks the whole image before its first write: a corrupt last
+/// chunk, found by its stored bytes' hash (version 4) or by decompressing every chunk
+/// (version 3), leaves the target as it was; a whole version 3 image still applies.
+#[test]
+fn the_command_line_refuses_a_bad_last_chunk_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = Parts::of(&good_image(dir.path()));
+    let mut corrupt = parts.clone();
+    let last = corrupt.entries.len() - 1;
+    corrupt.entries[last].1[10..40].fill(0x55);
+    let target = dir.path().join("target");
+    let apply = |image: &[u8]| {
+        let path = dir.path().join("img.tar");
+        std::fs::write(&path, image).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_reprov"))
+            .args(["image", "apply"])
+            .arg(&path)
+            .arg("--to")
+            .arg(&target)
+            .output()
+            .unwrap()
+    };
+    for (what, image, error) in [
+        (
+            "version 4",
+            corrupt.build(),
+            "chunk 6: SHA-256 mismatch of the stored bytes",
+        ),
+        ("version 3", as_version_3(&corrupt).build(), "chunk 6: "),
+    ] {
+        random_target(&target, SIZE, 9);
+        let before = file_crc(&target);
+        let out = apply(&image);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: applied");
+        assert!(stderr.contains(error), "{what}: {stderr}");
+        assert_eq!(file_crc(&target), before, "{what}: the target was written");
+    }
+    random_target(&target, SIZE, 9);
+    let out = apply(&as_version_3(&parts).build());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_prefix(&dir.path().join("src"), &target, SIZE);
 }

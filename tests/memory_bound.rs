@@ -30,6 +30,7 @@ fn image_at_the_manifest_limit(path: &std::path::Path) {
                 kind: Kind::Zero,
                 crc32: zero,
                 sha256: None,
+                stored_sha256: None,
                 stored: 0,
             })
             .collect(),

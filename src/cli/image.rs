@@ -423,7 +423,7 @@ fn apply(a: Apply) -> crate::Result<()> {
         "checking every chunk of {} before writing",
         a.image.display()
     );
-    image::verify(&mut img, Show::detect())?;
+    image::verify_stored(&mut img, Show::detect())?;
     img.seek(std::io::SeekFrom::Start(0))
         .map_err(|e| Error::io("rewinding", a.image.display(), e))?;
     let mut durable = a.resume_from;

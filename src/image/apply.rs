@@ -33,10 +33,28 @@ impl Default for ApplyOptions<'_> {
     }
 }
 
-/// A decoded chunk, checked against its CRC.
+/// A decoded chunk, checked as its [`Check`] says.
 pub(crate) enum Decoded {
     Zero,
     Data(Vec<u8>),
+    /// A data chunk whose stored bytes match their SHA-256, not decompressed
+    /// ([`Check::Stored`] only).
+    Stored,
+}
+
+/// What [`decode_chunks`] checks of each data chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Everything the manifest says: the stored bytes' SHA-256 (version 4), and the
+    /// decompressed bytes' size, CRC32 and SHA-256 (version 3).
+    Everything,
+    /// Before a write: only the stored bytes' SHA-256 where the manifest has it (no
+    /// decompression); an older image is checked for everything.
+    Stored,
+    /// As it writes, after [`Check::Stored`]: the stored bytes' SHA-256 and the data's
+    /// size and CRC32. The data's SHA-256 only when there is no stored one: the stored
+    /// bytes fix what they decompress to, so hashing the data again buys nothing.
+    Write,
 }
 
 /// Checks the image (manifest, shape, whole) and that it fits the target, then writes it
@@ -94,33 +112,40 @@ where
     let mut progress = Progress::new("applying image", m.source_size, options.show);
     progress.skip((options.resume_from * m.chunk_size).min(m.source_size));
     let mut last_checkpoint = Instant::now();
-    decode_chunks(image, &layout, options.resume_from, |index, chunk| {
-        let (offset, len) = (m.chunk_offset(index), m.chunk_len(index));
-        let target_err = |what| {
-            move |source| Error::Target {
-                what,
-                offset,
-                source,
+    decode_chunks(
+        image,
+        &layout,
+        options.resume_from,
+        Check::Write,
+        |index, chunk| {
+            let (offset, len) = (m.chunk_offset(index), m.chunk_len(index));
+            let target_err = |what| {
+                move |source| Error::Target {
+                    what,
+                    offset,
+                    source,
+                }
+            };
+            match chunk {
+                Decoded::Zero => target
+                    .zero_range(offset, len)
+                    .map_err(target_err("zeroing"))?,
+                Decoded::Data(data) => {
+                    target
+                        .seek(SeekFrom::Start(offset))
+                        .map_err(target_err("seeking in"))?;
+                    target.write_all(data).map_err(target_err("writing"))?;
+                }
+                Decoded::Stored => unreachable!("a write decompresses every chunk"),
             }
-        };
-        match chunk {
-            Decoded::Zero => target
-                .zero_range(offset, len)
-                .map_err(target_err("zeroing"))?,
-            Decoded::Data(data) => {
-                target
-                    .seek(SeekFrom::Start(offset))
-                    .map_err(target_err("seeking in"))?;
-                target.write_all(data).map_err(target_err("writing"))?;
+            progress.advance(len);
+            if last_checkpoint.elapsed() >= options.checkpoint_every {
+                checkpoint(target, index + 1, options)?;
+                last_checkpoint = Instant::now();
             }
-        }
-        progress.advance(len);
-        if last_checkpoint.elapsed() >= options.checkpoint_every {
-            checkpoint(target, index + 1, options)?;
-            last_checkpoint = Instant::now();
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     checkpoint(target, count, options)?;
     progress.finish();
     Ok(layout.manifest)
@@ -152,19 +177,19 @@ enum Job {
         index: u64,
         gz: Vec<u8>,
         len: u64,
-        crc32: u32,
-        sha256: Option<[u8; 32]>,
+        sums: Sums,
     },
 }
 
 /// Reads chunks `from..` of the image in order, decompresses and checks them on worker
-/// threads, and hands each to `sink` in order. Stops at the first bad chunk. Buffers go
+/// threads as `check` says, and hands each to `sink` in order. Stops at the first bad chunk. Buffers go
 /// back to pools after use, so memory is a fixed few chunks and the allocator does not
 /// churn (which would inflate the peak RSS with freed-but-kept arenas).
 pub(crate) fn decode_chunks<R: Read + Seek>(
     image: &mut R,
     layout: &Layout,
     from: u64,
+    check: Check,
     mut sink: impl FnMut(u64, &Decoded) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let m = &layout.manifest;
@@ -199,8 +224,11 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
                 index: chunk.index,
                 gz,
                 len: m.chunk_len(chunk.index),
-                crc32: chunk.crc32,
-                sha256: chunk.sha256,
+                sums: Sums {
+                    crc32: chunk.crc32,
+                    sha256: chunk.sha256,
+                    stored_sha256: chunk.stored_sha256,
+                },
             }))
         },
         |job| match job {
@@ -209,12 +237,11 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
                 index,
                 gz,
                 len,
-                crc32,
-                sha256,
+                sums,
             } => {
                 let buf = lock(&decompressed).pop().unwrap_or_default();
-                let sums = Sums { crc32, sha256 };
-                (index, unpack(index, m.codec, &gz, len, sums, buf), Some(gz))
+                let decoded = unpack(index, m.codec, &gz, len, sums, check, buf);
+                (index, decoded, Some(gz))
             }
         },
         |(index, decoded, gz)| {
@@ -240,20 +267,41 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Sums {
     crc32: u32,
     sha256: Option<[u8; 32]>,
+    stored_sha256: Option<[u8; 32]>,
 }
 
-/// Decompresses one chunk into `data` (a recycled buffer), refusing more or fewer bytes
-/// than declared, anything after its one frame, and a CRC32 or SHA-256 mismatch.
+/// Checks one chunk as `check` says and decompresses it into `data` (a recycled buffer),
+/// refusing stored bytes that do not hash to their SHA-256, more or fewer bytes than
+/// declared, anything after its one frame, and a CRC32 or SHA-256 mismatch.
 fn unpack(
     index: u64,
     codec: Codec,
     stored: &[u8],
     len: u64,
     sums: Sums,
+    check: Check,
     mut data: Vec<u8>,
 ) -> Result<Decoded, Error> {
-    let Sums { crc32, sha256 } = sums;
+    let Sums {
+        crc32,
+        sha256,
+        stored_sha256,
+    } = sums;
     let bad = |why: String| Error::BadChunk { index, why };
+    if let Some(expected) = stored_sha256 {
+        let actual = super::manifest::sha256(stored);
+        if actual != expected {
+            return Err(bad(format!(
+                "SHA-256 mismatch of the stored bytes: the manifest says {}, the entry has {}",
+                hex(&expected),
+                hex(&actual)
+            )));
+        }
+        if check == Check::Stored {
+            return Ok(Decoded::Stored);
+        }
+    }
+    let sha256 = sha256.filter(|_| check == Check::Everything || stored_sha256.is_none());
     codec::decompress(codec, stored, len, &mut data)
         .map_err(|e| bad(format!("decompressing ({}): {e}", codec.as_str())))?;
     let actual = crc32fast::hash(&data);

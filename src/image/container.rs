@@ -56,8 +56,9 @@ pub fn entry_len(len: u64) -> u64 {
 }
 
 /// Data chunk `index`'s whole entry (header, `stored`, padding) as `create` writes it,
-/// after checking that `stored` decompresses to the chunk's SHA-256; `None` when it
-/// does not (or the manifest has no hash, or another stored length).
+/// after checking that `stored` is the chunk's: it hashes to the stored SHA-256
+/// (version 4), or decompresses to the data's (version 3); `None` when it does not (or
+/// the manifest has no hash, or another stored length).
 pub fn chunk_entry(
     manifest: &Manifest,
     index: u64,
@@ -72,10 +73,15 @@ pub fn chunk_entry(
     let len = manifest.chunk_len(index);
     let mut plain = Vec::new();
     let sound = stored.len() as u64 == chunk.stored
-        && super::codec::decompress(manifest.codec, stored, len, &mut plain).is_ok()
-        && chunk
-            .sha256
-            .is_some_and(|sha| super::manifest::sha256(&plain) == sha);
+        && match chunk.stored_sha256 {
+            Some(sha) => super::manifest::sha256(stored) == sha,
+            None => {
+                super::codec::decompress(manifest.codec, stored, len, &mut plain).is_ok()
+                    && chunk
+                        .sha256
+                        .is_some_and(|sha| super::manifest::sha256(&plain) == sha)
+            }
+        };
     if !sound {
         return Ok(None);
     }

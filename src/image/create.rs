@@ -107,6 +107,7 @@ enum Packed {
         crc32: u32,
         sha256: [u8; 32],
         stored: Vec<u8>,
+        stored_sha256: [u8; 32],
     },
 }
 
@@ -207,6 +208,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                 crc32: u32::MAX,
                 sha256: Some([0xff; 32]),
                 stored: max_stored(manifest.chunk_len(index)),
+                stored_sha256: Some([0xff; 32]),
             })
             .collect(),
         ..manifest.clone()
@@ -309,6 +311,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                     },
                     sha256: None,
                     stored: 0,
+                    stored_sha256: None,
                 },
                 Packed::Zero { crc32 } => Chunk {
                     index,
@@ -316,11 +319,13 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                     crc32,
                     sha256: None,
                     stored: 0,
+                    stored_sha256: None,
                 },
                 Packed::Data {
                     crc32,
                     sha256,
                     stored: data,
+                    stored_sha256,
                 } => {
                     let stored = data.len() as u64;
                     if stored > max_stored(len) {
@@ -339,6 +344,7 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                         crc32,
                         sha256: Some(sha256),
                         stored,
+                        stored_sha256: Some(stored_sha256),
                     }
                 }
             };
@@ -407,6 +413,7 @@ fn pack(
     Ok(Packed::Data {
         crc32,
         sha256,
+        stored_sha256: manifest::sha256(&out),
         stored: out,
     })
 }

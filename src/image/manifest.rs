@@ -12,12 +12,16 @@ use crate::disk::PartType;
 /// The `format` value every manifest carries.
 pub const FORMAT: &str = "reprov-image";
 /// The manifest version this reprov writes; it reads every version from 1 up to it.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Version 1: gzip chunks only, no partition type, file system or free chunks.
 const FIRST_VERSION: u32 = 1;
 /// The first version whose data chunks carry a SHA-256: only such an image can be
 /// signed (CRC32 finds accidents, not forgeries).
 pub const HASHED_VERSION: u32 = 3;
+/// The first version whose data chunks also carry the SHA-256 of their stored
+/// (compressed) bytes: such an image is checked whole before a write by hashing what it
+/// stores, without decompressing it twice.
+pub const STORED_HASH_VERSION: u32 = 4;
 /// Chunk size of new images.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Smallest chunk size accepted.
@@ -152,6 +156,8 @@ pub struct Chunk {
     pub sha256: Option<[u8; 32]>,
     /// Bytes of the compressed entry in the tar file; 0 for zero chunks.
     pub stored: u64,
+    /// SHA-256 of those stored bytes: every data chunk from version 4 on.
+    pub stored_sha256: Option<[u8; 32]>,
 }
 
 /// A parsed and validated manifest.
@@ -206,6 +212,8 @@ struct ChunkText {
     #[serde(default)]
     sha256: Option<String>,
     stored: u64,
+    #[serde(default)]
+    stored_sha256: Option<String>,
 }
 
 /// Only what tells a reprov image and its version, read before anything else so an
@@ -282,7 +290,7 @@ impl Manifest {
             Some((_, _, Some((number, line)))) if !small => {
                 return Err(bad(format!(
                     "manifest line {number}: not a chunk line as reprov writes them \
-                     (`  {{ index = 0, kind = \"data\", crc32 = \"5d7493fd\", sha256 = \"…\", stored = 3148978 }},`): \
+                     (`  {{ index = 0, kind = \"data\", crc32 = \"5d7493fd\", sha256 = \"…\", stored = 3148978, stored_sha256 = \"…\" }},`): \
                      {line:?}"
                 )))
             }
@@ -291,7 +299,7 @@ impl Manifest {
                 return Err(bad(format!(
                     "a manifest over {MAX_FREE_FORM_LEN} bytes must list its chunks one per line, \
                      as reprov writes them (`chunks = [`, then `  {{ index = 0, kind = \"data\", \
-                     crc32 = \"5d7493fd\", sha256 = \"…\", stored = 3148978 }},` …, then `]`)"
+                     crc32 = \"5d7493fd\", sha256 = \"…\", stored = 3148978, stored_sha256 = \"…\" }},` …, then `]`)"
                 )))
             }
         };
@@ -442,12 +450,34 @@ impl Manifest {
                     ))
                 })?),
             };
+            let stored_sha256 = match (&c.stored_sha256, c.kind) {
+                (None, Kind::Data) if version >= STORED_HASH_VERSION => {
+                    return Err(bad(format!(
+                    "data chunk {position} has no stored_sha256 (version {version} requires one)"
+                )))
+                }
+                (None, _) => None,
+                (Some(_), _) if version < STORED_HASH_VERSION => {
+                    return Err(bad(format!(
+                        "chunk {position}: stored_sha256 in a version {version} manifest"
+                    )))
+                }
+                (Some(_), Kind::Zero | Kind::Free) => {
+                    return Err(bad(format!("{kind} chunk {position} has a stored_sha256")))
+                }
+                (Some(text), Kind::Data) => Some(parse_sha256(text).ok_or_else(|| {
+                    bad(format!(
+                        "chunk {position}: stored_sha256 {text:?} is not 64 hex digits"
+                    ))
+                })?),
+            };
             manifest.chunks.push(Chunk {
                 index: position,
                 kind: c.kind,
                 crc32,
                 sha256,
                 stored: c.stored,
+                stored_sha256,
             });
         }
         Ok(manifest)
@@ -486,7 +516,11 @@ impl Manifest {
             if let Some(sha256) = &c.sha256 {
                 let _ = write!(text, "sha256 = \"{}\", ", hex(sha256));
             }
-            let _ = writeln!(text, "stored = {} }},", c.stored);
+            let _ = write!(text, "stored = {}", c.stored);
+            if let Some(sha256) = &c.stored_sha256 {
+                let _ = write!(text, ", stored_sha256 = \"{}\"", hex(sha256));
+            }
+            text.push_str(" },\n");
         }
         text.push_str("]\n");
         text
@@ -559,13 +593,13 @@ fn split_chunks(text: &str) -> Option<(String, Vec<(usize, &str)>)> {
 }
 
 /// One chunk line: `{ index = 0, kind = "data", crc32 = "5d7493fd", sha256 = "…",
-/// stored = 3148978 },` (the keys in this order, `sha256` only where there is one, the
-/// comma after the last line optional, spaces free).
+/// stored = 3148978, stored_sha256 = "…" },` (the keys in this order, the hashes only
+/// where there are some, the comma after the last line optional, spaces free).
 fn parse_chunk_line(line: &str) -> Option<ChunkText> {
     let line = line.trim();
     let line = line.strip_suffix(',').unwrap_or(line).trim_end();
     let inner = line.strip_prefix('{')?.strip_suffix('}')?;
-    let mut fields = [("", ""); 5];
+    let mut fields = [("", ""); 6];
     let mut count = 0;
     for field in inner.split(',') {
         let (key, value) = field.split_once('=')?;
@@ -582,12 +616,22 @@ fn parse_chunk_line(line: &str) -> Option<ChunkText> {
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
         (!inner.contains(['"', '\\'])).then(|| inner.to_string())
     };
-    let (index, kind, crc32, sha256, stored) = match fields[..count] {
+    let (index, kind, crc32, sha256, stored, stored_sha256) = match fields[..count] {
         [("index", index), ("kind", kind), ("crc32", crc32), ("stored", stored)] => {
-            (index, kind, crc32, None, stored)
+            (index, kind, crc32, None, stored, None)
         }
         [("index", index), ("kind", kind), ("crc32", crc32), ("sha256", sha256), ("stored", stored)] => {
-            (index, kind, crc32, Some(string(sha256)?), stored)
+            (index, kind, crc32, Some(string(sha256)?), stored, None)
+        }
+        [("index", index), ("kind", kind), ("crc32", crc32), ("sha256", sha256), ("stored", stored), ("stored_sha256", stored_sha256)] => {
+            (
+                index,
+                kind,
+                crc32,
+                Some(string(sha256)?),
+                stored,
+                Some(string(stored_sha256)?),
+            )
         }
         _ => return None,
     };
@@ -603,6 +647,7 @@ fn parse_chunk_line(line: &str) -> Option<ChunkText> {
         crc32: string(crc32)?,
         sha256,
         stored: number(stored)?,
+        stored_sha256,
     })
 }
 
@@ -692,6 +737,7 @@ mod tests {
                     crc32: 0xdeadbeef,
                     sha256: Some([0xab; 32]),
                     stored: 1234,
+                    stored_sha256: Some([0xcd; 32]),
                 },
                 Chunk {
                     index: 1,
@@ -699,6 +745,7 @@ mod tests {
                     crc32: zero_crc(chunk_size),
                     sha256: None,
                     stored: 0,
+                    stored_sha256: None,
                 },
                 Chunk {
                     index: 2,
@@ -706,6 +753,7 @@ mod tests {
                     crc32: zero_crc(chunk_size),
                     sha256: None,
                     stored: 0,
+                    stored_sha256: None,
                 },
                 Chunk {
                     index: 3,
@@ -713,6 +761,7 @@ mod tests {
                     crc32: 0x01,
                     sha256: Some(sha256(b"")),
                     stored: 99,
+                    stored_sha256: Some(sha256(b"x")),
                 },
             ],
             version: VERSION,
@@ -725,9 +774,12 @@ mod tests {
         let mut m = sample();
         m.codec = Codec::Gzip;
         m.chunks[2].kind = Kind::Zero;
-        m.chunks.iter_mut().for_each(|c| c.sha256 = None);
+        m.chunks.iter_mut().for_each(|c| {
+            c.sha256 = None;
+            c.stored_sha256 = None;
+        });
         m.to_toml()
-            .replace("version = 3", "version = 1")
+            .replace("version = 4", "version = 1")
             .replace("partition_type = \"0x83\"\n", "")
             .replace("filesystem = \"ext4\"\n", "")
             .replace("capture = \"used-blocks\"\n", "")
@@ -779,7 +831,8 @@ mod tests {
             assert_eq!(Manifest::parse(&other).unwrap(), m, "{other}");
         }
         // TOML's commas between elements are required.
-        let bad = text.replacen("stored = 1234 },", "stored = 1234 }", 1);
+        let bad = text.replacen("\" },", "\" }", 1);
+        assert_ne!(bad, text);
         assert!(Manifest::parse(&bad).is_err());
     }
 
@@ -794,6 +847,7 @@ mod tests {
                 crc32: zero_crc(m.chunk_size),
                 sha256: None,
                 stored: 0,
+                stored_sha256: None,
             })
             .collect();
         let text = m.to_toml();
@@ -832,6 +886,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_version_3_images_without_stored_hashes() {
+        let mut m = sample();
+        m.chunks.iter_mut().for_each(|c| c.stored_sha256 = None);
+        let text = m.to_toml().replace("version = 4", "version = 3");
+        assert!(!text.contains("stored_sha256"), "{text}");
+        m.version = 3;
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+    }
+
+    #[test]
     fn refuses_inconsistent_manifests() {
         let good = sample().to_toml();
         let cases: &[(&str, &str, &str)] = &[
@@ -840,7 +904,7 @@ mod tests {
                 "format = \"other\"",
                 "not a reprov image",
             ),
-            ("version = 3", "version = 7", "unknown image version 7"),
+            ("version = 4", "version = 7", "unknown image version 7"),
             (
                 "source_size = 196708",
                 "source_size = 999999",
@@ -888,6 +952,7 @@ mod tests {
         }
         // The hashes: on every data chunk of version 3, on no other chunk, nowhere before.
         let ab = format!("sha256 = \"{}\", ", "ab".repeat(32));
+        let stored_cd = format!(", stored_sha256 = \"{}\"", "cd".repeat(32));
         let zero_field = format!("crc32 = \"{:08x}\", ", zero_crc(MIN_CHUNK_SIZE));
         for (text, expected) in [
             (good.replacen(&ab, "", 1), "data chunk 0 has no sha256"),
@@ -900,8 +965,24 @@ mod tests {
                 "zero chunk 1 has a sha256",
             ),
             (
-                good.replace("version = 3", "version = 2"),
+                good.replace("version = 4", "version = 2"),
                 "sha256 in a version 2 manifest",
+            ),
+            (
+                good.replacen(&stored_cd, "", 1),
+                "data chunk 0 has no stored_sha256",
+            ),
+            (
+                good.replacen(&stored_cd, ", stored_sha256 = \"cd\"", 1),
+                "stored_sha256 \"cd\" is not 64 hex digits",
+            ),
+            (
+                good.replacen("stored = 0 }", &format!("stored = 0{stored_cd} }}"), 1),
+                "zero chunk 1 has a stored_sha256",
+            ),
+            (
+                good.replace("version = 4", "version = 3"),
+                "chunk 0: stored_sha256 in a version 3 manifest",
             ),
         ] {
             let err = Manifest::parse(&text).unwrap_err().to_string();

@@ -26,10 +26,11 @@ pub use container::{
 pub use create::{create, CreateOptions};
 pub use manifest::{
     chunk_count, hex, Capture, Chunk, Codec, Filesystem, Kind, Manifest, DEFAULT_CHUNK_SIZE,
-    FORMAT, HASHED_VERSION, MAX_CHUNK_SIZE, MAX_MANIFEST_LEN, MIN_CHUNK_SIZE, VERSION,
+    FORMAT, HASHED_VERSION, MAX_CHUNK_SIZE, MAX_MANIFEST_LEN, MIN_CHUNK_SIZE, STORED_HASH_VERSION,
+    VERSION,
 };
 pub use nos::{apply_to_nos, grow_nos_for, nos_growth};
-pub use verify::{verify, verify_opened};
+pub use verify::{verify, verify_opened, verify_stored, verify_stored_opened};
 
 use crate::units::format_size;
 

@@ -303,7 +303,7 @@ impl<D: Device> Runner<'_, D> {
             Stores::of(&self.disk),
             from,
             name,
-            |image, _| Ok(image::verify(&mut &mut *image, Show::Console)?),
+            |image, _| Ok(image::verify_stored(&mut &mut *image, Show::Console)?),
         )?;
         self.note(
             Code::ImageValidated,
