@@ -11,7 +11,7 @@
 //! One QEMU at a time (a global lock): the machine's CPUs are shared. Each test prints how
 //! long its boots and the whole scenario took (`--nocapture` shows it). On the 2-core build
 //! machine (TCG): recovery up ~7 s, apply of B ~7 s, B up ~6 s after the reboot; a
-//! scenario takes 12–50 s, the whole file ~4 min (plus ~80 s once for the artefacts).
+//! scenario takes 12–90 s, the whole file ~6 min (plus ~60 s once for the artefacts).
 
 mod common;
 
@@ -526,7 +526,78 @@ fn power_cut_at(line: &str, name: &str, drive_options: &str, durable: fn(u64, u6
         "{restarts:?}"
     );
     assert_in_order(&codes, &["R030", "R012", "R041", "R040", "R051", "R060"]);
+    sc::assert_images_fat_clean(&disk);
     eprintln!("scenario power cut {name}: {:.1?}", started.elapsed());
+}
+
+/// Three power cuts during one apply, each right after the write began, are not failures
+/// of the image: the fourth start finishes it, B boots with A's identity, and the images
+/// partition is a clean FAT.
+#[test]
+fn three_power_cuts_during_one_apply_still_end_on_b() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
+    for cut in 1..=3 {
+        let serial = dir.path().join(format!("cut-{cut}.serial.log"));
+        let mut vm = Qemu::boot_with(&qemu, &disk, &serial, "");
+        vm.wait_for_line("[R030]", RUN_TIMEOUT);
+        eprintln!("three cuts: cut {cut} at [R030] after {:.1?}", vm.elapsed());
+        vm.kill();
+        assert_eq!(sc::job_state(&disk), "running", "after cut {cut}");
+    }
+    let again = boot_to_appliance(&qemu, &disk, dir.path(), "after-three-cuts");
+    assert_eq!(again, sc::b_with_a_identity());
+    assert_committed(&disk);
+    let codes = sc::log_codes(&disk);
+    assert_eq!(
+        codes.iter().filter(|c| *c == "R012").count(),
+        4,
+        "{codes:?}"
+    );
+    assert!(
+        !codes.iter().any(|c| c.starts_with('E') || c == "R080"),
+        "a cut counted as a failure: {codes:?}"
+    );
+    sc::assert_images_fat_clean(&disk);
+    eprintln!("scenario three power cuts: {:.1?}", started.elapsed());
+}
+
+/// A power cut while recovery validates a corrupt image (the disk throttled so that the
+/// validation takes seconds): the next start finds the corruption before NOS is
+/// written, commits A again, and A boots, NOS unchanged.
+#[test]
+fn power_cut_during_validation_of_a_corrupt_image_still_rolls_back_to_a() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("B-corrupt.tar");
+    std::fs::copy(&sc::artefacts().image_b, &image).unwrap();
+    corrupt_a_data_chunk(&image);
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&image, "B.tar"));
+    let nos_before = sc::nos_bytes(&disk);
+
+    let serial = dir.path().join("validation-cut.serial.log");
+    let mut vm = Qemu::boot_with(&qemu, &disk, &serial, ",throttling.bps-total=4000000");
+    vm.wait_for_line("[R012]", RUN_TIMEOUT);
+    eprintln!("validation cut: at [R012] after {:.1?}", vm.elapsed());
+    vm.kill();
+    let codes = sc::log_codes(&disk);
+    assert!(
+        !codes.iter().any(|c| c == "R020" || c == "E103"),
+        "the cut came after the validation: {codes:?}"
+    );
+    assert_eq!(sc::job_state(&disk), "running");
+
+    let console = boot_to_failure(&qemu, &disk, dir.path(), "corrupt-after-cut", "E103");
+    assert!(console.contains("corrupt"), "{console}");
+    assert_a_is_back(&disk, "E103");
+    assert!(sc::nos_bytes(&disk) == nos_before, "NOS changed");
+    sc::assert_images_fat_clean(&disk);
+    eprintln!("scenario cut during validation: {:.1?}", started.elapsed());
 }
 
 #[test]

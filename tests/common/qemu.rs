@@ -362,9 +362,13 @@ impl Qemu {
         };
         let tail: Vec<&str> = console.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
+        // Why QEMU itself stopped (a lock, a port, an option), when it says.
+        let qemu_said =
+            fs::read_to_string(self.serial.with_extension("qemu-stderr")).unwrap_or_default();
         panic!(
-            "{why} after {:.1?}; console kept in {kept}, last lines:\n{}",
+            "{why} after {:.1?}; QEMU's stderr: {:?}; console kept in {kept}, last lines:\n{}",
             self.elapsed(),
+            qemu_said.trim(),
             tail.join("\n")
         );
     }

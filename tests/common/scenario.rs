@@ -292,6 +292,37 @@ pub fn nos_bytes(disk: &Path) -> Vec<u8> {
     bytes
 }
 
+/// `fsck.vfat -n` of the images partition, read raw from the disk (no mount): clean
+/// means exit 0, the dirty bit included. Panics with fsck's report otherwise.
+pub fn assert_images_fat_clean(disk: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let layout = layout(disk);
+    let images = partition(&layout, "images");
+    let (start, size) = (
+        images["start"].as_u64().unwrap(),
+        images["size"].as_u64().unwrap(),
+    );
+    let mut file = std::fs::File::open(disk).expect("opening the disk");
+    file.seek(SeekFrom::Start(start))
+        .expect("seeking to the images partition");
+    let mut bytes = vec![0; usize::try_from(size).unwrap()];
+    file.read_exact(&mut bytes)
+        .expect("reading the images partition");
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(copy.path(), bytes).unwrap();
+    let out = std::process::Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(copy.path())
+        .output()
+        .expect("running fsck.vfat (dosfstools)");
+    assert!(
+        out.status.success(),
+        "the images partition's FAT is not clean:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// One QEMU at a time: the tests of a binary run on threads, and the machine is shared.
 pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
