@@ -135,6 +135,11 @@ where
                         .seek(SeekFrom::Start(offset))
                         .map_err(target_err("seeking in"))?;
                     target.write_all(data).map_err(target_err("writing"))?;
+                    // The disk writes this chunk while the workers decode the next ones.
+                    // Only a hint: where it fails, the checkpoint's sync does it all.
+                    if let Err(e) = target.start_sync(offset, len) {
+                        log::debug!("starting the write-back at byte {offset}: {e}");
+                    }
                 }
                 Decoded::Stored => unreachable!("a write decompresses every chunk"),
             }

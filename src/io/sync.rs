@@ -9,11 +9,22 @@ use super::Window;
 /// nothing for memory. Commits call it before they read back what they wrote.
 pub trait SyncAll {
     fn sync_all(&mut self) -> io::Result<()>;
+
+    /// Starts writing `[offset, offset + len)` to the medium without waiting for it, so
+    /// that a later [`SyncAll::sync_all`] has less to wait for. A hint: it makes nothing
+    /// durable, and by default does nothing.
+    fn start_sync(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl SyncAll for File {
     fn sync_all(&mut self) -> io::Result<()> {
         File::sync_all(self)
+    }
+
+    fn start_sync(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        crate::kernel::cache::start_writeback(self, offset, len)
     }
 }
 
@@ -27,10 +38,21 @@ impl<T: SyncAll + ?Sized> SyncAll for &mut T {
     fn sync_all(&mut self) -> io::Result<()> {
         (**self).sync_all()
     }
+
+    fn start_sync(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).start_sync(offset, len)
+    }
 }
 
 impl<T: SyncAll> SyncAll for Window<T> {
     fn sync_all(&mut self) -> io::Result<()> {
         self.get_mut().sync_all()
+    }
+
+    fn start_sync(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        // Only inside the window: never a hint about the neighbours' bytes.
+        let len = len.min(self.len().saturating_sub(offset));
+        let start = self.start();
+        self.get_mut().start_sync(start + offset, len)
     }
 }

@@ -38,6 +38,10 @@ impl<T: SyncAll> SyncAll for SyncOnFlush<T> {
     fn sync_all(&mut self) -> io::Result<()> {
         self.0.sync_all()
     }
+
+    fn start_sync(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.0.start_sync(offset, len)
+    }
 }
 
 #[cfg(test)]
