@@ -61,6 +61,14 @@ pub fn compress(codec: Codec, level: i32, data: &[u8], out: &mut Vec<u8>) -> Res
                 compressor
                     .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
                     .map_err(|e| e.to_string())?;
+                // A window as long as the longest chunk (zstd shrinks it to a shorter
+                // one's size): level 3's own 2 MiB window misses the matches of a 4 MiB
+                // chunk's second half in its first. 0.3 % smaller, as fast (scripts/bench).
+                compressor
+                    .set_parameter(zstd::zstd_safe::CParameter::WindowLog(
+                        super::manifest::MAX_CHUNK_SIZE.ilog2(),
+                    ))
+                    .map_err(|e| e.to_string())?;
                 *slot = Some((level, compressor));
             }
             let (_, compressor) = slot.as_mut().expect("made above");
