@@ -186,10 +186,11 @@ enum Job {
     },
 }
 
-/// Reads chunks `from..` of the image in order, decompresses and checks them on worker
-/// threads as `check` says, and hands each to `sink` in order. Stops at the first bad chunk. Buffers go
-/// back to pools after use, so memory is a fixed few chunks and the allocator does not
-/// churn (which would inflate the peak RSS with freed-but-kept arenas).
+/// Reads chunks `from..` of the image in order, checks (and decompresses) them on worker
+/// threads as `check` says, and hands each to `sink` in order. Stops at the first bad
+/// chunk. Buffers go back to pools after use, so memory is a fixed few chunks and the
+/// allocator does not churn (which would inflate the peak RSS with freed-but-kept
+/// arenas).
 pub(crate) fn decode_chunks<R: Read + Seek>(
     image: &mut R,
     layout: &Layout,
