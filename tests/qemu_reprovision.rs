@@ -256,10 +256,7 @@ fn failure_a_corrupt_image_ends_with_a_booting_again() {
     let _one = sc::one_at_a_time();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("B-corrupt.tar");
-    std::fs::copy(&sc::artefacts().image_b, &image).unwrap();
-    corrupt_a_data_chunk(&image);
-    let disk = sc::scenario_disk(dir.path(), Job::Apply(&image, "B.tar"));
+    let disk = disk_with_a_corrupt_b(dir.path());
     let nos_before = sc::nos_bytes(&disk);
 
     let console = boot_to_failure(&qemu, &disk, dir.path(), "corrupt", "E103");
@@ -450,6 +447,14 @@ fn a_recovery_with_a_trusted_key_applies_only_what_it_signed() {
     eprintln!("scenario trusted key: {:.1?}", started.elapsed());
 }
 
+/// A's disk with a job to apply a copy of B whose data is corrupt (`corrupt_a_data_chunk`).
+fn disk_with_a_corrupt_b(dir: &Path) -> std::path::PathBuf {
+    let image = dir.join("B-corrupt.tar");
+    std::fs::copy(&sc::artefacts().image_b, &image).unwrap();
+    corrupt_a_data_chunk(&image);
+    sc::scenario_disk(dir, Job::Apply(&image, "B.tar"))
+}
+
 /// Flips bytes in the middle of the stored data of B's first large data chunk.
 fn corrupt_a_data_chunk(image: &Path) {
     let file = std::fs::File::open(image).unwrap();
@@ -574,10 +579,7 @@ fn power_cut_during_validation_of_a_corrupt_image_still_rolls_back_to_a() {
     let _one = sc::one_at_a_time();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("B-corrupt.tar");
-    std::fs::copy(&sc::artefacts().image_b, &image).unwrap();
-    corrupt_a_data_chunk(&image);
-    let disk = sc::scenario_disk(dir.path(), Job::Apply(&image, "B.tar"));
+    let disk = disk_with_a_corrupt_b(dir.path());
     let nos_before = sc::nos_bytes(&disk);
 
     let serial = dir.path().join("validation-cut.serial.log");

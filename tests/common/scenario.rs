@@ -278,38 +278,32 @@ pub fn log_codes(disk: &Path) -> Vec<String> {
 
 /// The bytes of the NOS partition.
 pub fn nos_bytes(disk: &Path) -> Vec<u8> {
+    partition_bytes(disk, "nos")
+}
+
+/// The bytes of the partition of `role`, read raw from the disk.
+fn partition_bytes(disk: &Path, role: &str) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
     let layout = layout(disk);
-    let nos = partition(&layout, "nos");
+    let part = partition(&layout, role);
     let (start, size) = (
-        nos["start"].as_u64().unwrap(),
-        nos["size"].as_u64().unwrap(),
+        part["start"].as_u64().unwrap(),
+        part["size"].as_u64().unwrap(),
     );
     let mut file = std::fs::File::open(disk).expect("opening the disk");
-    file.seek(SeekFrom::Start(start)).expect("seeking to NOS");
+    file.seek(SeekFrom::Start(start))
+        .unwrap_or_else(|e| panic!("seeking to the {role} partition: {e}"));
     let mut bytes = vec![0; usize::try_from(size).unwrap()];
-    file.read_exact(&mut bytes).expect("reading NOS");
+    file.read_exact(&mut bytes)
+        .unwrap_or_else(|e| panic!("reading the {role} partition: {e}"));
     bytes
 }
 
 /// `fsck.vfat -n` of the images partition, read raw from the disk (no mount): clean
 /// means exit 0, the dirty bit included. Panics with fsck's report otherwise.
 pub fn assert_images_fat_clean(disk: &Path) {
-    use std::io::{Read, Seek, SeekFrom};
-    let layout = layout(disk);
-    let images = partition(&layout, "images");
-    let (start, size) = (
-        images["start"].as_u64().unwrap(),
-        images["size"].as_u64().unwrap(),
-    );
-    let mut file = std::fs::File::open(disk).expect("opening the disk");
-    file.seek(SeekFrom::Start(start))
-        .expect("seeking to the images partition");
-    let mut bytes = vec![0; usize::try_from(size).unwrap()];
-    file.read_exact(&mut bytes)
-        .expect("reading the images partition");
     let copy = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(copy.path(), bytes).unwrap();
+    std::fs::write(copy.path(), partition_bytes(disk, "images")).unwrap();
     let out = std::process::Command::new("fsck.vfat")
         .arg("-n")
         .arg(copy.path())
