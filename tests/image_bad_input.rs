@@ -9,11 +9,13 @@ use sha2::Digest;
 use std::fs::File;
 use std::io::{Read, Write};
 
-use reprov::image::{self, ApplyOptions, Codec, MIN_CHUNK_SIZE};
+use reprov::image::{self, ApplyOptions, Codec, Kind, MIN_CHUNK_SIZE};
 use reprov::io::Show;
 
 const K: u64 = MIN_CHUNK_SIZE;
-/// Seven chunks: 0 random, 1 text, 2 zero, 3 random, 4 text, 5 random, 6 (1000 bytes) random.
+/// Seven chunks: 0 noisy, 1 random (stored raw), 2 zero, 3 noisy, 4 text, 5 noisy,
+/// 6 (1000 bytes) noisy; noisy chunks are random but compress, so they are stored
+/// compressed.
 const SIZE: u64 = 6 * K + 1000;
 
 /// An image taken apart: the manifest text and the other entries, in order.
@@ -191,13 +193,13 @@ fn good_image_with(dir: &std::path::Path, codec: Codec) -> Vec<u8> {
     file.set_len(SIZE).unwrap();
     let mut rng = Rng::new(1);
     for (i, data) in [
+        noisy(&mut rng, K as usize),
         rng.bytes(K as usize),
-        text(K as usize),
         vec![0; K as usize],
-        rng.bytes(K as usize),
+        noisy(&mut rng, K as usize),
         text(K as usize),
-        rng.bytes(K as usize),
-        rng.bytes(1000),
+        noisy(&mut rng, K as usize),
+        noisy(&mut rng, 1000),
     ]
     .iter()
     .enumerate()
@@ -205,7 +207,10 @@ fn good_image_with(dir: &std::path::Path, codec: Codec) -> Vec<u8> {
         write_at(&mut file, i as u64 * K, data);
     }
     let img = dir.join("good.tar");
-    create_image_with(&src, &img, K, codec);
+    let made = create_image_with(&src, &img, K, codec);
+    let kinds: Vec<Kind> = made.chunks.iter().map(|c| c.kind).collect();
+    use Kind::{Data, Raw, Zero};
+    assert_eq!(kinds, [Data, Raw, Zero, Data, Data, Data, Data]);
     std::fs::read(&img).unwrap()
 }
 
@@ -269,6 +274,9 @@ fn bad_images_are_refused_clearly(codec: Codec) {
     dotdot_chunk.entries[2].0 = "../x".into();
     let mut corrupt = parts.clone();
     corrupt.entries[3].1[100..140].fill(0x55);
+    let mut corrupt_raw = parts.clone();
+    assert_eq!(corrupt_raw.entries[1].0, "chunks/00000001.raw");
+    corrupt_raw.entries[1].1[100] ^= 1;
     let cases = vec![
         case("not a tar file", Rng::new(3).bytes(10_000), "not a reprov image", true),
         case("an empty file", Vec::new(), "not a reprov image", true),
@@ -289,7 +297,7 @@ fn bad_images_are_refused_clearly(codec: Codec) {
             true,
         ),
         case("a tar entry ../x for a chunk", dotdot_chunk.build(), &names[0], true),
-        case("an unknown version", parts.clone().edit("version = 4", "version = 5").build(), "unknown image version 5", true),
+        case("an unknown version", parts.clone().edit("version = 5", "version = 6").build(), "unknown image version 6", true),
         case("another format", parts.clone().edit("format = \"reprov-image\"", "format = \"other\"").build(), "not a reprov image", true),
         case("an unknown codec", parts.clone().edit(&format!("codec = \"{}\"", codec.as_str()), "codec = \"xz\"").build(), "codec \"xz\"", true),
         case(
@@ -339,6 +347,26 @@ fn bad_images_are_refused_clearly(codec: Codec) {
         case("a CRC mismatch in a middle chunk", parts.clone().edit_chunk(3, crc_of_line).build(), "chunk 3: CRC32 mismatch", false),
         case("a CRC mismatch in the last chunk", parts.clone().edit_chunk(6, crc_of_line).build(), "chunk 6: CRC32 mismatch", false),
         case("corrupted compressed bytes", corrupt.build(), "chunk 4: SHA-256 mismatch of the stored bytes", false),
+        case("corrupted raw bytes", corrupt_raw.build(), "chunk 1: SHA-256 mismatch of the stored bytes", false),
+        case("a CRC mismatch in a raw chunk", parts.clone().edit_chunk(1, crc_of_line).build(), "chunk 1: CRC32 mismatch", false),
+        case(
+            "a raw chunk shorter than its data",
+            parts.clone().edit_chunk(1, stored_minus_one).build(),
+            "raw chunk 1: 65535 bytes stored for 65536 bytes of data",
+            true,
+        ),
+        case(
+            "a compressed chunk listed as raw",
+            parts.clone().edit_chunk(3, |l| l.replace("\"data\"", "\"raw\"")).build(),
+            "raw chunk 3: ",
+            true,
+        ),
+        case(
+            "a raw chunk listed as compressed",
+            parts.clone().edit_chunk(1, |l| l.replace("\"raw\"", "\"data\"")).build(),
+            "data chunk 1 has no stored_sha256",
+            true,
+        ),
         case(
             "a chunk decompressing to more than declared",
             parts.clone().replace_chunk(6, packed(codec, &[7; 2000])).build(),
@@ -432,7 +460,7 @@ fn resuming_past_the_end_is_refused_before_writing() {
     assert_eq!(file_crc(&target), before);
 }
 
-/// The image as version 3 wrote it: no stored bytes' hashes.
+/// The image as version 3 wrote it: no stored bytes' hashes, no raw chunks.
 fn as_version_3(parts: &Parts) -> Parts {
     let lines: Vec<String> = parts
         .manifest
@@ -444,15 +472,34 @@ fn as_version_3(parts: &Parts) -> Parts {
         .collect();
     let manifest = lines.join("\n") + "\n";
     assert!(!manifest.contains("stored_sha256"));
-    Parts {
+    let mut parts = Parts {
         manifest,
         ..parts.clone()
     }
-    .edit("version = 4", "version = 3")
+    .edit("version = 5", "version = 3");
+    // Version 3 has no raw chunks: compress them as it would have.
+    let codec = if parts.manifest.contains("codec = \"gzip\"") {
+        Codec::Gzip
+    } else {
+        Codec::Zstd
+    };
+    for i in 0..parts.entries.len() {
+        let Some(stem) = parts.entries[i].0.strip_suffix(".raw").map(str::to_string) else {
+            continue;
+        };
+        let index: u64 = stem["chunks/".len()..].parse().unwrap();
+        let data = packed(codec, &parts.entries[i].1);
+        parts.entries[i] = (format!("{stem}.{}", codec.extension()), data.clone());
+        parts = parts.edit_chunk(index, |l| {
+            let at = l.find("stored = ").unwrap();
+            format!("{}stored = {} }},", &l[..at], data.len()).replace("\"raw\"", "\"data\"")
+        });
+    }
+    parts
 }
 
 /// `reprov image apply` checks the whole image before its first write: a corrupt last
-/// chunk, found by its stored bytes' hash (version 4) or by decompressing every chunk
+/// chunk, found by its stored bytes' hash (version 4 on) or by decompressing every chunk
 /// (version 3), leaves the target as it was; a whole version 3 image still applies.
 #[test]
 fn the_command_line_refuses_a_bad_last_chunk_before_writing() {
@@ -475,7 +522,7 @@ fn the_command_line_refuses_a_bad_last_chunk_before_writing() {
     };
     for (what, image, error) in [
         (
-            "version 4",
+            "version 5",
             corrupt.build(),
             "chunk 6: SHA-256 mismatch of the stored bytes",
         ),

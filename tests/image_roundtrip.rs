@@ -25,6 +25,7 @@ fn round_trips_at_several_sizes_in_both_codecs() {
     let cases = sizes
         .into_iter()
         .flat_map(|size| [Codec::Zstd, Codec::Gzip].map(|codec| (size, codec)));
+    let mut raw_chunks = 0;
     for ((size, chunk_size), codec) in cases {
         let (src, img, dst) = (
             dir.path().join("src"),
@@ -36,6 +37,7 @@ fn round_trips_at_several_sizes_in_both_codecs() {
         assert_eq!(made.codec, codec);
         assert_eq!(made.source_size, size);
         assert_eq!(made.chunks.len() as u64, size.div_ceil(chunk_size));
+        raw_chunks += made.count(Kind::Raw);
         random_target(&dst, size + 1000, 7);
         let applied = apply_image(&img, &dst).unwrap();
         assert_eq!(
@@ -50,6 +52,10 @@ fn round_trips_at_several_sizes_in_both_codecs() {
         .unwrap();
         assert_eq!(verified, made);
     }
+    assert!(
+        raw_chunks > 0,
+        "random chunks were stored raw and round-tripped"
+    );
 }
 
 #[test]
@@ -132,8 +138,8 @@ fn restores_by_hand_with_tar_zstd_gzip_and_dd() {
     for codec in [Codec::Zstd, Codec::Gzip] {
         let manifest = create_image_with(&src, &img, MIN_CHUNK_SIZE, codec);
         assert!(
-            manifest.count(Kind::Zero) > 0,
-            "the script's zero path is taken"
+            manifest.count(Kind::Zero) > 0 && manifest.count(Kind::Raw) > 0,
+            "the script's zero and raw paths are taken"
         );
         random_target(&dst, size, 4);
         let work = dir.path().join(codec.as_str());

@@ -403,11 +403,12 @@ fn create_into<R: Read + Seek>(
         }
     };
     log::info!(
-        "created image {:?}: {} in {} chunks ({} data, {} zero, {} free), {} stored",
+        "created image {:?}: {} in {} chunks ({} data, {} of them raw; {} zero, {} free), {} stored",
         manifest.name,
         format_size(manifest.source_size),
         manifest.chunks.len(),
         manifest.data_chunks(),
+        manifest.count(Kind::Raw),
         manifest.count(Kind::Zero),
         manifest.count(Kind::Free),
         format_size(manifest.stored_total())
@@ -681,7 +682,7 @@ pub fn info_text(m: &Manifest) -> String {
             t.to_string()
         });
     format!(
-        "name:           {}\ndescription:    {}\ncreated:        {}\nformat:         {} version {}, {} chunks of {}\nsource size:    {} ({} bytes): the room it needs\npartition type: {ptype}\nfile system:    {} ({})\nchunks:         {} ({} data, {} zero, {} free)\nstored:         {} ({:.1}% of the source)\n",
+        "name:           {}\ndescription:    {}\ncreated:        {}\nformat:         {} version {}, {} chunks of {}\nsource size:    {} ({} bytes): the room it needs\npartition type: {ptype}\nfile system:    {} ({})\nchunks:         {} ({} data, {} of them raw; {} zero, {} free)\nstored:         {} ({:.1}% of the source)\n",
         m.name,
         m.description,
         created(m),
@@ -695,6 +696,7 @@ pub fn info_text(m: &Manifest) -> String {
         m.capture.as_str(),
         m.chunks.len(),
         m.data_chunks(),
+        m.count(Kind::Raw),
         m.count(Kind::Zero),
         m.count(Kind::Free),
         format_size(stored),
@@ -731,6 +733,7 @@ pub fn info_json(m: &Manifest) -> serde_json::Value {
         "capture": m.capture.as_str(),
         "chunk_count": m.chunks.len(),
         "data_chunks": m.data_chunks(),
+        "raw_chunks": m.count(Kind::Raw),
         "zero_chunks": m.count(Kind::Zero),
         "free_chunks": m.count(Kind::Free),
         "stored_bytes": m.stored_total(),

@@ -1,13 +1,12 @@
 //! Applying an image onto a partition, and the chunk decoding that verify shares.
 
-use std::cell::RefCell;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::codec;
 use super::container::{open, Layout};
-use super::manifest::{hex, Codec, Manifest};
+use super::manifest::{hex, Chunk, Codec, Kind, Manifest};
 use super::{parallelism, pipeline, CheckpointError, Error};
 use crate::io::{Progress, Show, SyncAll, ZeroRange};
 
@@ -178,11 +177,10 @@ fn checkpoint<W: Write + SyncAll>(
 /// A chunk on its way to a worker.
 enum Job {
     Zero(u64),
-    Data {
-        index: u64,
-        gz: Vec<u8>,
+    Stored {
+        chunk: Chunk,
+        stored: Vec<u8>,
         len: u64,
-        sums: Sums,
     },
 }
 
@@ -204,9 +202,9 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
         what: "reading",
         source,
     };
-    // Compressed buffers live on this thread; decompressed ones are taken by workers.
-    let compressed = RefCell::new(Vec::<Vec<u8>>::new());
-    let decompressed = Mutex::new(Vec::<Vec<u8>>::new());
+    // One pool for the stored bytes read here and the data the workers decompress: a
+    // raw chunk's stored buffer is its data, and comes back as such.
+    let buffers = Mutex::new(Vec::<Vec<u8>>::new());
     let (threads, window) = parallelism(m.chunk_size);
     pipeline::ordered(
         threads,
@@ -222,42 +220,28 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
             image
                 .seek(SeekFrom::Start(layout.offset(chunk.index)))
                 .map_err(read_err)?;
-            let mut gz = compressed.borrow_mut().pop().unwrap_or_default();
-            gz.clear();
-            gz.resize(chunk.stored as usize, 0);
-            image.read_exact(&mut gz).map_err(read_err)?;
-            Ok(Some(Job::Data {
-                index: chunk.index,
-                gz,
+            let mut stored = lock(&buffers).pop().unwrap_or_default();
+            stored.clear();
+            stored.resize(chunk.stored as usize, 0);
+            image.read_exact(&mut stored).map_err(read_err)?;
+            Ok(Some(Job::Stored {
+                chunk: *chunk,
+                stored,
                 len: m.chunk_len(chunk.index),
-                sums: Sums {
-                    crc32: chunk.crc32,
-                    sha256: chunk.sha256,
-                    stored_sha256: chunk.stored_sha256,
-                },
             }))
         },
         |job| match job {
-            Job::Zero(index) => (index, Ok(Decoded::Zero), None),
-            Job::Data {
-                index,
-                gz,
-                len,
-                sums,
-            } => {
-                let buf = lock(&decompressed).pop().unwrap_or_default();
-                let decoded = unpack(index, m.codec, &gz, len, sums, check, buf);
-                (index, decoded, Some(gz))
+            Job::Zero(index) => (index, Ok(Decoded::Zero)),
+            Job::Stored { chunk, stored, len } => {
+                let decoded = unpack(&chunk, m.codec, stored, len, check, &buffers);
+                (chunk.index, decoded)
             }
         },
-        |(index, decoded, gz)| {
-            if let Some(gz) = gz {
-                compressed.borrow_mut().push(gz);
-            }
+        |(index, decoded)| {
             let decoded = decoded?;
             sink(index, &decoded)?;
             if let Decoded::Data(buf) = decoded {
-                lock(&decompressed).push(buf);
+                lock(&buffers).push(buf);
             }
             Ok(())
         },
@@ -269,33 +253,30 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What a chunk's bytes must hash to, as the manifest says.
-struct Sums {
-    crc32: u32,
-    sha256: Option<[u8; 32]>,
-    stored_sha256: Option<[u8; 32]>,
-}
-
-/// Checks one chunk as `check` says and decompresses it into `data` (a recycled buffer),
-/// refusing stored bytes that do not hash to their SHA-256, more or fewer bytes than
-/// declared, anything after its one frame, and a CRC32 or SHA-256 mismatch.
+/// Checks one chunk as `check` says and decompresses it into a buffer of the pool
+/// (a raw chunk's stored bytes are its data), refusing stored bytes that do not hash
+/// to their SHA-256, more or fewer bytes than declared, anything after its one frame,
+/// and a CRC32 or SHA-256 mismatch. `stored` goes back to the pool unless it is the data
+/// (after an error nothing needs to: the pipeline stops).
 fn unpack(
-    index: u64,
+    chunk: &Chunk,
     codec: Codec,
-    stored: &[u8],
+    stored: Vec<u8>,
     len: u64,
-    sums: Sums,
     check: Check,
-    mut data: Vec<u8>,
+    pool: &Mutex<Vec<Vec<u8>>>,
 ) -> Result<Decoded, Error> {
-    let Sums {
+    let &Chunk {
+        index,
+        kind,
         crc32,
         sha256,
         stored_sha256,
-    } = sums;
+        ..
+    } = chunk;
     let bad = |why: String| Error::BadChunk { index, why };
     if let Some(expected) = stored_sha256 {
-        let actual = super::manifest::sha256(stored);
+        let actual = super::manifest::sha256(&stored);
         if actual != expected {
             return Err(bad(format!(
                 "SHA-256 mismatch of the stored bytes: the manifest says {}, the entry has {}",
@@ -304,12 +285,21 @@ fn unpack(
             )));
         }
         if check == Check::Stored {
+            lock(pool).push(stored);
             return Ok(Decoded::Stored);
         }
     }
     let sha256 = sha256.filter(|_| check == Check::Everything || stored_sha256.is_none());
-    codec::decompress(codec, stored, len, &mut data)
-        .map_err(|e| bad(format!("decompressing ({}): {e}", codec.as_str())))?;
+    let data = if kind == Kind::Raw {
+        // The manifest's parse made sure it is `len` bytes, hashed above.
+        stored
+    } else {
+        let mut data = lock(pool).pop().unwrap_or_default();
+        let decompressed = codec::decompress(codec, &stored, len, &mut data);
+        lock(pool).push(stored);
+        decompressed.map_err(|e| bad(format!("decompressing ({}): {e}", codec.as_str())))?;
+        data
+    };
     let actual = crc32fast::hash(&data);
     if actual != crc32 {
         return Err(bad(format!(

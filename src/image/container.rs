@@ -1,5 +1,5 @@
-//! The tar container: `manifest.toml` first, then `chunks/NNNNNNNN.zst` (or `.gz`) for
-//! the data chunks in order, then (when signed) `manifest.toml.minisig`, in plain ustar
+//! The tar container: `manifest.toml` first, then `chunks/NNNNNNNN.zst` (or `.gz`, or
+//! `.raw` where compressing did not pay) for the stored chunks in order, then (when signed) `manifest.toml.minisig`, in plain ustar
 //! entries (so `tar -x` restores them as files and `minisign -V` checks the signature).
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -18,9 +18,9 @@ pub(crate) const INCOMPLETE_MARK: &str = "# reprov image: incomplete, its creati
 /// tar's block size: headers are one block, data is padded to whole blocks.
 pub(crate) const BLOCK: u64 = 512;
 
-/// Path of the entry holding data chunk `index`.
-pub fn chunk_path(index: u64, codec: Codec) -> String {
-    format!("chunks/{index:08}.{}", codec.extension())
+/// Path of the entry holding stored chunk `index` of `kind` (data or raw).
+pub fn chunk_path(index: u64, kind: Kind, codec: Codec) -> String {
+    format!("chunks/{index:08}.{}", kind.extension(codec))
 }
 
 /// A ustar header for a regular file of `size` bytes.
@@ -85,7 +85,7 @@ pub fn chunk_entry(
     if !sound {
         return Ok(None);
     }
-    let path = chunk_path(index, manifest.codec);
+    let path = chunk_path(index, chunk.kind, manifest.codec);
     let mut entry = header(&path, chunk.stored, mtime(manifest.created))?.to_vec();
     entry.extend_from_slice(stored);
     entry.extend_from_slice(padding(chunk.stored));
@@ -327,8 +327,8 @@ pub fn open_signable<R: Read + Seek>(image: &mut R) -> Result<Layout, Error> {
     let mut pos = first
         .next()
         .ok_or_else(|| damaged("entry sizes overflow"))?;
-    for chunk in manifest.chunks.iter().filter(|c| c.kind == Kind::Data) {
-        let expected = chunk_path(chunk.index, manifest.codec);
+    for chunk in manifest.chunks.iter().filter(|c| c.kind.is_stored()) {
+        let expected = chunk_path(chunk.index, chunk.kind, manifest.codec);
         let entry = read_header(image, pos, len)
             .map_err(damaged)?
             .ok_or_else(|| damaged(format!("the archive ends where {expected} belongs")))?;

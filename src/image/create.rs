@@ -97,7 +97,7 @@ enum Input {
     Bytes(Vec<u8>),
 }
 
-/// A chunk after the worker: unused (never read), all zero, or compressed.
+/// A chunk after the worker: unused (never read), all zero, compressed, or raw.
 enum Packed {
     Unused(Kind),
     Zero {
@@ -108,6 +108,11 @@ enum Packed {
         sha256: [u8; 32],
         stored: Vec<u8>,
         stored_sha256: [u8; 32],
+    },
+    /// Compressing it did not pay: stored as it is.
+    Raw {
+        crc32: u32,
+        sha256: [u8; 32],
     },
 }
 
@@ -294,9 +299,6 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
             }
         },
         |(packed, buf)| {
-            if let Some(buf) = buf {
-                sources.borrow_mut().push(buf);
-            }
             let index = manifest.chunks.len() as u64;
             let len = manifest.chunk_len(index);
             let chunk = match packed? {
@@ -333,8 +335,12 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                             why: format!("chunk {index} compressed to {stored} bytes"),
                         });
                     }
-                    out.write_all(&header(&chunk_path(index, codec), stored, mtime)?)
-                        .map_err(write_err)?;
+                    out.write_all(&header(
+                        &chunk_path(index, Kind::Data, codec),
+                        stored,
+                        mtime,
+                    )?)
+                    .map_err(write_err)?;
                     out.write_all(&data).map_err(write_err)?;
                     out.write_all(padding(stored)).map_err(write_err)?;
                     lock(&outputs).push(data);
@@ -347,7 +353,25 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                         stored_sha256: Some(stored_sha256),
                     }
                 }
+                Packed::Raw { crc32, sha256 } => {
+                    let data = buf.as_deref().expect("a raw chunk was read");
+                    out.write_all(&header(&chunk_path(index, Kind::Raw, codec), len, mtime)?)
+                        .map_err(write_err)?;
+                    out.write_all(data).map_err(write_err)?;
+                    out.write_all(padding(len)).map_err(write_err)?;
+                    Chunk {
+                        index,
+                        kind: Kind::Raw,
+                        crc32,
+                        sha256: Some(sha256),
+                        stored: len,
+                        stored_sha256: Some(sha256),
+                    }
+                }
             };
+            if let Some(buf) = buf {
+                sources.borrow_mut().push(buf);
+            }
             manifest.chunks.push(chunk);
             progress.advance(len);
             Ok(())
@@ -386,7 +410,8 @@ fn padded_text(text: &str, len: u64) -> Vec<u8> {
     bytes
 }
 
-/// Checks a chunk for zeros, checksums it, and compresses it if it holds data.
+/// Checks a chunk for zeros, checksums it, and compresses it if it holds data (keeping
+/// it raw when that is no smaller).
 /// `zero_crc` is the CRC32 of a whole chunk of zeros, computed once.
 /// The compressed bytes go into a buffer from the `outputs` pool.
 fn pack(
@@ -410,6 +435,12 @@ fn pack(
     codec::compress(codec, level, buf, &mut out).map_err(|why| Error::Create {
         why: format!("compressing a chunk: {why}"),
     })?;
+    // Random or already compressed bytes: kept as they are, which an apply writes with
+    // no decompression and whose one hash serves for both.
+    if out.len() >= buf.len() {
+        lock(outputs).push(out);
+        return Ok(Packed::Raw { crc32, sha256 });
+    }
     Ok(Packed::Data {
         crc32,
         sha256,

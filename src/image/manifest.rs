@@ -12,7 +12,7 @@ use crate::disk::PartType;
 /// The `format` value every manifest carries.
 pub const FORMAT: &str = "reprov-image";
 /// The manifest version this reprov writes; it reads every version from 1 up to it.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Version 1: gzip chunks only, no partition type, file system or free chunks.
 const FIRST_VERSION: u32 = 1;
 /// The first version whose data chunks carry a SHA-256: only such an image can be
@@ -22,6 +22,9 @@ pub const HASHED_VERSION: u32 = 3;
 /// (compressed) bytes: such an image is checked whole before a write by hashing what it
 /// stores, without decompressing it twice.
 pub const STORED_HASH_VERSION: u32 = 4;
+/// The first version that may store a chunk raw (uncompressed), where compressing it
+/// did not pay.
+pub const RAW_VERSION: u32 = 5;
 /// Chunk size of new images.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Smallest chunk size accepted.
@@ -38,11 +41,15 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
 
 /// What a chunk holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// Stored as `chunks/NNNNNNNN.gz` (or `.zst`).
+    /// Stored compressed as `chunks/NNNNNNNN.zst` (or `.gz`).
     Data,
+    /// Stored as it is, as `chunks/NNNNNNNN.raw`: its compressed form was no smaller
+    /// (random or already compressed bytes), so storing it raw saves the decompression
+    /// and a hash (its stored bytes are its data).
+    Raw,
     /// All zero bytes; not stored.
     Zero,
     /// Blocks the source's file system does not use; not stored, applied as zeros.
@@ -54,6 +61,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Data => "data",
+            Kind::Raw => "raw",
             Kind::Zero => "zero",
             Kind::Free => "free",
         }
@@ -61,7 +69,20 @@ impl Kind {
 
     /// True for the kinds that are not stored and read back as zeros.
     pub fn is_zeros(self) -> bool {
-        self != Kind::Data
+        matches!(self, Kind::Zero | Kind::Free)
+    }
+
+    /// True for the kinds stored as an entry of the image (compressed or raw).
+    pub fn is_stored(self) -> bool {
+        !self.is_zeros()
+    }
+
+    /// The file name extension of its entry.
+    pub fn extension(self, codec: Codec) -> &'static str {
+        match self {
+            Kind::Raw => "raw",
+            _ => codec.extension(),
+        }
     }
 }
 
@@ -156,7 +177,8 @@ pub struct Chunk {
     pub sha256: Option<[u8; 32]>,
     /// Bytes of the compressed entry in the tar file; 0 for zero chunks.
     pub stored: u64,
-    /// SHA-256 of those stored bytes: every data chunk from version 4 on.
+    /// SHA-256 of those stored bytes: every data chunk from version 4 on; on a raw
+    /// chunk it is `sha256` (the manifest does not repeat it).
     pub stored_sha256: Option<[u8; 32]>,
 }
 
@@ -261,9 +283,9 @@ impl Manifest {
         self.chunks.iter().filter(|c| c.kind == kind).count()
     }
 
-    /// Number of data chunks (the rest are zero or free chunks).
+    /// Number of stored chunks, compressed or raw (the rest are zero or free chunks).
     pub fn data_chunks(&self) -> usize {
-        self.count(Kind::Data)
+        self.chunks.iter().filter(|c| c.kind.is_stored()).count()
     }
 
     /// Parses and validates a manifest: a reprov image, a known version, sizes and chunk
@@ -427,12 +449,23 @@ impl Manifest {
                         c.stored
                     )))
                 }
+                Kind::Raw if version < RAW_VERSION => {
+                    return Err(bad(format!(
+                        "raw chunk {position} in a version {version} manifest"
+                    )))
+                }
+                Kind::Raw if c.stored != len => {
+                    return Err(bad(format!(
+                        "raw chunk {position}: {} bytes stored for {len} bytes of data",
+                        c.stored
+                    )))
+                }
                 _ => {}
             }
             let sha256 = match (&c.sha256, c.kind, version >= HASHED_VERSION) {
-                (None, Kind::Data, true) => {
+                (None, Kind::Data | Kind::Raw, true) => {
                     return Err(bad(format!(
-                        "data chunk {position} has no sha256 (version {version} requires one)"
+                        "{kind} chunk {position} has no sha256 (version {version} requires one)"
                     )))
                 }
                 (None, _, _) => None,
@@ -444,11 +477,13 @@ impl Manifest {
                 (Some(_), Kind::Zero | Kind::Free, true) => {
                     return Err(bad(format!("{kind} chunk {position} has a sha256")))
                 }
-                (Some(text), Kind::Data, true) => Some(parse_sha256(text).ok_or_else(|| {
-                    bad(format!(
-                        "chunk {position}: sha256 {text:?} is not 64 hex digits"
-                    ))
-                })?),
+                (Some(text), Kind::Data | Kind::Raw, true) => {
+                    Some(parse_sha256(text).ok_or_else(|| {
+                        bad(format!(
+                            "chunk {position}: sha256 {text:?} is not 64 hex digits"
+                        ))
+                    })?)
+                }
             };
             let stored_sha256 = match (&c.stored_sha256, c.kind) {
                 (None, Kind::Data) if version >= STORED_HASH_VERSION => {
@@ -456,13 +491,15 @@ impl Manifest {
                     "data chunk {position} has no stored_sha256 (version {version} requires one)"
                 )))
                 }
+                // Its stored bytes are its data.
+                (None, Kind::Raw) => sha256,
                 (None, _) => None,
                 (Some(_), _) if version < STORED_HASH_VERSION => {
                     return Err(bad(format!(
                         "chunk {position}: stored_sha256 in a version {version} manifest"
                     )))
                 }
-                (Some(_), Kind::Zero | Kind::Free) => {
+                (Some(_), Kind::Zero | Kind::Free | Kind::Raw) => {
                     return Err(bad(format!("{kind} chunk {position} has a stored_sha256")))
                 }
                 (Some(text), Kind::Data) => Some(parse_sha256(text).ok_or_else(|| {
@@ -517,8 +554,8 @@ impl Manifest {
                 let _ = write!(text, "sha256 = \"{}\", ", hex(sha256));
             }
             let _ = write!(text, "stored = {}", c.stored);
-            if let Some(sha256) = &c.stored_sha256 {
-                let _ = write!(text, ", stored_sha256 = \"{}\"", hex(sha256));
+            if let Some(sha256) = c.stored_sha256.filter(|_| c.kind != Kind::Raw) {
+                let _ = write!(text, ", stored_sha256 = \"{}\"", hex(&sha256));
             }
             text.push_str(" },\n");
         }
@@ -637,6 +674,7 @@ fn parse_chunk_line(line: &str) -> Option<ChunkText> {
     };
     let kind = match string(kind)?.as_str() {
         "data" => Kind::Data,
+        "raw" => Kind::Raw,
         "zero" => Kind::Zero,
         "free" => Kind::Free,
         _ => return None,
@@ -779,7 +817,7 @@ mod tests {
             c.stored_sha256 = None;
         });
         m.to_toml()
-            .replace("version = 4", "version = 1")
+            .replace(&format!("version = {VERSION}"), "version = 1")
             .replace("partition_type = \"0x83\"\n", "")
             .replace("filesystem = \"ext4\"\n", "")
             .replace("capture = \"used-blocks\"\n", "")
@@ -889,10 +927,56 @@ mod tests {
     fn reads_version_3_images_without_stored_hashes() {
         let mut m = sample();
         m.chunks.iter_mut().for_each(|c| c.stored_sha256 = None);
-        let text = m.to_toml().replace("version = 4", "version = 3");
+        let text = m
+            .to_toml()
+            .replace(&format!("version = {VERSION}"), "version = 3");
         assert!(!text.contains("stored_sha256"), "{text}");
         m.version = 3;
         assert_eq!(Manifest::parse(&text).unwrap(), m);
+    }
+
+    /// A raw chunk is stored as it is: its stored bytes are its data, so the manifest
+    /// gives their one hash once, and its stored size is its length.
+    #[test]
+    fn raw_chunks_are_their_own_stored_bytes() {
+        let mut m = sample();
+        let raw = &mut m.chunks[3];
+        raw.kind = Kind::Raw;
+        raw.stored = 100;
+        raw.stored_sha256 = raw.sha256;
+        let text = m.to_toml();
+        let line = text.lines().find(|l| l.contains("index = 3")).unwrap();
+        assert!(
+            line.contains("kind = \"raw\"") && !line.contains("stored_sha256"),
+            "{line}"
+        );
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+        assert_eq!((m.data_chunks(), m.count(Kind::Raw)), (2, 1));
+        // The TOML parser reads it alike.
+        let other = text.replacen("  { index = 1", "  # a comment\n  { index = 1", 1);
+        assert!(split_chunks(&other).is_none());
+        assert_eq!(Manifest::parse(&other).unwrap(), m);
+
+        let sha = format!("sha256 = \"{}\", ", hex(&sha256(b"")));
+        let with_stored = format!("stored = 100, stored_sha256 = \"{}\" }}", hex(&sha256(b"")));
+        for (text, expected) in [
+            (
+                text.replace("stored = 100", "stored = 99"),
+                "raw chunk 3: 99 bytes stored for 100 bytes of data",
+            ),
+            (
+                text.replace("version = 5", "version = 4"),
+                "raw chunk 3 in a version 4 manifest",
+            ),
+            (text.replace(&sha, ""), "raw chunk 3 has no sha256"),
+            (
+                text.replace("stored = 100 }", &with_stored),
+                "raw chunk 3 has a stored_sha256",
+            ),
+        ] {
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 
     #[test]
@@ -904,7 +988,7 @@ mod tests {
                 "format = \"other\"",
                 "not a reprov image",
             ),
-            ("version = 4", "version = 7", "unknown image version 7"),
+            ("version = 5", "version = 7", "unknown image version 7"),
             (
                 "source_size = 196708",
                 "source_size = 999999",
@@ -965,7 +1049,7 @@ mod tests {
                 "zero chunk 1 has a sha256",
             ),
             (
-                good.replace("version = 4", "version = 2"),
+                good.replace("version = 5", "version = 2"),
                 "sha256 in a version 2 manifest",
             ),
             (
@@ -981,7 +1065,7 @@ mod tests {
                 "zero chunk 1 has a stored_sha256",
             ),
             (
-                good.replace("version = 4", "version = 3"),
+                good.replace("version = 5", "version = 3"),
                 "chunk 0: stored_sha256 in a version 3 manifest",
             ),
         ] {

@@ -48,8 +48,9 @@ struct Held {
     stored: u64,
 }
 
-/// The chunks the images here hold, by the SHA-256 of their content.
-type HeldChunks = HashMap<[u8; 32], Held>;
+/// The chunks the images here hold, by the SHA-256 of their content and how they are
+/// stored (compressed or raw: the same data, other bytes).
+type HeldChunks = HashMap<([u8; 32], Kind), Held>;
 
 #[derive(Debug)]
 struct Run {
@@ -195,8 +196,11 @@ fn held_chunks(
     wanted: &Manifest,
 ) -> Result<HeldChunks, Failure> {
     let mut held = HeldChunks::new();
-    let mut missing: std::collections::HashSet<[u8; 32]> =
-        wanted.chunks.iter().filter_map(|c| c.sha256).collect();
+    let mut missing: std::collections::HashSet<([u8; 32], Kind)> = wanted
+        .chunks
+        .iter()
+        .filter_map(|c| Some((c.sha256?, c.kind)))
+        .collect();
     for (i, name) in images.iter().enumerate() {
         if missing.is_empty() {
             break;
@@ -209,12 +213,13 @@ fn held_chunks(
             continue;
         }
         for chunk in &layout.manifest.chunks {
-            if let Some(sha) = chunk.sha256.filter(|sha| missing.contains(sha)) {
-                missing.remove(&sha);
+            let key = chunk.sha256.map(|sha| (sha, chunk.kind));
+            if let Some(key) = key.filter(|key| missing.contains(key)) {
+                missing.remove(&key);
                 let offset = layout.offset(chunk.index);
                 let stored = chunk.stored;
                 held.insert(
-                    sha,
+                    key,
                     Held {
                         image: i,
                         offset,
@@ -237,9 +242,9 @@ fn plan(manifest: &Manifest, head: usize, held: &HeldChunks, total: u64) -> Opti
         from: From::Memory(0),
     }];
     let mut pos = head as u64;
-    for chunk in manifest.chunks.iter().filter(|c| c.kind == Kind::Data) {
+    for chunk in manifest.chunks.iter().filter(|c| c.kind.is_stored()) {
         let end = pos.checked_add(image::entry_len(chunk.stored))?;
-        let from = match chunk.sha256.and_then(|sha| held.get(&sha)) {
+        let from = match chunk.sha256.and_then(|sha| held.get(&(sha, chunk.kind))) {
             Some(h) if h.stored == chunk.stored => From::Local {
                 held: h.image,
                 offset: h.offset,

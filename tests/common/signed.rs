@@ -160,8 +160,8 @@ pub fn attacks(
     tampered_manifest[pad] = b'x';
 
     // A chunk replaced by another of the same size whose data has the same CRC32: only
-    // the signed SHA-256 tells. The chunk must be stored raw (incompressible) so that a
-    // change leaves its compressed size.
+    // the signed SHA-256 tells. The chunk is stored raw (incompressible), so a change
+    // keeps its stored size.
     let tampered_chunk = {
         let chunk_len = MIB as usize;
         let mut cursor = Cursor::new(good);
@@ -170,8 +170,8 @@ pub fn attacks(
             .manifest
             .chunks
             .iter()
-            .find(|c| c.stored > MIB)
-            .expect("an incompressible chunk");
+            .find(|c| c.kind == reprov::image::Kind::Raw)
+            .expect("an incompressible chunk, stored raw");
         let index = raw.index as usize;
         let at = 4096;
         let mut forged = b.to_vec();
@@ -185,7 +185,7 @@ pub fn attacks(
             "the change keeps the CRC32"
         );
         let forged_image = image_of(&forged, "B");
-        let name = reprov::image::chunk_path(raw.index, layout.manifest.codec);
+        let name = reprov::image::chunk_path(raw.index, raw.kind, layout.manifest.codec);
         let find = |image: &[u8]| {
             entries(image)
                 .into_iter()

@@ -36,6 +36,12 @@ impl Rng {
     }
 }
 
+/// Random bytes that still compress (to about half: each holds 4 random bits), so they
+/// are stored compressed, not raw.
+pub fn noisy(rng: &mut Rng, len: usize) -> Vec<u8> {
+    rng.bytes(len).into_iter().map(|b| b & 0x0f).collect()
+}
+
 /// Text that compresses like a file system's text files.
 pub fn text(len: usize) -> Vec<u8> {
     let line = b"reprov: appliance servers that re-provision themselves, line ";
