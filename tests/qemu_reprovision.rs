@@ -19,7 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::fixtures::{self, reprov, A_ADDRESS, A_HOSTNAME};
-use common::qemu::{qemu_or_skip, Qemu, GUEST_MODEL, GUEST_SERIAL, KERNEL_PANIC};
+use common::nbd::LossyDisk;
+use common::qemu::{qemu_or_skip, Guest, Qemu, GUEST_MODEL, GUEST_SERIAL, KERNEL_PANIC};
 use common::scenario::{self as sc, Job};
 
 /// A whole re-provisioning: recovery, apply, reboot, the new appliance's line.
@@ -475,10 +476,25 @@ fn corrupt_a_data_chunk(image: &Path) {
     std::fs::write(image, bytes).unwrap();
 }
 
+/// What the disk keeps of the writes the guest did not flush when the power goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Cache {
+    /// All of them (QEMU killed over a plain file: the host's page cache keeps them).
+    Kept,
+    /// None: the disk is a [`LossyDisk`], whose volatile write cache is lost at the cut.
+    Lost,
+}
+
 /// Boots into the apply, cuts the power when `line` shows up, boots again: the job
 /// converges to B with A's identity.
 /// `durable(checkpoint, chunks)` says whether the cut came at the point the test is about.
-fn power_cut_at(line: &str, name: &str, drive_options: &str, durable: fn(u64, u64) -> bool) {
+fn power_cut_at(
+    line: &str,
+    name: &str,
+    drive_options: &str,
+    cache: Cache,
+    durable: fn(u64, u64) -> bool,
+) {
     let Some(qemu) = qemu_or_skip() else { return };
     let _one = sc::one_at_a_time();
     let started = Instant::now();
@@ -486,10 +502,28 @@ fn power_cut_at(line: &str, name: &str, drive_options: &str, durable: fn(u64, u6
     let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
 
     let serial = dir.path().join(format!("{name}-cut.serial.log"));
-    let mut vm = Qemu::boot_with(&qemu, &disk, &serial, drive_options);
+    let guest = Guest {
+        drive_options: drive_options.to_string(),
+        ..Guest::default()
+    };
+    let lossy = (cache == Cache::Lost).then(|| LossyDisk::serve(&disk));
+    let mut vm = match &lossy {
+        None => Qemu::boot_guest(&qemu, &disk, &serial, &guest),
+        Some(lossy) => Qemu::boot_drive(&qemu, &lossy.url(), &serial, &guest),
+    };
     vm.wait_for_line(line, RUN_TIMEOUT);
     eprintln!("{name}: power cut at {line:?} after {:.1?}", vm.elapsed());
     vm.kill();
+    if let Some(lossy) = lossy {
+        let (lost, flushes) = lossy.power_cut();
+        eprintln!(
+            "{name}: the cut lost {lost} unflushed sectors; the guest had flushed {flushes} times"
+        );
+        assert!(
+            lost > 0 && flushes > 0,
+            "{name}: the cut lost {lost} sectors after {flushes} flushes: it tests nothing"
+        );
+    }
     let codes = sc::log_codes(&disk);
     assert!(
         !codes.iter().any(|c| c == "R060"),
@@ -604,7 +638,9 @@ fn power_cut_during_validation_of_a_corrupt_image_still_rolls_back_to_a() {
 
 #[test]
 fn power_cut_early_right_after_the_apply_starts_converges() {
-    power_cut_at("[R030]", "early", "", |checkpoint, _| checkpoint == 0);
+    power_cut_at("[R030]", "early", "", Cache::Kept, |checkpoint, _| {
+        checkpoint == 0
+    });
 }
 
 /// The disk throttled to 8 MB/s: the apply takes several checkpoints (every 2 s).
@@ -614,6 +650,20 @@ fn power_cut_in_the_middle_after_a_checkpoint_converges() {
         "[R031]",
         "middle",
         ",throttling.bps-total=8000000",
+        Cache::Kept,
+        |checkpoint, chunks| 0 < checkpoint && checkpoint < chunks,
+    );
+}
+
+/// As above, on a disk whose write cache loses what the guest did not flush: the
+/// checkpoint the job holds must not count a chunk still in the cache.
+#[test]
+fn power_cut_losing_the_disk_cache_after_a_checkpoint_converges() {
+    power_cut_at(
+        "[R031]",
+        "middle-lossy",
+        ",throttling.bps-total=8000000",
+        Cache::Lost,
         |checkpoint, chunks| 0 < checkpoint && checkpoint < chunks,
     );
 }
@@ -626,6 +676,20 @@ fn power_cut_just_before_the_commit_converges() {
         "[R041]",
         "before-commit",
         ",throttling.iops-total=50",
+        Cache::Kept,
+        |checkpoint, chunks| checkpoint == chunks,
+    );
+}
+
+/// As above, losing the disk's write cache: what the read-back check and the identity
+/// restore wrote but did not flush is gone.
+#[test]
+fn power_cut_losing_the_disk_cache_just_before_the_commit_converges() {
+    power_cut_at(
+        "[R041]",
+        "before-commit-lossy",
+        ",throttling.iops-total=50",
+        Cache::Lost,
         |checkpoint, chunks| checkpoint == chunks,
     );
 }

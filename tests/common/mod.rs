@@ -3,6 +3,7 @@
 
 pub mod debian;
 pub mod fixtures;
+pub mod nbd;
 pub mod qemu;
 pub mod scenario;
 pub mod servers;

@@ -187,6 +187,13 @@ impl Qemu {
 
     /// Boots `disk` as `guest` says.
     pub fn boot_guest(qemu: &Path, disk: &Path, serial: &Path, guest: &Guest) -> Qemu {
+        Qemu::boot_drive(qemu, &disk.display().to_string(), serial, guest)
+    }
+
+    /// Boots the raw disk QEMU's `file=` names (a path, or the URL of an NBD server such
+    /// as [`super::nbd::LossyDisk`]) as `guest` says.
+    pub fn boot_drive(qemu: &Path, drive: &str, serial: &Path, guest: &Guest) -> Qemu {
+        assert!(!drive.contains(','), "a comma in the drive {drive:?}");
         let stderr = fs::File::create(serial.with_extension("qemu-stderr"))
             .expect("creating QEMU's stderr file");
         let mut command = Command::new(qemu);
@@ -217,8 +224,7 @@ impl Qemu {
         let child = command
             .arg("-drive")
             .arg(format!(
-                "file={},format=raw,if=virtio{}",
-                disk.display(),
+                "file={drive},format=raw,if=virtio{}",
                 guest.drive_options
             ))
             .args(["-nic", &nic(&guest.forwards, &guest.hostfwd)])
