@@ -1,6 +1,7 @@
 //! The tar container: `manifest.toml` first, then `chunks/NNNNNNNN.zst` (or `.gz`, or
-//! `.raw` where compressing did not pay) for the stored chunks in order, then (when signed) `manifest.toml.minisig`, in plain ustar
-//! entries (so `tar -x` restores them as files and `minisign -V` checks the signature).
+//! `.raw` where compressing did not pay) for the stored chunks in order, then (when
+//! signed) `manifest.toml.minisig`, in plain ustar entries (so `tar -x` restores them as
+//! files and `minisign -V` checks the signature).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
