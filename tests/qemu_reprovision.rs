@@ -481,12 +481,15 @@ fn corrupt_a_data_chunk(image: &Path) {
 enum Cache {
     /// All of them (QEMU killed over a plain file: the host's page cache keeps them).
     Kept,
-    /// None: the disk is a [`LossyDisk`], whose volatile write cache is lost at the cut.
-    Lost,
+    /// Some: the disk is a [`LossyDisk`], whose volatile write cache loses writes at the
+    /// cut, which comes at the first flush after the line with at least this many
+    /// sectors pending.
+    Lost { pending: usize },
 }
 
-/// Boots into the apply, cuts the power when `line` shows up, boots again: the job
-/// converges to B with A's identity.
+/// Boots into the apply, cuts the power when `line` shows up — on a lossy disk, at the
+/// guest's first flush after it, so the cut always loses writes — and boots again: the
+/// job converges to B with A's identity.
 /// `durable(checkpoint, chunks)` says whether the cut came at the point the test is about.
 fn power_cut_at(
     line: &str,
@@ -506,18 +509,30 @@ fn power_cut_at(
         drive_options: drive_options.to_string(),
         ..Guest::default()
     };
-    let lossy = (cache == Cache::Lost).then(|| LossyDisk::serve(&disk));
+    let lossy = (cache != Cache::Kept).then(|| LossyDisk::serve(&disk));
     let mut vm = match &lossy {
         None => Qemu::boot_guest(&qemu, &disk, &serial, &guest),
         Some(lossy) => Qemu::boot_drive(&qemu, &lossy.url(), &serial, &guest),
     };
     vm.wait_for_line(line, RUN_TIMEOUT);
-    eprintln!("{name}: power cut at {line:?} after {:.1?}", vm.elapsed());
+    if let (Some(lossy), Cache::Lost { pending }) = (&lossy, cache) {
+        // Deterministic loss: the cut comes as the guest next asks to make writes durable.
+        assert!(
+            lossy.cut_at_next_flush(pending, RUN_TIMEOUT),
+            "{name}: no flush with writes pending after {line:?}"
+        );
+        eprintln!(
+            "{name}: power cut at the first flush after {line:?}, after {:.1?}",
+            vm.elapsed()
+        );
+    } else {
+        eprintln!("{name}: power cut at {line:?} after {:.1?}", vm.elapsed());
+    }
     vm.kill();
     if let Some(lossy) = lossy {
-        let (lost, flushes) = lossy.power_cut();
+        let (lost, kept, flushes) = lossy.power_cut();
         eprintln!(
-            "{name}: the cut lost {lost} unflushed sectors; the guest had flushed {flushes} times"
+            "{name}: the cut lost {lost} unflushed sectors and kept {kept}; the guest had flushed {flushes} times"
         );
         assert!(
             lost > 0 && flushes > 0,
@@ -655,15 +670,18 @@ fn power_cut_in_the_middle_after_a_checkpoint_converges() {
     );
 }
 
-/// As above, on a disk whose write cache loses what the guest did not flush: the
-/// checkpoint the job holds must not count a chunk still in the cache.
+/// As above, on a disk whose write cache loses what the guest did not flush, cut as the
+/// next checkpoint flushes its megabytes of chunks: the checkpoint the job holds must not
+/// count a chunk that was still in the cache. (Without the data's own sync before the
+/// record, the record would share that flush, survive it as a small write, and this
+/// test fails: checked by hand, see issue 13.)
 #[test]
 fn power_cut_losing_the_disk_cache_after_a_checkpoint_converges() {
     power_cut_at(
         "[R031]",
         "middle-lossy",
         ",throttling.bps-total=8000000",
-        Cache::Lost,
+        Cache::Lost { pending: 2048 },
         |checkpoint, chunks| 0 < checkpoint && checkpoint < chunks,
     );
 }
@@ -681,15 +699,15 @@ fn power_cut_just_before_the_commit_converges() {
     );
 }
 
-/// As above, losing the disk's write cache: what the read-back check and the identity
-/// restore wrote but did not flush is gone.
+/// As above, losing the disk's write cache at the first flush after the read-back check:
+/// what the identity restore (or the commit) wrote and had not flushed is gone.
 #[test]
 fn power_cut_losing_the_disk_cache_just_before_the_commit_converges() {
     power_cut_at(
         "[R041]",
         "before-commit-lossy",
         ",throttling.iops-total=50",
-        Cache::Lost,
+        Cache::Lost { pending: 1 },
         |checkpoint, chunks| checkpoint == chunks,
     );
 }

@@ -1,8 +1,12 @@
 //! A disk with a volatile write cache, for QEMU: an NBD server of the test's own over a
 //! disk file. A write the guest has not flushed stays in the server's memory; a flush
 //! (or a write with FUA) puts it in the file. [`LossyDisk::power_cut`], called after QEMU
-//! is killed, drops what was not flushed — what a real disk's cache loses when the power
-//! goes, and what killing QEMU over a plain file never loses (the host keeps it).
+//! is killed, keeps the smaller half of the write requests not flushed and drops the
+//! larger — what a real disk's cache, which writes back in any order, may do when the
+//! power goes, and what killing QEMU over a plain file never does (the host keeps every
+//! write). So a small record written with no flush after its bulk data survives it.
+//! [`LossyDisk::cut_at_next_flush`] picks the moment: the power goes as the guest asks
+//! for a flush with writes pending, so the cut always loses something.
 //!
 //! The NBD protocol's fixed newstyle handshake, `NBD_OPT_GO` only, and simple replies
 //! (<https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md>).
@@ -13,7 +17,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 const SECTOR: u64 = 512;
 const IHAVEOPT: u64 = 0x4948_4156_454F_5054;
@@ -42,15 +47,21 @@ const EINVAL: u32 = 22;
 struct Disk {
     file: File,
     size: u64,
-    unflushed: BTreeMap<u64, Vec<u8>>,
+    /// Sector -> (the write request that put it there, its bytes).
+    unflushed: BTreeMap<u64, (u64, Vec<u8>)>,
+    writes: u64,
     flushes: u64,
+    /// The next flush with at least this many sectors pending cuts the power.
+    armed: Option<usize>,
+    /// The power is cut: no request is served any more.
+    cut: bool,
 }
 
 impl Disk {
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)?;
         let end = offset + buf.len() as u64;
-        for (&sector, data) in self.unflushed.range(offset / SECTOR..end.div_ceil(SECTOR)) {
+        for (&sector, (_, data)) in self.unflushed.range(offset / SECTOR..end.div_ceil(SECTOR)) {
             let at = sector * SECTOR;
             let (from, to) = (at.max(offset), (at + SECTOR).min(end));
             buf[(from - offset) as usize..(to - offset) as usize]
@@ -62,6 +73,7 @@ impl Disk {
     /// Puts `data` in the cache, sector by sector (a partial sector is merged with what
     /// the disk reads there now).
     fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.writes += 1;
         let end = offset + data.len() as u64;
         for sector in offset / SECTOR..end.div_ceil(SECTOR) {
             let at = sector * SECTOR;
@@ -72,7 +84,7 @@ impl Disk {
             }
             bytes[(from - at) as usize..(to - at) as usize]
                 .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
-            self.unflushed.insert(sector, bytes);
+            self.unflushed.insert(sector, (self.writes, bytes));
         }
         Ok(())
     }
@@ -80,8 +92,12 @@ impl Disk {
     /// Writes the cached sectors in `range` (all with `..`) to the file.
     fn flush(&mut self, range: impl std::ops::RangeBounds<u64>) -> io::Result<()> {
         let sectors: Vec<u64> = self.unflushed.range(range).map(|(&s, _)| s).collect();
+        self.write_back(sectors)
+    }
+
+    fn write_back(&mut self, sectors: impl IntoIterator<Item = u64>) -> io::Result<()> {
         for sector in sectors {
-            let bytes = self.unflushed.remove(&sector).unwrap();
+            let (_, bytes) = self.unflushed.remove(&sector).unwrap();
             self.file.write_all_at(&bytes, sector * SECTOR)?;
         }
         Ok(())
@@ -90,8 +106,14 @@ impl Disk {
 
 /// An NBD server on 127.0.0.1 over one disk file, serving one connection at a time.
 pub struct LossyDisk {
-    disk: Arc<Mutex<Disk>>,
+    disk: Arc<Shared>,
     port: u16,
+}
+
+/// The disk, and the signal that the armed cut came.
+struct Shared {
+    disk: Mutex<Disk>,
+    cut: Condvar,
 }
 
 impl LossyDisk {
@@ -102,12 +124,18 @@ impl LossyDisk {
             .open(path)
             .expect("opening the disk for the NBD server");
         let size = file.metadata().unwrap().len();
-        let disk = Arc::new(Mutex::new(Disk {
-            file,
-            size,
-            unflushed: BTreeMap::new(),
-            flushes: 0,
-        }));
+        let disk = Arc::new(Shared {
+            disk: Mutex::new(Disk {
+                file,
+                size,
+                unflushed: BTreeMap::new(),
+                writes: 0,
+                flushes: 0,
+                armed: None,
+                cut: false,
+            }),
+            cut: Condvar::new(),
+        });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let served = Arc::clone(&disk);
@@ -126,13 +154,44 @@ impl LossyDisk {
         format!("nbd://127.0.0.1:{}", self.port)
     }
 
-    /// The power goes (after QEMU is killed): every write not flushed is lost. Returns
-    /// the number of sectors lost and of flushes the guest made before.
-    pub fn power_cut(&self) -> (usize, u64) {
-        let mut disk = self.disk.lock().unwrap();
+    /// Waits (at most `timeout`) for the guest's next flush with at least `pending`
+    /// sectors (at least one) written since the last, and cuts the power there: that
+    /// flush is never done nor answered, and nothing after it is served. False when no
+    /// such flush came in time.
+    pub fn cut_at_next_flush(&self, pending: usize, timeout: Duration) -> bool {
+        let mut disk = self.disk.disk.lock().unwrap();
+        disk.armed = Some(pending.max(1));
+        let (disk, _) = self
+            .disk
+            .cut
+            .wait_timeout_while(disk, timeout, |disk| !disk.cut)
+            .unwrap();
+        disk.cut
+    }
+
+    /// The power goes (after QEMU is killed): of the write requests not flushed, the
+    /// smaller half (rounded down; of equal ones the newer) reaches the disk and the rest
+    /// is lost. Returns the sectors lost and kept, and the flushes the guest made before.
+    pub fn power_cut(&self) -> (usize, usize, u64) {
+        let mut disk = self.disk.disk.lock().unwrap();
+        disk.cut = true;
+        // Write request -> its sectors still pending (a later write may have taken some).
+        let mut requests = BTreeMap::<u64, Vec<u64>>::new();
+        for (&sector, (write, _)) in &disk.unflushed {
+            requests.entry(*write).or_default().push(sector);
+        }
+        let mut requests: Vec<(u64, Vec<u64>)> = requests.into_iter().collect();
+        requests.sort_by_key(|(write, sectors)| (sectors.len(), std::cmp::Reverse(*write)));
+        let half = requests.len() / 2;
+        let kept: Vec<u64> = (requests.into_iter().take(half))
+            .flat_map(|(_, sectors)| sectors)
+            .collect();
+        let kept_count = kept.len();
+        disk.write_back(kept)
+            .expect("writing the kept sectors to the disk file");
         let lost = disk.unflushed.len();
         disk.unflushed.clear();
-        (lost, std::mem::take(&mut disk.flushes))
+        (lost, kept_count, std::mem::take(&mut disk.flushes))
     }
 }
 
@@ -156,7 +215,8 @@ fn option_reply(s: &mut TcpStream, option: u32, kind: u32, data: &[u8]) -> io::R
     s.write_all(&reply)
 }
 
-fn connection(mut s: TcpStream, disk: &Mutex<Disk>) -> io::Result<()> {
+fn connection(mut s: TcpStream, shared: &Shared) -> io::Result<()> {
+    let disk = &shared.disk;
     s.set_nodelay(true)?;
     let mut hello = b"NBDMAGIC".to_vec();
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -198,6 +258,9 @@ fn connection(mut s: TcpStream, disk: &Mutex<Disk>) -> io::Result<()> {
         }
         let (flags, command, handle) = (u16_at(&request, 4), u16_at(&request, 6), &request[8..16]);
         let (offset, len) = (u64_at(&request, 16), u32_at(&request, 24) as usize);
+        if disk.lock().unwrap().cut {
+            return Ok(());
+        }
         let mut reply = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
         let in_range = offset
             .checked_add(len as u64)
@@ -225,6 +288,14 @@ fn connection(mut s: TcpStream, disk: &Mutex<Disk>) -> io::Result<()> {
             }
             CMD_FLUSH => {
                 let mut disk = disk.lock().unwrap();
+                if disk
+                    .armed
+                    .is_some_and(|pending| disk.unflushed.len() >= pending)
+                {
+                    disk.cut = true;
+                    shared.cut.notify_all();
+                    return Ok(());
+                }
                 disk.flush(..)?;
                 disk.flushes += 1;
                 0
