@@ -114,6 +114,37 @@ fn apply_onto_random(img: &Path, dir: &Path, len: u64) -> PathBuf {
     target
 }
 
+/// The target holds the source's bytes in every block its file system uses and zeros in
+/// every other — never the source's old data nor the target's own bytes.
+fn assert_used_blocks_only(name: &str, source: &Path, target: &Path) {
+    let (source, target) = (
+        std::fs::read(source).unwrap(),
+        std::fs::read(target).unwrap(),
+    );
+    let mut cursor = std::io::Cursor::new(&source);
+    let len = source.len() as u64;
+    let found = reprov::filesystem::detect(&mut cursor, len).filesystem;
+    let used = reprov::filesystem::used_blocks(&mut cursor, len, found).unwrap();
+    let block = used.block_size() as usize;
+    let (mut used_count, mut zero_count) = (0, 0);
+    for (index, (want, got)) in source.chunks(block).zip(target.chunks(block)).enumerate() {
+        if used.is_used(index as u64) {
+            assert!(want == got, "{name}: used block {index} differs");
+            used_count += 1;
+        } else {
+            assert!(
+                got.iter().all(|&b| b == 0),
+                "{name}: free block {index} is not zeros"
+            );
+            zero_count += 1;
+        }
+    }
+    assert!(
+        used_count > 0 && zero_count > 0,
+        "{name}: {used_count} used, {zero_count} free"
+    );
+}
+
 /// The mkfs.ext4 variants: the default (4 KiB blocks, 64bit, metadata_csum, flex_bg),
 /// 1 KiB blocks with the older uninit_bg checksums, no flex_bg and no sparse_super,
 /// ext3 and ext2.
@@ -195,6 +226,7 @@ fn used_ext_file_systems_image_what_they_use_and_apply_clean() {
 
         let target = apply_onto_random(&img, dir.path(), size);
         run("e2fsck", &["-fn", s(&target)]);
+        assert_used_blocks_only(name, &fs, &target);
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         run(
@@ -251,6 +283,7 @@ fn used_fat_file_systems_image_what_they_use_and_apply_clean() {
 
         let target = apply_onto_random(&img, dir.path(), size);
         run("fsck.vfat", &["-n", s(&target)]);
+        assert_used_blocks_only(name, &fs, &target);
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         run(

@@ -9,10 +9,14 @@ use std::time::Duration;
 use super::open_disk;
 use crate::disk::{PartType, Role};
 use crate::image::{self, ApplyOptions, Codec, CreateOptions, Kind, Manifest};
-use crate::io::Show;
+use crate::io::{Show, WriteBehind};
 use crate::store::ImageName;
 use crate::units::{format_size, parse_size};
 use crate::Error;
+
+/// How much of an image `image create --out` writes before it asks the disk to start
+/// writing it (scripts/bench).
+const WRITE_BEHIND: u64 = 16 << 20;
 
 /// Create, apply, verify and inspect partition images.
 #[derive(FromArgs)]
@@ -357,12 +361,15 @@ fn create_into<R: Read + Seek>(
                 }
             }
             let part = PathBuf::from(format!("{}.part", out.display()));
-            let mut file =
-                File::create(&part).map_err(|e| Error::io("creating", part.display(), e))?;
+            let file = File::create(&part).map_err(|e| Error::io("creating", part.display(), e))?;
+            // The disk writes the image as it is made; the fsync waits for the tail.
+            let mut file = WriteBehind::new(file, WRITE_BEHIND)
+                .map_err(|e| Error::io("creating", part.display(), e))?;
             let made = image::create(source, &mut file, options)
                 .map_err(crate::Error::from)
                 .and_then(|manifest| {
-                    file.sync_all()
+                    file.into_inner()
+                        .sync_all()
                         .map_err(|e| Error::io("syncing", part.display(), e))?;
                     std::fs::rename(&part, out)
                         .map_err(|e| Error::io("renaming into place", out.display(), e))?;

@@ -220,8 +220,9 @@ pub(crate) fn decode_chunks<R: Read + Seek>(
             image
                 .seek(SeekFrom::Start(layout.offset(chunk.index)))
                 .map_err(read_err)?;
+            // A recycled buffer's old bytes are all read over: no zeroing pass on this,
+            // the I/O thread.
             let mut stored = lock(&buffers).pop().unwrap_or_default();
-            stored.clear();
             stored.resize(chunk.stored as usize, 0);
             image.read_exact(&mut stored).map_err(read_err)?;
             Ok(Some(Job::Stored {

@@ -263,8 +263,9 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
             next_index += 1;
             let offset = index * chunk_size;
             let len = chunk_size.min(source_size - offset);
+            // A recycled buffer keeps its old bytes: each one is read over or zeroed below
+            // (zeroing all of it first would cost this, the I/O thread, a pass).
             let mut buf = sources.borrow_mut().pop().unwrap_or_default();
-            buf.clear();
             buf.resize(len as usize, 0);
             match &map {
                 None => {
@@ -279,14 +280,19 @@ pub fn create<R: Read + Seek, W: Write + Seek>(
                         sources.borrow_mut().push(buf);
                         return Ok(Some(Input::Unused(map.unused)));
                     }
-                    // Only the used blocks are read; the rest stay zero.
+                    // Only the used blocks are read; the rest are zeros.
+                    let mut filled = 0;
                     for (at, n) in runs {
-                        let part = &mut buf[(at - offset) as usize..][..n as usize];
+                        let from = (at - offset) as usize;
+                        buf[filled..from].fill(0);
+                        let part = &mut buf[from..][..n as usize];
                         source
                             .seek(SeekFrom::Start(at))
                             .and_then(|_| source.read_exact(part))
                             .map_err(read_err("reading", at))?;
+                        filled = from + n as usize;
                     }
+                    buf[filled..].fill(0);
                 }
             }
             Ok(Some(Input::Bytes(buf)))

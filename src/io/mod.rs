@@ -9,6 +9,7 @@ mod progress;
 mod sync;
 mod sync_on_flush;
 mod window;
+mod write_behind;
 mod zero;
 
 pub use block_cache::BlockCache;
@@ -19,4 +20,5 @@ pub use progress::{Progress, Show};
 pub use sync::SyncAll;
 pub use sync_on_flush::SyncOnFlush;
 pub use window::Window;
+pub use write_behind::WriteBehind;
 pub use zero::{write_zeros, ZeroRange};
