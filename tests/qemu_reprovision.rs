@@ -383,6 +383,66 @@ fn failure_after_the_write_rolls_back_to_a_from_the_safety_backup() {
     );
 }
 
+/// A power cut while recovery packs NOS into its safety backup leaves no `previous.tar`
+/// (only its unfinished `.part`, if anything) and a clean images FAT; the next start,
+/// NOS still unwritten, makes the backup again, whole, and B boots with A's identity.
+/// The disk is throttled to 2 MB/s so the packing outlasts its first progress line.
+#[test]
+fn power_cut_during_the_safety_backup_leaves_no_partial_previous_tar() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk_with_images(
+        dir.path(),
+        128,
+        Job::Apply(&sc::artefacts().image_b, "B.tar"),
+    );
+    let serial = dir.path().join("backup-cut.serial.log");
+    let mut vm = Qemu::boot_with(&qemu, &disk, &serial, ",throttling.bps-total=2000000");
+    vm.wait_for_line("[R020]", RUN_TIMEOUT);
+    let line = vm.wait_for_line("creating image:", RUN_TIMEOUT);
+    eprintln!(
+        "backup-cut: power cut at {line:?} after {:.1?}",
+        vm.elapsed()
+    );
+    vm.kill();
+    let codes = sc::log_codes(&disk);
+    for never in ["R037", "R038", "R030"] {
+        assert!(
+            !codes.iter().any(|c| c == never),
+            "{never} before the cut: {codes:?}"
+        );
+    }
+    let images = sc::images_on(&disk);
+    eprintln!("backup-cut: images after the cut: {images:?}");
+    assert!(
+        !images
+            .iter()
+            .any(|n| n.starts_with("previous.tar") && !n.ends_with(".part")),
+        "a previous.tar (or a part of it) under its final name after the cut: {images:?}"
+    );
+    sc::assert_images_fat_clean_but_dirty(&disk);
+
+    let again = boot_to_appliance(&qemu, &disk, dir.path(), "backup-cut-again");
+    assert_eq!(again, sc::b_with_a_identity());
+    assert_committed(&disk);
+    let codes = sc::log_codes(&disk);
+    assert_in_order(
+        &codes,
+        &["R012", "R020", "R012", "R020", "R037", "R030", "R060"],
+    );
+    let images = sc::images_on(&disk);
+    assert!(images.contains(&"previous.tar".to_string()), "{images:?}");
+    assert!(!images.iter().any(|n| n.ends_with(".part")), "{images:?}");
+    reprov(&["image", "verify", "--disk", sc::s(&disk), "previous.tar"]);
+    sc::assert_images_fat_clean(&disk);
+    eprintln!(
+        "scenario power cut during the backup: {:.1?}",
+        started.elapsed()
+    );
+}
+
 /// A recovery installed with `--trust KEY.pub` refuses an image whose signed manifest was
 /// changed before NOS is written (E115), and A boots again; the image as signed applies
 /// and B boots with A's identity.

@@ -302,8 +302,26 @@ fn partition_bytes(disk: &Path, role: &str) -> Vec<u8> {
 /// `fsck.vfat -n` of the images partition, read raw from the disk (no mount): clean
 /// means exit 0, the dirty bit included. Panics with fsck's report otherwise.
 pub fn assert_images_fat_clean(disk: &Path) {
+    fsck_images(disk, partition_bytes(disk, "images"));
+}
+
+/// [`assert_images_fat_clean`] but for the dirty bit, which a cut while the partition was
+/// mounted leaves set (the next clean unmount clears it).
+pub fn assert_images_fat_clean_but_dirty(disk: &Path) {
+    let mut bytes = partition_bytes(disk, "images");
+    // The flag's byte in the boot sector: FAT32's (no 16-bit FAT size) or FAT12/16's.
+    let flags = if bytes[0x16..0x18] == [0, 0] {
+        0x41
+    } else {
+        0x25
+    };
+    bytes[flags] &= !1;
+    fsck_images(disk, bytes);
+}
+
+fn fsck_images(disk: &Path, bytes: Vec<u8>) {
     let copy = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(copy.path(), partition_bytes(disk, "images")).unwrap();
+    std::fs::write(copy.path(), bytes).unwrap();
     let out = std::process::Command::new("fsck.vfat")
         .arg("-n")
         .arg(copy.path())
@@ -311,10 +329,18 @@ pub fn assert_images_fat_clean(disk: &Path) {
         .expect("running fsck.vfat (dosfstools)");
     assert!(
         out.status.success(),
-        "the images partition's FAT is not clean:\n{}{}",
+        "the images partition's FAT on {} is not clean:\n{}{}",
+        disk.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The names in `images/` on the images partition, parts and unfinished files included.
+pub fn images_on(disk: &Path) -> Vec<String> {
+    let mut d = reprov::disk::open_disk(disk).unwrap();
+    d.with_store(|store| Ok(store.list("images")?.into_iter().map(|(n, _)| n).collect()))
+        .unwrap()
 }
 
 /// One QEMU at a time: the tests of a binary run on threads, and the machine is shared.
