@@ -1,7 +1,7 @@
 //! Property tests of every parser of untrusted input: the manifest and the image's tar
 //! walk, the job, the identity, store.toml, fleet desired states, the MBR and the
 //! appliance layout, the step log, FAT and ext4 metadata (used-block capture, the images
-//! store). Each takes valid samples and mutates them (flipped, inserted and deleted
+//! store), and the recovery console's typed input. Each takes valid samples and mutates them (flipped, inserted and deleted
 //! bytes, truncation) as well as plain random bytes. The property: no panic, an answer
 //! in bounded time and memory (a walk that loops fails the per-case time limit).
 //!
@@ -305,4 +305,40 @@ fn ext4_sample() -> Vec<u8> {
         .expect("mkfs.ext4 (e2fsprogs) runs");
     assert!(status.success());
     std::fs::read(&path).unwrap()
+}
+
+/// The recovery console fed what a person or a script might type (a session through
+/// every menu, mutated, or random bytes) on a copy of a console disk: it answers and
+/// returns, and without a `yes` line nothing is committed (the MBR is as it was). The
+/// copy is made afresh after a case that typed `yes`.
+#[test]
+fn console_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.img");
+    common::fixtures::console_disk(&master);
+    let mbr = |disk: &std::path::Path| std::fs::read(disk).unwrap()[..512].to_vec();
+    let before = mbr(&master);
+    let machine = common::fixtures::machine();
+    let session = b"1\n2\n6\n10\n1\n3\n1\nno\n4\nnos-copy\nno\n5\nno\n7\nno\n11\nhost-x\n10.0.2.9/24\nno\n8\nno\n9\nmaybe\n";
+    let disk = dir.path().join("case.img");
+    std::fs::copy(&master, &disk).unwrap();
+    fuzz("console input", session, None, |input| {
+        let mut out = Vec::new();
+        let ended = reprov::recovery::console::Console::new(
+            Cursor::new(input.to_vec()),
+            &mut out,
+            &disk,
+            &machine,
+        )
+        .run();
+        assert!(ended.is_ok(), "{ended:?}");
+        let confirmed = input
+            .split(|&b| b == b'\n')
+            .any(|line| String::from_utf8_lossy(line).trim() == "yes");
+        if confirmed {
+            std::fs::copy(&master, &disk).unwrap();
+        } else {
+            assert!(mbr(&disk) == before, "the MBR changed with no yes typed");
+        }
+    });
 }

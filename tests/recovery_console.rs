@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
-use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use common::fixtures::{fat_nos, image_of, machine};
@@ -14,24 +14,10 @@ use reprov::store::{ImageName, State};
 
 const MIB: u64 = 1 << 20;
 
-/// A's disk, armed (system visible and active), image B in the store, no job.
+/// A's disk, armed, image B in the store, no job: [`common::fixtures::console_disk`].
 fn disk(dir: &Path) -> PathBuf {
     let disk = dir.join("disk.img");
-    common::fixtures::small_disk(&disk);
-    let mut d = open_disk(&disk).unwrap();
-    let (start, _) = d.range(Role::Nos);
-    let mut f = OpenOptions::new().write(true).open(&disk).unwrap();
-    f.seek(SeekFrom::Start(start)).unwrap();
-    f.write_all(&fat_nos(40 * MIB, "A", 0)).unwrap();
-    let b = image_of(&fat_nos(40 * MIB, "B", 0), "B");
-    let store = d.store().unwrap();
-    store
-        .add_image(&ImageName::new("B.tar").unwrap(), &b[..], b.len() as u64)
-        .unwrap();
-    store.unmount().unwrap();
-    d.unhide_system();
-    d.activate(Role::System);
-    d.commit().unwrap();
+    common::fixtures::console_disk(&disk);
     disk
 }
 

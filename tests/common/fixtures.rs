@@ -4,9 +4,12 @@
 //! Built artefacts that every test shares (the recovery initramfs) go to
 //! CARGO_TARGET_TMPDIR once per test binary; disks go to each test's own directory.
 
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+use reprov::disk::Role;
 
 /// Test appliance A's identity, as the NOS made by `qemu/make-nos` carries it.
 pub const A_HOSTNAME: &str = "appliance-a";
@@ -173,6 +176,26 @@ pub fn put_nos(nos: &Path, disk: &Path) {
 /// the library (198 MiB: system 34M, NOS 40M of FAT type, float 24M, images 64M, data 34M).
 pub fn small_disk(path: &Path) {
     small_disk_with(path, 40, 24, 64);
+}
+
+/// A's disk for the recovery console, armed (system visible and active), with image B
+/// (40 MiB FAT NOSes both) in the store and no job.
+pub fn console_disk(disk: &Path) {
+    const MIB: u64 = 1 << 20;
+    small_disk(disk);
+    let mut d = reprov::disk::open_disk(disk).unwrap();
+    let (start, _) = d.range(Role::Nos);
+    let mut f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    f.seek(SeekFrom::Start(start)).unwrap();
+    f.write_all(&fat_nos(40 * MIB, "A", 0)).unwrap();
+    let b = image_of(&fat_nos(40 * MIB, "B", 0), "B");
+    let store = d.store().unwrap();
+    let name = reprov::store::ImageName::new("B.tar").unwrap();
+    store.add_image(&name, &b[..], b.len() as u64).unwrap();
+    store.unmount().unwrap();
+    d.unhide_system();
+    d.activate(Role::System);
+    d.commit().unwrap();
 }
 
 /// [`small_disk`] with NOS, float and images of the sizes given (in MiB).
