@@ -251,31 +251,6 @@ fn a_key_at_the_banner_opens_the_console_on_screen_and_serial_and_the_job_waits(
     assert!(sc::nos_bytes(&disk) == nos_before, "NOS was written");
 }
 
-/// Adds `args` to the recovery kernel's command line on `disk` (its syslinux.cfg).
-fn add_kernel_args(disk: &Path, args: &str) {
-    let cfg = reprov::install::syslinux_cfg(false, &[]);
-    let line = cfg
-        .lines()
-        .find(|l| l.trim_start().starts_with("APPEND"))
-        .expect("syslinux.cfg has an APPEND line");
-    let cfg = cfg.replace(line, &format!("{line} {args}"));
-    let file = disk.with_extension("cfg");
-    std::fs::write(&file, cfg).unwrap();
-    let start = sc::partition(&sc::layout(disk), "system")["start"]
-        .as_u64()
-        .expect("the system partition's start");
-    let status = std::process::Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-o")
-        .arg("-i")
-        .arg(format!("{}@@{start}", disk.display()))
-        .arg(&file)
-        .arg("::/syslinux.cfg")
-        .status()
-        .expect("running mcopy");
-    assert!(status.success(), "mcopy of syslinux.cfg");
-}
-
 /// A stray key at the banner (here on the serial line) must not stop an unattended
 /// machine: when nobody types for the idle time (`reprov.console_idle=5` here, 10 min by
 /// default), the job runs after all.
@@ -285,7 +260,7 @@ fn a_console_opened_by_a_stray_key_runs_the_job_when_nobody_types() {
     let _one = sc::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
-    add_kernel_args(&disk, "reprov.console_idle=5");
+    sc::add_kernel_args(&disk, "reprov.console_idle=5");
 
     let mut vm = Qemu::boot_interactive(&qemu, &disk, &dir.path().join("idle.serial.log"));
     // Connected before the banner: QEMU may log a character twice while a client connects.

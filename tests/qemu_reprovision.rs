@@ -443,6 +443,61 @@ fn power_cut_during_the_safety_backup_leaves_no_partial_previous_tar() {
     );
 }
 
+/// A disk that stops answering in the middle of the apply (the test's NBD server holds
+/// every request) stalls the job: the watchdog (`reprov.watchdog=20` here, 10 minutes by
+/// default) says E114 and reboots, its sync bounded. Once the disk answers again the
+/// machine comes back by itself, the job resumes and B boots with A's identity.
+#[test]
+fn a_disk_that_stops_answering_trips_the_watchdog_and_the_job_still_converges() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = sc::one_at_a_time();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = sc::scenario_disk(dir.path(), Job::Apply(&sc::artefacts().image_b, "B.tar"));
+    sc::add_kernel_args(&disk, "reprov.watchdog=20");
+    let nbd = LossyDisk::serve(&disk);
+    let serial = dir.path().join("hang.serial.log");
+    let guest = Guest {
+        drive_options: ",throttling.bps-total=8000000".into(),
+        ..Guest::default()
+    };
+    let mut vm = Qemu::boot_drive(&qemu, &nbd.url(), &serial, &guest);
+    vm.wait_for_line("[R031]", RUN_TIMEOUT);
+    nbd.hang(true);
+    let hung = vm.elapsed();
+    let stalled = vm.wait_for_line("[E114]", RUN_TIMEOUT);
+    let waited = vm.elapsed() - hung;
+    eprintln!("hang: {stalled:?} {waited:.1?} after the disk stopped answering");
+    assert!(
+        (Duration::from_secs(15)..Duration::from_secs(90)).contains(&waited),
+        "the watchdog of 20 s fired after {waited:?}"
+    );
+    // The reboot's sync waits (for at most 30 s) on the disk, then the machine resets;
+    // QEMU's reset itself waits for the requests in flight, which answering releases.
+    let mark = vm.mark();
+    std::thread::sleep(Duration::from_secs(35));
+    nbd.hang(false);
+    let line = vm.wait_for_line_from(mark, "APPLIANCE", RUN_TIMEOUT);
+    assert_eq!(line, sc::b_with_a_identity());
+    vm.wait_exit(Duration::from_secs(60));
+    nbd.shut_down();
+
+    assert_committed(&disk);
+    let codes = sc::log_codes(&disk);
+    // Two starts: the stalled one and the one that finished.
+    assert_eq!(
+        codes.iter().filter(|c| *c == "R012").count(),
+        2,
+        "{codes:?}"
+    );
+    assert_in_order(
+        &codes,
+        &["R030", "R031", "R012", "R030", "R041", "R051", "R060"],
+    );
+    sc::assert_images_fat_clean(&disk);
+    eprintln!("scenario a disk that hangs: {:.1?}", started.elapsed());
+}
+
 /// A recovery installed with `--trust KEY.pub` refuses an image whose signed manifest was
 /// changed before NOS is written (E115), and A boots again; the image as signed applies
 /// and B boots with A's identity.

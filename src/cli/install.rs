@@ -59,8 +59,12 @@ impl InstallSystem {
             .trust
             .iter()
             .map(|path| {
-                crate::io::read_regular_to_string(path, 4096)
-                    .map_err(|e| crate::Error::io("reading trusted key", path.display(), e))
+                let text = crate::io::read_regular_to_string(path, 4096)
+                    .map_err(|e| crate::Error::io("reading trusted key", path.display(), e))?;
+                Ok(install::TrustedKey::parse(
+                    &path.display().to_string(),
+                    text,
+                )?)
             })
             .collect::<crate::Result<Vec<_>>>()?;
         // The kernel unpacks the archives of an initramfs one after the other.
@@ -69,9 +73,10 @@ impl InstallSystem {
             .metadata()
             .map_err(|e| crate::Error::io("reading", self.initramfs.display(), e))?
             .len();
-        let trusted = install::trusted_keys_archive(&keys, initramfs_len)?;
+        let trusted = install::trusted_keys_archive(&keys, initramfs_len);
         let mut initramfs = initramfs.chain(trusted.as_slice());
-        let config = install::syslinux_cfg(self.debug, &install::key_ids(&keys)?);
+        let ids: Vec<String> = keys.iter().map(|key| key.id.clone()).collect();
+        let config = install::syslinux_cfg(self.debug, &ids);
         let mut config = config.as_bytes();
         let mut files: [(&str, &mut dyn Read); 3] = [
             (KERNEL_NAME, &mut kernel),

@@ -59,44 +59,46 @@ pub fn syslinux_cfg(debug: bool, trusted: &[String]) -> String {
     )
 }
 
-/// The ids of these keys (the texts of `.pub` files), each checked to be a key.
-pub fn key_ids(keys: &[String]) -> Result<Vec<String>, crate::trust::Error> {
-    keys.iter()
-        .map(|text| {
-            let mut one = crate::trust::Keys::none();
-            one.add(text).map_err(|why| crate::trust::Error::BadKey {
-                path: "--trust".into(),
-                why,
-            })?;
-            Ok(one.ids().remove(0))
-        })
-        .collect()
+/// A public key the recovery is to trust: the text of its `.pub` file and its key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKey {
+    pub id: String,
+    pub text: String,
+}
+
+impl TrustedKey {
+    /// Checks that `text` (of the file `path`, named in the error) is a minisign key.
+    pub fn parse(path: &str, text: String) -> Result<TrustedKey, crate::trust::Error> {
+        let mut one = crate::trust::Keys::none();
+        one.add(&text).map_err(|why| crate::trust::Error::BadKey {
+            path: path.into(),
+            why,
+        })?;
+        let id = one.ids().remove(0);
+        Ok(TrustedKey { id, text })
+    }
 }
 
 /// What to append to an initramfs of `initramfs_len` bytes so the recovery trusts these
-/// keys (the texts of `.pub` files, each checked to be a key): `/etc/reprov/keys/ID.pub`.
-/// The kernel reads an uncompressed archive only at an offset that is a multiple of 4
-/// and skips zeros between archives, so the archive is led by zeros up to one.
-pub fn trusted_keys_archive(
-    keys: &[String],
-    initramfs_len: u64,
-) -> Result<Vec<u8>, crate::trust::Error> {
+/// keys: `/etc/reprov/keys/ID.pub`. The kernel reads an uncompressed archive only at an
+/// offset that is a multiple of 4 and skips zeros between archives, so the archive is
+/// led by zeros up to one.
+pub fn trusted_keys_archive(keys: &[TrustedKey], initramfs_len: u64) -> Vec<u8> {
     if keys.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let paths: Vec<String> = key_ids(keys)?
-        .iter()
-        .map(|id| format!("etc/reprov/keys/{id}.pub"))
+    let paths: Vec<String> = (keys.iter())
+        .map(|key| format!("etc/reprov/keys/{}.pub", key.id))
         .collect();
     let dir = |path| cpio::Entry { path, data: None };
     let mut entries = vec![dir("etc"), dir("etc/reprov"), dir("etc/reprov/keys")];
-    entries.extend(paths.iter().zip(keys).map(|(path, text)| cpio::Entry {
+    entries.extend(paths.iter().zip(keys).map(|(path, key)| cpio::Entry {
         path,
-        data: Some(text.as_bytes()),
+        data: Some(key.text.as_bytes()),
     }));
     let mut out = vec![0; (initramfs_len.wrapping_neg() % 4) as usize];
     out.extend(cpio::archive(&entries));
-    Ok(out)
+    out
 }
 
 /// Copies each (name, contents) into the root of the FAT file system on the system
@@ -215,14 +217,18 @@ mod tests {
     /// The kernel finds an appended uncompressed archive only at a multiple of 4.
     #[test]
     fn the_keys_archive_starts_where_the_kernel_looks() {
-        let key = crate::trust::generate(None).unwrap().public;
+        let text = crate::trust::generate(None).unwrap().public;
+        let key = TrustedKey::parse("test.pub", text).unwrap();
         for len in 0..8u64 {
-            let archive = trusted_keys_archive(std::slice::from_ref(&key), len).unwrap();
+            let archive = trusted_keys_archive(std::slice::from_ref(&key), len);
             let start = archive.iter().position(|&b| b != 0).unwrap();
             assert_eq!((len + start as u64) % 4, 0, "after {len} bytes");
             assert!(archive[start..].starts_with(b"070701"), "after {len} bytes");
         }
-        assert!(trusted_keys_archive(&[], 3).unwrap().is_empty());
+        assert!(trusted_keys_archive(&[], 3).is_empty());
+        let bad = TrustedKey::parse("old.pub", "untrusted comment: x\nnot a key\n".into());
+        let why = bad.unwrap_err().to_string();
+        assert!(why.contains("old.pub"), "{why}");
     }
 
     #[test]

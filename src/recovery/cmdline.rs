@@ -62,11 +62,6 @@ impl Cmdline {
             trust,
         }
     }
-
-    /// The switches of the running kernel (none when /proc/cmdline cannot be read).
-    pub fn current() -> Self {
-        Self::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
-    }
 }
 
 #[cfg(test)]

@@ -98,17 +98,19 @@ pub fn main() -> ! {
     let by_key = matches!(outcome, Ok(Outcome::Console { by_key: true }));
     reboot_after(outcome);
     // No job, or a failure: the operator takes over on the console.
-    let (Some(device), Some(terminals)) = (found.device, found.terminals) else {
+    let (Some(device), Some(terminals), Some(machine)) =
+        (found.device, found.terminals, found.machine)
+    else {
         wait_forever()
     };
     let idle = by_key.then(|| found.console_idle.unwrap_or(CONSOLE_IDLE));
-    if console_on(&device, &terminals, idle) && by_key {
+    if console_on(&device, &terminals, idle, &machine) && by_key {
         ::log::info!("nobody at the console: running the job after all");
         let watching = watch(found.watchdog);
-        let outcome = runner::run(&device, &runner::Machine::this());
+        let outcome = runner::run(&device, &machine);
         drop(watching);
         reboot_after(outcome);
-        console_on(&device, &terminals, None);
+        console_on(&device, &terminals, None, &machine);
     }
     wait_forever()
 }
@@ -145,12 +147,18 @@ struct Found {
     console_idle: Option<Duration>,
     /// `reprov.watchdog` (default 10 minutes; `None`: off).
     watchdog: Option<Duration>,
+    /// This machine, with the keys the kernel command line expects.
+    machine: Option<runner::Machine>,
 }
 
 /// The console on every terminal, until nothing is typed for `idle`; reboots or powers
 /// off when asked. Returns whether its input ended (idle, or every terminal closed).
-fn console_on(device: &Path, terminals: &terminals::Terminals, idle: Option<Duration>) -> bool {
-    let machine = runner::Machine::this();
+fn console_on(
+    device: &Path,
+    terminals: &terminals::Terminals,
+    idle: Option<Duration>,
+    machine: &runner::Machine,
+) -> bool {
     let (input, output) = match (terminals.input(idle), terminals.writer()) {
         (Ok(input), Ok(output)) => (std::io::BufReader::new(input), output),
         (Err(error), _) | (_, Err(error)) => {
@@ -158,7 +166,7 @@ fn console_on(device: &Path, terminals: &terminals::Terminals, idle: Option<Dura
             return false;
         }
     };
-    match console::Console::new(input, output, device, &machine).run() {
+    match console::Console::new(input, output, device, machine).run() {
         Ok(console::Exit::Reboot) => reboot(),
         Ok(console::Exit::PowerOff) => {
             if std::process::id() == 1 {
@@ -191,6 +199,8 @@ fn run(found: &mut Found) -> crate::Result<Outcome> {
     log::set_debug(cmdline.debug);
     found.console_idle = cmdline.console_idle;
     found.watchdog = cmdline.watchdog;
+    // Once: the keys the kernel command line expects come from this one read of it.
+    found.machine = Some(runner::Machine::this(&cmdline.trust));
     ::log::info!("reprov {} starting", env!("CARGO_PKG_VERSION"));
     load_modules()?;
     let disk = find_disk()?;
@@ -218,7 +228,7 @@ fn run(found: &mut Found) -> crate::Result<Outcome> {
         }
     }
     let _watch = watch(found.watchdog);
-    run_job(disk)
+    run_job(disk, found.machine.as_ref().expect("set above"))
 }
 
 /// While the returned watch lives, a job that makes no progress for `limit` (no progress
@@ -314,11 +324,11 @@ fn find_disk() -> crate::Result<ApplianceDisk<File>> {
 }
 
 /// Runs the pending job on `disk`, if any (see [`runner`]). Writes to the disk.
-pub fn run_job(disk: ApplianceDisk<File>) -> crate::Result<Outcome> {
+pub fn run_job(disk: ApplianceDisk<File>, machine: &runner::Machine) -> crate::Result<Outcome> {
     let device = std::path::PathBuf::from(disk.name());
     // The runner opens the disk itself, as many times as it needs.
     drop(disk);
-    runner::run(&device, &runner::Machine::this())
+    runner::run(&device, machine)
 }
 
 /// Reboots the machine; logs when it cannot. Only PID 1 reboots: reprov started as

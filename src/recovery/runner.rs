@@ -54,8 +54,10 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// This machine, as the recovery sees it (DMI from /sys, mounts through the kernel).
-    pub fn this() -> Self {
+    /// This machine, as the recovery sees it (DMI from /sys, mounts through the kernel),
+    /// trusting the keys in the initramfs, which must include `expected_keys` (the
+    /// kernel command line's `reprov.trust`).
+    pub fn this(expected_keys: &[String]) -> Self {
         Machine {
             model: identity::dmi("product_name"),
             serial: identity::dmi("product_serial"),
@@ -67,10 +69,7 @@ impl Machine {
             },
             unmount_nos: crate::kernel::mount::unmount,
             grow_ext4: crate::kernel::mount::grow_ext4,
-            keys: trusted_keys(
-                Path::new(trust::KEYS_DIR),
-                &super::cmdline::Cmdline::current().trust,
-            ),
+            keys: trusted_keys(Path::new(trust::KEYS_DIR), expected_keys),
             checkpoint_every: CHECKPOINT_EVERY,
         }
     }

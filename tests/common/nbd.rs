@@ -55,6 +55,8 @@ struct Disk {
     armed: Option<usize>,
     /// The power is cut: no request is served any more.
     cut: bool,
+    /// The disk does not answer: every request waits until this is false again.
+    hung: bool,
 }
 
 impl Disk {
@@ -133,6 +135,7 @@ impl LossyDisk {
                 flushes: 0,
                 armed: None,
                 cut: false,
+                hung: false,
             }),
             cut: Condvar::new(),
         });
@@ -167,6 +170,22 @@ impl LossyDisk {
             .wait_timeout_while(disk, timeout, |disk| !disk.cut)
             .unwrap();
         disk.cut
+    }
+
+    /// The disk stops answering (`true`): each request, once read, waits unanswered
+    /// until it answers again (`false`) — a controller or firmware that hangs.
+    pub fn hang(&self, hung: bool) {
+        self.disk.disk.lock().unwrap().hung = hung;
+    }
+
+    /// A clean shutdown (after QEMU is gone): every write not flushed reaches the file,
+    /// and nothing more is served.
+    pub fn shut_down(&self) {
+        let mut disk = self.disk.disk.lock().unwrap();
+        disk.cut = true;
+        let sectors: Vec<u64> = disk.unflushed.keys().copied().collect();
+        disk.write_back(sectors)
+            .expect("writing the cache to the disk file");
     }
 
     /// The power goes (after QEMU is killed): of the write requests not flushed, the
@@ -258,6 +277,9 @@ fn connection(mut s: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         let (flags, command, handle) = (u16_at(&request, 4), u16_at(&request, 6), &request[8..16]);
         let (offset, len) = (u64_at(&request, 16), u32_at(&request, 24) as usize);
+        while disk.lock().unwrap().hung {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if disk.lock().unwrap().cut {
             return Ok(());
         }

@@ -336,6 +336,31 @@ fn fsck_images(disk: &Path, bytes: Vec<u8>) {
     );
 }
 
+/// Adds `args` to the recovery kernel's command line on `disk` (its syslinux.cfg).
+pub fn add_kernel_args(disk: &Path, args: &str) {
+    let cfg = reprov::install::syslinux_cfg(false, &[]);
+    let line = cfg
+        .lines()
+        .find(|l| l.trim_start().starts_with("APPEND"))
+        .expect("syslinux.cfg has an APPEND line");
+    let cfg = cfg.replace(line, &format!("{line} {args}"));
+    let file = disk.with_extension("cfg");
+    std::fs::write(&file, cfg).unwrap();
+    let start = partition(&layout(disk), "system")["start"]
+        .as_u64()
+        .expect("the system partition's start");
+    let status = std::process::Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{start}", disk.display()))
+        .arg(&file)
+        .arg("::/syslinux.cfg")
+        .status()
+        .expect("running mcopy");
+    assert!(status.success(), "mcopy of syslinux.cfg");
+}
+
 /// The names in `images/` on the images partition, parts and unfinished files included.
 pub fn images_on(disk: &Path) -> Vec<String> {
     let mut d = reprov::disk::open_disk(disk).unwrap();
