@@ -445,8 +445,9 @@ fn power_cut_during_the_safety_backup_leaves_no_partial_previous_tar() {
 
 /// A disk that stops answering in the middle of the apply (the test's NBD server holds
 /// every request) stalls the job: the watchdog (`reprov.watchdog=20` here, 10 minutes by
-/// default) says E114 and reboots, its sync bounded. Once the disk answers again the
-/// machine comes back by itself, the job resumes and B boots with A's identity.
+/// default) says E114 and reboots, its sync bounded to 30 s. Once the disk answers again
+/// (QEMU's reset waits for the requests in flight) the machine boots with no one typing,
+/// the job resumes and B boots with A's identity.
 #[test]
 fn a_disk_that_stops_answering_trips_the_watchdog_and_the_job_still_converges() {
     let Some(qemu) = qemu_or_skip() else { return };
