@@ -1,9 +1,10 @@
 //! Property tests of every parser of untrusted input: the manifest and the image's tar
 //! walk, the job, the identity, store.toml, fleet desired states, the MBR and the
 //! appliance layout, the step log, FAT and ext4 metadata (used-block capture, the images
-//! store), and the recovery console's typed input. Each takes valid samples and mutates them (flipped, inserted and deleted
-//! bytes, truncation) as well as plain random bytes. The property: no panic, an answer
-//! in bounded time and memory (a walk that loops fails the per-case time limit).
+//! store), and the recovery console's typed input. Each takes valid samples and mutates
+//! them (flipped, inserted and deleted bytes, truncation) as well as plain random bytes.
+//! The property: no panic, an answer in bounded time and memory (a walk that loops fails
+//! the per-case time limit).
 //!
 //! `REPROV_FUZZ_CASES` sets the cases per target (default 64, as `scripts/test` runs
 //! them); `scripts/fuzz` runs thousands and prints the count per target.
@@ -316,7 +317,11 @@ fn console_input() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("master.img");
     common::fixtures::console_disk(&master);
-    let mbr = |disk: &std::path::Path| std::fs::read(disk).unwrap()[..512].to_vec();
+    let mbr = |disk: &std::path::Path| {
+        let mut sector = [0; 512];
+        std::io::Read::read_exact(&mut std::fs::File::open(disk).unwrap(), &mut sector).unwrap();
+        sector
+    };
     let before = mbr(&master);
     let machine = common::fixtures::machine();
     let session = b"1\n2\n6\n10\n1\n3\n1\nno\n4\nnos-copy\nno\n5\nno\n7\nno\n11\nhost-x\n10.0.2.9/24\nno\n8\nno\n9\nmaybe\n";

@@ -74,16 +74,6 @@ impl<T: Write + Seek + SyncAll> Seek for WriteBehind<T> {
     }
 }
 
-impl<T: Write + Seek + SyncAll> SyncAll for WriteBehind<T> {
-    fn sync_all(&mut self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-
-    fn start_sync(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.start_sync(offset, len)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,9 +183,7 @@ impl LossyDisk {
     pub fn shut_down(&self) {
         let mut disk = self.disk.disk.lock().unwrap();
         disk.cut = true;
-        let sectors: Vec<u64> = disk.unflushed.keys().copied().collect();
-        disk.write_back(sectors)
-            .expect("writing the cache to the disk file");
+        disk.flush(..).expect("writing the cache to the disk file");
     }
 
     /// The power goes (after QEMU is killed): of the write requests not flushed, the
