@@ -597,8 +597,8 @@ fn corrupt_a_data_chunk(image: &Path) {
 enum Cache {
     /// All of them (QEMU killed over a plain file: the host's page cache keeps them).
     Kept,
-    /// Some: the disk is a [`LossyDisk`], whose volatile write cache loses writes at the
-    /// cut, which comes at the first flush after the line with at least this many
+    /// Part of them: the disk is a [`LossyDisk`], whose volatile write cache loses writes
+    /// at the cut, which comes at the first flush after the line with at least this many
     /// sectors pending.
     Lost { pending: usize },
 }
@@ -788,9 +788,9 @@ fn power_cut_in_the_middle_after_a_checkpoint_converges() {
 
 /// As above, on a disk whose write cache loses what the guest did not flush, cut as the
 /// next checkpoint flushes its megabytes of chunks: the checkpoint the job holds must not
-/// count a chunk that was still in the cache. (Without the data's own sync before the
-/// record, the record would share that flush, survive it as a small write, and this
-/// test fails: checked by hand, see issue 13.)
+/// count a chunk that was still in the cache. (Checked by hand: with neither the
+/// checkpoint's sync nor the store's fsync on flush, the record shares that flush,
+/// survives it as a small write, and this test fails; either sync alone keeps it.)
 #[test]
 fn power_cut_losing_the_disk_cache_after_a_checkpoint_converges() {
     power_cut_at(
