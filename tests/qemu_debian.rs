@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use common::debian::{self, s, A_ADDRESS, A_DNS, A_GATEWAY, A_HOSTNAME, DNS_ANSWER, WEB_PAGE};
 use common::fixtures::{self, reprov};
+use common::nbd::LossyDisk;
 use common::qemu::{qemu_or_skip, Guest, Qemu, GUEST_MAC};
 use common::scenario::{self, log_codes, one_at_a_time};
 use common::servers::{Kind, Server};
@@ -79,7 +80,7 @@ fn debian_web_server_a_becomes_dns_server_b_with_its_identity() {
     // A: the web server answers, nothing answers DNS.
     vm.login_shell(0, BOOT);
     assert_eq!(vm.shell_ok("hostname", SHELL).trim(), A_HOSTNAME);
-    let page = debian::http_get(http).expect("A answers HTTP");
+    let page = debian::within_a_minute(|| debian::http_get(http)).expect("A answers HTTP");
     assert!(page.contains(WEB_PAGE), "{page}");
     assert_eq!(debian::dns_txt(dns), None, "A answers no DNS");
 
@@ -132,14 +133,7 @@ fn debian_web_server_a_becomes_dns_server_b_with_its_identity() {
         "B's own name is gone: {hosts}"
     );
     // B's application answers; A's is gone.
-    let answer = (0..30)
-        .find_map(|_| {
-            debian::dns_txt(dns).or_else(|| {
-                std::thread::sleep(Duration::from_secs(2));
-                None
-            })
-        })
-        .expect("B answers DNS");
+    let answer = debian::within_a_minute(|| debian::dns_txt(dns)).expect("B answers DNS");
     assert!(answer.contains(DNS_ANSWER), "{answer}");
     assert_eq!(debian::http_get(http), None, "nothing answers HTTP on B");
     // B's after-boot reported to the fleet store.
@@ -235,4 +229,118 @@ fn debian_image_bigger_than_nos_grows_it_and_takes_the_identity_in_the_same_boot
     assert_eq!(nos["size"].as_u64(), Some(debian::B_NOS_MIB << 20), "{nos}");
     assert_eq!(nos["type"].as_str(), Some("0x83"), "{nos}");
     assert_nos_clean_and_full(&disk, dir.path());
+}
+
+/// Two power cuts at the commit, on a disk whose write cache loses what the guest did not
+/// flush: the first as recovery makes its step-log entry R050 (commit started) durable,
+/// before the MBR write; the second, on the next start, as it makes R051 (committed)
+/// durable, after the MBR write. The second start commits again; then B boots, its
+/// after-boot closes the job, and it ends `done`, the log telling the story, the images
+/// partition a clean FAT, NOS a clean ext4 with the saved identity.
+#[test]
+fn debian_power_cuts_at_the_commit_losing_the_disk_cache_end_done_on_b() {
+    let Some(qemu) = qemu_or_skip() else { return };
+    let _one = one_at_a_time();
+    let images = debian::artefacts();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = debian::disk(dir.path(), debian::B_NOS_MIB, 512, "0x83");
+    let identity = dir.path().join("identity.toml");
+    std::fs::write(
+        &identity,
+        format!(
+            "hostname = \"cut-01\"\ndns = [\"{A_DNS}\"]\n\n[[interface]]\nmac = \"{GUEST_MAC}\"\n\
+             addresses = [\"{A_ADDRESS}\"]\ngateway4 = \"{A_GATEWAY}\"\n"
+        ),
+    )
+    .unwrap();
+    reprov(&[
+        "identity",
+        "save",
+        "--disk",
+        s(&disk),
+        "--file",
+        s(&identity),
+    ]);
+    reprov(&["image", "add", s(&images.image_b), "--disk", s(&disk)]);
+    reprov(&[
+        "job",
+        "set",
+        "--disk",
+        s(&disk),
+        "--kind",
+        "apply",
+        "--image",
+        "B.tar",
+    ]);
+    scenario::arm(&disk);
+    let server = Server::start(Kind::Http, &[]);
+    let (http, dns) = (debian::free_port(), debian::free_port());
+    let guest = guest(&server, http, dns);
+
+    for (cut, code) in ["R050", "R051"].into_iter().enumerate() {
+        let lossy = LossyDisk::serve(&disk);
+        lossy.cut_at_flush_after_writing(format!("\"code\":\"{code}\"").as_bytes(), 1);
+        let serial = dir.path().join(format!("cut-{cut}.serial.log"));
+        let vm = Qemu::boot_drive(&qemu, &lossy.url(), &serial, &guest);
+        assert!(lossy.wait_for_cut(JOB), "no flush of {code} came");
+        eprintln!(
+            "power cut as {code} was made durable, after {:.1?}",
+            vm.elapsed()
+        );
+        vm.kill();
+        let (lost, kept, flushes) = lossy.power_cut();
+        eprintln!("the cut lost {lost} unflushed sectors and kept {kept}, after {flushes} flushes");
+        assert!(lost > 0, "the cut at {code} lost nothing: it tests nothing");
+        assert_eq!(
+            scenario::job_state(&disk),
+            "committing",
+            "after the cut at {code}"
+        );
+        let layout = scenario::layout(&disk);
+        let nos_active = scenario::partition(&layout, "nos")["active"] == true;
+        assert_eq!(
+            nos_active,
+            code == "R051",
+            "the MBR after the cut at {code}: {layout:#}"
+        );
+    }
+
+    let serial = dir.path().join("b.serial.log");
+    let mut vm = Qemu::boot_guest(&qemu, &disk, &serial, &guest);
+    vm.login_shell(0, BOOT);
+    assert_eq!(vm.shell_ok("hostname", SHELL).trim(), "cut-01");
+    let addr = vm.shell_ok("ip -4 -o addr show scope global", SHELL);
+    assert!(addr.contains(&format!("inet {A_ADDRESS}")), "{addr}");
+    let (state, _) = vm.shell("systemctl is-active reprov-after-boot.service", SHELL);
+    assert_eq!(state.trim(), "active", "after-boot ran");
+    vm.send("poweroff\n");
+    vm.wait_exit(BOOT);
+
+    assert_eq!(scenario::job_state(&disk), "done");
+    // The second start's R050, then after-boot's R051 and R060 (what the cuts were
+    // writing may be there or not).
+    let entries = scenario::log_entries(&disk);
+    let codes: Vec<&str> = entries
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert!(!codes.iter().any(|c| c.starts_with('E')), "{codes:?}");
+    let (last, rest) = entries.split_last().unwrap();
+    assert_eq!(last["code"], "R060", "{codes:?}");
+    let closed = rest
+        .iter()
+        .rev()
+        .find(|e| e["code"] == "R051")
+        .expect("R051 logged");
+    let how = closed["detail"].as_str().unwrap_or_default();
+    assert!(how.contains("found by after-boot"), "{how:?}");
+    assert!(codes.contains(&"R050"), "{codes:?}");
+    scenario::assert_images_fat_clean(&disk);
+    fixtures::run(
+        Path::new("e2fsck"),
+        &[
+            "-fn",
+            s(&debian::nos_copy(&disk, &dir.path().join("nos.img"))),
+        ],
+    );
 }

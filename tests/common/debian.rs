@@ -173,6 +173,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `probe`'s first answer, tried every 2 s for a minute: a service the guest starts may
+/// come up after its login prompt (later still on a loaded host). `None` if none came.
+pub fn within_a_minute<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    (0..30).find_map(|_| {
+        probe().or_else(|| {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            None
+        })
+    })
+}
+
 /// The page the host gets from `port` (forwarded to the guest's port 80); `None` when
 /// nothing answers.
 pub fn http_get(port: u16) -> Option<String> {

@@ -53,6 +53,8 @@ struct Disk {
     flushes: u64,
     /// The next flush with at least this many sectors pending cuts the power.
     armed: Option<usize>,
+    /// Arms the cut (with its `pending`) at the first write whose bytes hold these.
+    armed_by: Option<(Vec<u8>, usize)>,
     /// The power is cut: no request is served any more.
     cut: bool,
     /// The disk does not answer: every request waits until this is false again.
@@ -134,6 +136,7 @@ impl LossyDisk {
                 writes: 0,
                 flushes: 0,
                 armed: None,
+                armed_by: None,
                 cut: false,
                 hung: false,
             }),
@@ -162,8 +165,21 @@ impl LossyDisk {
     /// flush is never done nor answered, and nothing after it is served. False when no
     /// such flush came in time.
     pub fn cut_at_next_flush(&self, pending: usize, timeout: Duration) -> bool {
-        let mut disk = self.disk.disk.lock().unwrap();
-        disk.armed = Some(pending.max(1));
+        self.disk.disk.lock().unwrap().armed = Some(pending.max(1));
+        self.wait_for_cut(timeout)
+    }
+
+    /// As [`LossyDisk::cut_at_next_flush`], but the wait for that flush starts at the
+    /// guest's first write whose bytes hold `needle` (a step-log entry, say): the cut
+    /// comes as the guest makes that write durable, however fast the guest runs. Call
+    /// before the boot; then [`LossyDisk::wait_for_cut`].
+    pub fn cut_at_flush_after_writing(&self, needle: &[u8], pending: usize) {
+        self.disk.disk.lock().unwrap().armed_by = Some((needle.to_vec(), pending.max(1)));
+    }
+
+    /// Waits (at most `timeout`) for the armed cut; false when it did not come in time.
+    pub fn wait_for_cut(&self, timeout: Duration) -> bool {
+        let disk = self.disk.disk.lock().unwrap();
         let (disk, _) = self
             .disk
             .cut
@@ -301,6 +317,11 @@ fn connection(mut s: TcpStream, shared: &Shared) -> io::Result<()> {
                 s.read_exact(&mut buf)?;
                 let mut disk = disk.lock().unwrap();
                 disk.write(offset, &buf)?;
+                let found = (disk.armed_by.as_ref())
+                    .is_some_and(|(needle, _)| buf.windows(needle.len()).any(|w| w == needle));
+                if found {
+                    disk.armed = disk.armed_by.take().map(|(_, pending)| pending);
+                }
                 if flags & CMD_FLAG_FUA != 0 {
                     disk.flush(offset / SECTOR..(offset + len as u64).div_ceil(SECTOR))?;
                 }
