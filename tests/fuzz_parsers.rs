@@ -265,6 +265,108 @@ fn images_store_fat() {
     );
 }
 
+/// Byte ranges (start, length) of a volume.
+type Regions = [(usize, usize); 5];
+
+/// The images partition of [`sample_disk`] holding six images, and where to flip its
+/// bits: the entries in use of its two FATs, its first directory and data clusters.
+fn store_with_files() -> &'static (Vec<u8>, Regions) {
+    static STORE: OnceLock<(Vec<u8>, Regions)> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let disk = sample_disk();
+        let d = reprov::disk::ApplianceDisk::open(Cursor::new(disk.to_vec()), "sample").unwrap();
+        let (start, len) = d.range(reprov::disk::Role::Images);
+        let mut part = disk[start as usize..(start + len) as usize].to_vec();
+        let store = reprov::store::Store::open(Cursor::new(&mut part)).unwrap();
+        for i in 0..6u8 {
+            let data = vec![b'a' + i; 5000 + usize::from(i) * 3000];
+            let name = reprov::store::ImageName::new(&format!("I{i}.tar")).unwrap();
+            store
+                .add_image(&name, &data[..], data.len() as u64)
+                .unwrap();
+        }
+        store.unmount().unwrap();
+        let le16 = |at: usize| usize::from(u16::from_le_bytes([part[at], part[at + 1]]));
+        let le32 = |at: usize| u32::from_le_bytes(part[at..at + 4].try_into().unwrap()) as usize;
+        let (reserved, fat) = (le16(0x0e) * 512, le32(0x24) * 512);
+        // The first FAT's entries in use (the FAT fatfs reads) three times as often.
+        let first = (reserved, 1024);
+        let regions = [
+            first,
+            first,
+            first,
+            (reserved + fat, 1024),
+            (reserved + 2 * fat, 64 << 10),
+        ];
+        (part, regions)
+    })
+}
+
+/// The images in a store, as they read now (`None` where one does not read).
+fn images_in(volume: &mut Vec<u8>) -> Option<Vec<Option<Vec<u8>>>> {
+    let store = reprov::store::Store::open(Cursor::new(volume)).ok()?;
+    let images = (0..6)
+        .map(|i| store.read(&format!("images/I{i}.tar")).ok().flatten())
+        .collect();
+    Some(images)
+}
+
+#[test]
+fn images_store_fat_writes() {
+    // Bits flipped in the FATs and the first clusters of a store the last unmount left
+    // clean (as a bad sector or another tool may): a write there either goes through
+    // and leaves every image that read before as it was, or is refused with the volume
+    // byte for byte as it was.
+    let (part, regions) = store_with_files();
+    let flips = proptest::collection::vec((0..5usize, any::<usize>(), 0..8u8), 1..5);
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let (ran, refused) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
+    let result = runner.run(&flips, |flips| {
+        let mut volume = part.clone();
+        for (region, at, bit) in flips {
+            let (start, len) = regions[region];
+            volume[start + at % len] ^= 1 << bit;
+        }
+        ran.set(ran.get() + 1);
+        let Some(before) = images_in(&mut volume.clone()) else {
+            return Ok(());
+        };
+        let mut written = volume.clone();
+        let wrote = (|| {
+            let store = reprov::store::Store::open(Cursor::new(&mut written))?;
+            store.write("reprov/probe", &[7; 70_000])?;
+            store.log(reprov::store::Code::Verified, Some("probe"))?;
+            store.unmount()
+        })();
+        match wrote {
+            Err(e) => {
+                refused.set(refused.get() + 1);
+                prop_assert!(written == volume, "refused ({e}) after writing");
+            }
+            Ok(()) => {
+                let after = images_in(&mut written).expect("the store mounts after a write");
+                for (i, (was, is)) in before.iter().zip(&after).enumerate() {
+                    prop_assert!(was.is_none() || was == is, "the write changed I{i}.tar");
+                }
+            }
+        }
+        Ok(())
+    });
+    println!(
+        "fuzz images store (FAT) writes: {} cases run ({} refused), failures {}",
+        ran.get(),
+        refused.get(),
+        u32::from(result.is_err())
+    );
+    if let Err(e) = result {
+        panic!("fuzz images store (FAT) writes: {e}");
+    }
+}
+
 #[test]
 fn used_block_capture() {
     // ext4 (mkfs.ext4 when there, a FAT otherwise: both are what create reads) and FAT.

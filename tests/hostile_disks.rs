@@ -152,6 +152,74 @@ fn a_looping_directory_on_the_images_partition_is_an_error_not_a_hang() {
     );
 }
 
+#[test]
+fn a_damaged_images_partition_is_read_but_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = layout_disk(dir.path());
+    let d = disk.to_str().unwrap();
+    // Of random bytes: an image of thousands of clusters (text compresses to a few).
+    let part = dir.path().join("small.part");
+    std::fs::write(&part, common::fixtures::random_bytes(2 * MIB)).unwrap();
+    let image = dir.path().join("small.tar");
+    let (p, i) = (part.to_str().unwrap(), image.to_str().unwrap());
+    let create = [
+        "image", "create", "--from", p, "--out", i, "--name", "small",
+    ];
+    let (ok, _, err) = reprov_within(Duration::from_secs(60), &create);
+    assert!(ok, "image create: {err}");
+    let (ok, _, err) = reprov_within(Duration::from_secs(60), &["image", "add", "--disk", d, i]);
+    assert!(ok, "image add on the intact disk: {err}");
+
+    // Damage no power cut explains: the volume says it was unmounted cleanly.
+    common::fixtures::free_a_cluster_of_the_biggest_file(&disk, IMAGES_AT);
+    let before = std::fs::read(&disk).unwrap();
+    let other = image_of_len(dir.path(), "other", 2 * MIB);
+    let identity = dir.path().join("identity.toml");
+    std::fs::write(&identity, "hostname = \"web-07\"\n").unwrap();
+    let writes: Vec<Vec<&str>> = vec![
+        vec!["image", "add", "--disk", d, other.to_str().unwrap()],
+        vec![
+            "job",
+            "set",
+            "--disk",
+            d,
+            "--kind",
+            "apply",
+            "--image",
+            "small.tar",
+        ],
+        vec![
+            "identity",
+            "save",
+            "--disk",
+            d,
+            "--file",
+            identity.to_str().unwrap(),
+        ],
+    ];
+    for args in writes {
+        let (ok, _, err) = reprov_within(Duration::from_secs(30), &args);
+        assert!(!ok, "reprov {} wrote to a damaged FAT", args.join(" "));
+        assert!(
+            err.contains("cluster chains that run into a free") && err.contains("fsck.vfat"),
+            "reprov {}: the error says what is damaged and what to do: {err}",
+            args.join(" ")
+        );
+    }
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "a refused write changed the disk"
+    );
+    // Reading goes on, and says what it found.
+    let (ok, out, err) = reprov_within(Duration::from_secs(30), &["image", "list", "--disk", d]);
+    assert!(ok && out.contains("small.tar"), "image list: {out}{err}");
+    assert!(err.contains("damaged"), "image list warns: {err}");
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "reading changed the disk"
+    );
+}
+
 /// Where `layout_disk` puts the float (after NOS, 32 MiB).
 const FLOAT_AT: u64 = 129 * MIB;
 

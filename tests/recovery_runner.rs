@@ -457,6 +457,28 @@ fn a_job_cut_while_committing_just_commits_again() {
     assert_eq!(s.job().state, State::Done);
 }
 
+/// An images partition damaged some way no power cut explains (B's chain runs into a
+/// free cluster, though the volume says it was unmounted cleanly): recovery stops at
+/// the job's first write, saying so, and the disk is as it was, A still on NOS.
+#[test]
+fn a_damaged_images_partition_stops_the_job_before_anything_is_written() {
+    let s = Scenario::apply_b(40 * MIB);
+    let (images_at, _) = open_disk(&s.disk).unwrap().range(Role::Images);
+    common::fixtures::free_a_cluster_of_the_biggest_file(&s.disk, images_at);
+    let before = std::fs::read(&s.disk).unwrap();
+
+    let error = s.run().unwrap_err().to_string();
+
+    assert!(
+        error.contains("damaged") && error.contains("fsck.vfat"),
+        "{error}"
+    );
+    assert!(
+        std::fs::read(&s.disk).unwrap() == before,
+        "the disk changed"
+    );
+}
+
 #[test]
 fn a_job_cut_while_running_resumes_from_its_checkpoint() {
     let b = fat_nos(40 * MIB, "B", 3 * MIB);

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, OnceLock};
 
 use super::SyncAll;
 
@@ -67,6 +68,20 @@ pub struct BlockCache<T: Read + Write + Seek> {
     tick: u64,
     /// The buffer of the last evicted block, reused: a fresh one costs page faults.
     spare: Option<Vec<u8>>,
+    gate: WriteGate,
+}
+
+/// A handle that makes a [`BlockCache`] refuse every write from then on, before a byte
+/// is cached: for a volume found damaged after it was mounted, where a write could land
+/// on a cluster a file still uses.
+#[derive(Clone, Default)]
+pub struct WriteGate(Arc<OnceLock<String>>);
+
+impl WriteGate {
+    /// Refuses writes from now on; each refusal says `why`. The first reason stays.
+    pub fn shut(&self, why: String) {
+        let _ = self.0.set(why);
+    }
 }
 
 impl<T: Read + Write + Seek> BlockCache<T> {
@@ -80,7 +95,13 @@ impl<T: Read + Write + Seek> BlockCache<T> {
             blocks: HashMap::new(),
             tick: 0,
             spare: None,
+            gate: WriteGate::default(),
         })
+    }
+
+    /// The handle that shuts this cache to writes.
+    pub fn gate(&self) -> WriteGate {
+        self.gate.clone()
     }
 
     /// The stream underneath (after a flush, it holds everything written).
@@ -195,6 +216,9 @@ impl<T: Read + Write + Seek> Write for BlockCache<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(why) = self.gate.0.get() {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why.clone()));
         }
         if self.pos >= self.len {
             return Err(io::Error::new(

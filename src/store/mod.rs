@@ -22,6 +22,39 @@ pub use log::{parse_log, Code, Entry, LogRead, CODES, LOG_LIMIT, LOG_PATH, OLD_L
 pub use name::{ImageName, MAX_IMAGE_NAME_BYTES};
 pub use parts::{is_continuation, Parts, PART_SIZE};
 
+/// What [`fatfs::FileSystem::check`] found on a volume unmounted cleanly.
+fn damage_report(found: &fatfs::Repairs) -> String {
+    let counts = [
+        (
+            found.chains_ended,
+            "cluster chains that run into a free, bad or shared cluster",
+        ),
+        (
+            found.entries_fixed,
+            "entries whose size or first cluster disagree with their chain",
+        ),
+        (
+            found.entries_removed,
+            "entries that name a chain another entry names",
+        ),
+        (
+            found.lost_clusters_freed,
+            "clusters marked used that nothing names",
+        ),
+        (
+            found.fat_sectors_copied,
+            "sectors where the two FATs differ",
+        ),
+    ];
+    let what: Vec<String> = (counts.iter().filter(|(n, _)| *n > 0))
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    format!(
+        "the FAT file system is damaged though it was unmounted cleanly ({})",
+        what.join(", ")
+    )
+}
+
 /// Directory of reprov's own files on the images partition.
 pub const REPROV_DIR: &str = "reprov";
 /// Directory of the MBR copies taken before every MBR write.
@@ -96,12 +129,36 @@ impl<D: Read + Write + Seek> Store<D> {
             .map_err(Error::Mount)?;
         // Whole blocks between fatfs and the disk: see crate::io::BlockCache.
         let cached = BlockCache::new(part).map_err(Error::Mount)?;
+        let gate = cached.gate();
         let fs = fatfs::FileSystem::new(cached, fatfs::FsOptions::new()).map_err(Error::Mount)?;
         // A volume left dirty (a power cut) is repaired before anything reads or writes
         // it, so no allocation can hand out a cluster a file still names.
         let repairs = fs.repair_if_dirty().map_err(Error::Mount)?;
         if !repairs.is_empty() {
             ::log::warn!("the images partition was not unmounted cleanly; repaired: {repairs}");
+        }
+        // A clean one with such faults was damaged some other way (a bad sector, another
+        // tool). A chain or entry that lies lets a write land on a cluster a file still
+        // uses: that volume is read, never written. Lost clusters and FAT copies that
+        // differ put no file at risk; they are only reported.
+        if !fs.was_dirty_at_mount() {
+            let found = fs.check().map_err(Error::Mount)?;
+            let unsafe_to_write =
+                found.chains_ended + found.entries_fixed + found.entries_removed > 0;
+            if unsafe_to_write {
+                let why = format!(
+                    "{}: it is read but not written, so nothing on it is lost; check and \
+                     repair it with fsck.vfat",
+                    damage_report(&found)
+                );
+                ::log::warn!("{why}");
+                gate.shut(why);
+            } else if !found.is_empty() {
+                ::log::warn!(
+                    "{} (no file is at risk: writing goes on)",
+                    damage_report(&found)
+                );
+            }
         }
         Ok(Store {
             fs,

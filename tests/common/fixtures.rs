@@ -4,7 +4,7 @@
 //! Built artefacts that every test shares (the recovery initramfs) go to
 //! CARGO_TARGET_TMPDIR once per test binary; disks go to each test's own directory.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -293,5 +293,47 @@ pub fn machine() -> reprov::recovery::runner::Machine {
         grow_ext4: |_, _| Err(std::io::Error::other("no kernel mounts in tests")),
         keys: Ok(reprov::trust::Keys::none()),
         checkpoint_every: reprov::recovery::runner::CHECKPOINT_EVERY,
+    }
+}
+
+/// Frees, in every FAT of the partition at `at`, one cluster in the middle of the longest
+/// run of clusters chained one to the next (the biggest file's): that file's chain now
+/// runs into a free cluster, which the next write would be handed.
+pub fn free_a_cluster_of_the_biggest_file(disk: &Path, at: u64) {
+    let read_at = |at: u64, len: usize| {
+        let mut file = std::fs::File::open(disk).unwrap();
+        file.seek(SeekFrom::Start(at)).unwrap();
+        let mut buf = vec![0; len];
+        file.read_exact(&mut buf).unwrap();
+        buf
+    };
+    let le16 = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let le32 =
+        |b: &[u8], at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()));
+    let boot = read_at(at, 512);
+    let sector = le16(&boot, 11);
+    let reserved = le16(&boot, 14) * sector;
+    let fats = u64::from(boot[16]);
+    let fat_size = le32(&boot, 36) * sector;
+    let fat = read_at(at + reserved, 256 << 10);
+    let next = |c: u64| le32(&fat, c as usize * 4) & 0x0FFF_FFFF;
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for c in 2..(fat.len() / 4) as u64 {
+        run = if next(c) == c + 1 {
+            (run.0, run.1 + 1)
+        } else {
+            (c + 1, 0)
+        };
+        if run.1 > best.1 {
+            best = run;
+        }
+    }
+    assert!(best.1 > 8, "no file of several clusters in the FAT");
+    let victim = best.0 + best.1 / 2;
+    let mut file = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    for fat in 0..fats {
+        file.seek(SeekFrom::Start(at + reserved + fat * fat_size + victim * 4))
+            .unwrap();
+        file.write_all(&[0; 4]).unwrap();
     }
 }

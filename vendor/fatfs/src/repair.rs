@@ -9,6 +9,7 @@
 
 use core::fmt;
 use io;
+use io::prelude::*;
 use io::{ErrorKind, SeekFrom};
 
 #[cfg(all(not(feature = "std"), feature = "alloc"))]
@@ -101,19 +102,7 @@ impl<T: ReadWriteSeek> FileSystem<T> {
         if !self.dirty_at_mount.get() {
             return Ok(repairs);
         }
-        let (fixes, claimed) = self.scan()?;
-        let end = self.total_clusters + RESERVED_FAT_ENTRIES;
-        let mut lost = Vec::new();
-        {
-            let mut fat = self.fat_slice();
-            for c in RESERVED_FAT_ENTRIES..end {
-                match fat_entry(&mut fat, self.fat_type, c)? {
-                    FatValue::Data(_) | FatValue::EndOfChain if !claimed.get(c) => lost.push(c),
-                    _ => {},
-                }
-            }
-        }
-        let copies = self.differing_fat_sectors()?;
+        let (fixes, lost, copies) = self.damage()?;
         if fixes.is_empty() && lost.is_empty() && copies.is_empty() {
             return Ok(repairs);
         }
@@ -155,6 +144,69 @@ impl<T: ReadWriteSeek> FileSystem<T> {
         self.flush_fs_info()?;
         self.disk.borrow_mut().flush()?;
         Ok(repairs)
+    }
+
+    /// What [`FileSystem::repair_if_dirty`] would change, found the same way and reading
+    /// only, whether or not the volume is dirty: on a volume unmounted cleanly anything
+    /// here is damage (a cut cannot explain it), and a write there may hand out a cluster
+    /// a file still uses. `InvalidData` where the damage cannot even be described.
+    pub fn check(&self) -> io::Result<Repairs> {
+        let (fixes, lost, copies) = self.damage()?;
+        let mut found = Repairs::default();
+        for fix in &fixes {
+            match fix {
+                Fix::EndAt(_) => found.chains_ended += 1,
+                Fix::Entry { .. } => found.entries_fixed += 1,
+                Fix::Remove(_) => found.entries_removed += 1,
+            }
+        }
+        found.lost_clusters_freed = lost.len() as u32;
+        found.fat_sectors_copied = copies.len() as u32;
+        Ok(found)
+    }
+
+    /// Reading only: the fixes a repair makes, the clusters marked used that nothing
+    /// names, and the sectors where the FAT copies differ.
+    fn damage(&self) -> io::Result<(Vec<Fix>, Vec<u32>, Vec<u64>)> {
+        let (fixes, claimed) = self.scan()?;
+        let lost = self.lost_clusters(&claimed)?;
+        let copies = self.differing_fat_sectors()?;
+        Ok((fixes, lost, copies))
+    }
+
+    /// The clusters marked used (data or end of chain) that `claimed` does not hold. A
+    /// FAT32 is read in 64 KiB pieces, not an entry at a time: a check runs at every
+    /// mount, and a large volume has millions of entries.
+    fn lost_clusters(&self, claimed: &Claimed) -> io::Result<Vec<u32>> {
+        let end = self.total_clusters + RESERVED_FAT_ENTRIES;
+        let mut lost = Vec::new();
+        let mut fat = self.fat_slice();
+        if self.fat_type != FatType::Fat32 {
+            for c in RESERVED_FAT_ENTRIES..end {
+                match fat_entry(&mut fat, self.fat_type, c)? {
+                    FatValue::Data(_) | FatValue::EndOfChain if !claimed.get(c) => lost.push(c),
+                    _ => {},
+                }
+            }
+            return Ok(lost);
+        }
+        const FREE: u32 = 0;
+        const BAD: u32 = 0x0FFF_FFF7;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut c = RESERVED_FAT_ENTRIES;
+        fat.seek(SeekFrom::Start(u64::from(c) * 4))?;
+        while c < end {
+            let n = ((end - c) as usize).min(buf.len() / 4);
+            fat.read_exact(&mut buf[..n * 4])?;
+            for raw in buf[..n * 4].chunks_exact(4) {
+                let value = LittleEndian::read_u32(raw) & 0x0FFF_FFFF;
+                if value != FREE && value != BAD && !claimed.get(c) {
+                    lost.push(c);
+                }
+                c += 1;
+            }
+        }
+        Ok(lost)
     }
 
     /// Walks every chain from the root, reading only: the fixes to make and the clusters
