@@ -64,6 +64,42 @@ fn assert_nos_clean_and_full(disk: &Path, dir: &Path) {
     );
 }
 
+/// Saves an identity with host name `hostname` and A's network on `disk`, adds B to its
+/// store and arms an `apply B.tar` job: the next boot runs it.
+fn arm_apply_b(disk: &Path, dir: &Path, hostname: &str) {
+    let identity = dir.join("identity.toml");
+    std::fs::write(
+        &identity,
+        format!(
+            "hostname = \"{hostname}\"\ndns = [\"{A_DNS}\"]\n\n[[interface]]\nmac = \"{GUEST_MAC}\"\n\
+             addresses = [\"{A_ADDRESS}\"]\ngateway4 = \"{A_GATEWAY}\"\n"
+        ),
+    )
+    .unwrap();
+    reprov(&[
+        "identity",
+        "save",
+        "--disk",
+        s(disk),
+        "--file",
+        s(&identity),
+    ]);
+    let image_b = &debian::artefacts().image_b;
+    reprov(&["image", "add", s(image_b), "--disk", s(disk)]);
+    let job = [
+        "job",
+        "set",
+        "--disk",
+        s(disk),
+        "--kind",
+        "apply",
+        "--image",
+        "B.tar",
+    ];
+    reprov(&job);
+    scenario::arm(disk);
+}
+
 #[test]
 fn debian_web_server_a_becomes_dns_server_b_with_its_identity() {
     let Some(qemu) = qemu_or_skip() else { return };
@@ -168,39 +204,10 @@ fn debian_web_server_a_becomes_dns_server_b_with_its_identity() {
 fn debian_image_bigger_than_nos_grows_it_and_takes_the_identity_in_the_same_boot() {
     let Some(qemu) = qemu_or_skip() else { return };
     let _one = one_at_a_time();
-    let images = debian::artefacts();
     let dir = tempfile::tempdir().unwrap();
     // NOS of 512 MiB, typed FAT: B (768 MiB of ext4) needs the float.
     let disk = debian::disk(dir.path(), 512, 512, "0x0c");
-    let identity = dir.path().join("identity.toml");
-    std::fs::write(
-        &identity,
-        format!(
-            "hostname = \"grown-01\"\ndns = [\"{A_DNS}\"]\n\n[[interface]]\nmac = \"{GUEST_MAC}\"\n\
-             addresses = [\"{A_ADDRESS}\"]\ngateway4 = \"{A_GATEWAY}\"\n"
-        ),
-    )
-    .unwrap();
-    reprov(&[
-        "identity",
-        "save",
-        "--disk",
-        s(&disk),
-        "--file",
-        s(&identity),
-    ]);
-    reprov(&["image", "add", s(&images.image_b), "--disk", s(&disk)]);
-    reprov(&[
-        "job",
-        "set",
-        "--disk",
-        s(&disk),
-        "--kind",
-        "apply",
-        "--image",
-        "B.tar",
-    ]);
-    scenario::arm(&disk);
+    arm_apply_b(&disk, dir.path(), "grown-01");
     let server = Server::start(Kind::Http, &[]);
     let (http, dns) = (debian::free_port(), debian::free_port());
     let serial = dir.path().join("serial.log");
@@ -243,38 +250,9 @@ fn debian_image_bigger_than_nos_grows_it_and_takes_the_identity_in_the_same_boot
 fn debian_power_cuts_at_the_commit_losing_the_disk_cache_end_done_on_b() {
     let Some(qemu) = qemu_or_skip() else { return };
     let _one = one_at_a_time();
-    let images = debian::artefacts();
     let dir = tempfile::tempdir().unwrap();
     let disk = debian::disk(dir.path(), debian::B_NOS_MIB, 512, "0x83");
-    let identity = dir.path().join("identity.toml");
-    std::fs::write(
-        &identity,
-        format!(
-            "hostname = \"cut-01\"\ndns = [\"{A_DNS}\"]\n\n[[interface]]\nmac = \"{GUEST_MAC}\"\n\
-             addresses = [\"{A_ADDRESS}\"]\ngateway4 = \"{A_GATEWAY}\"\n"
-        ),
-    )
-    .unwrap();
-    reprov(&[
-        "identity",
-        "save",
-        "--disk",
-        s(&disk),
-        "--file",
-        s(&identity),
-    ]);
-    reprov(&["image", "add", s(&images.image_b), "--disk", s(&disk)]);
-    reprov(&[
-        "job",
-        "set",
-        "--disk",
-        s(&disk),
-        "--kind",
-        "apply",
-        "--image",
-        "B.tar",
-    ]);
-    scenario::arm(&disk);
+    arm_apply_b(&disk, dir.path(), "cut-01");
     let server = Server::start(Kind::Http, &[]);
     let (http, dns) = (debian::free_port(), debian::free_port());
     let guest = guest(&server, http, dns);
