@@ -222,9 +222,9 @@ fn upload_created(
             options,
             &mut |_| {},
         )?;
-        crate::schedule::step(store, Code::ImageUploaded, &url.to_string())?;
+        store.step(Code::ImageUploaded, &url.to_string())?;
         store.clear_job()?;
-        crate::schedule::step(store, Code::JobClosed, &format!("create {}", job.image))
+        Ok(store.step(Code::JobClosed, &format!("create {}", job.image))?)
     })
 }
 

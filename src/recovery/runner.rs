@@ -154,14 +154,13 @@ pub fn run_on<D: Device>(
             let job = job.start()?;
             disk.with_store(|store| {
                 store.write_job(&job)?;
-                step(
-                    store,
+                Ok(store.step(
                     Code::JobRead,
                     &format!(
                         "{what}, attempt {}, from chunk {}",
                         job.attempts, job.checkpoint
                     ),
-                )
+                )?)
             })?;
             let mut runner = Runner {
                 device: device.to_path_buf(),
@@ -374,11 +373,7 @@ impl<D: Device> Runner<'_, D> {
                         job = job.checkpoint(chunks)?;
                         jobs.write_job(&job)?;
                     }
-                    let detail = format!("{chunks} chunks durable");
-                    let code = Code::ApplyProgress;
-                    log::info!("[{}] {}: {detail}", code.id(), code.verbose());
-                    jobs.log(code, Some(&detail))?;
-                    Ok(())
+                    Ok(jobs.step(Code::ApplyProgress, &format!("{chunks} chunks durable"))?)
                 };
                 let mut options = ApplyOptions {
                     resume_from,
@@ -592,7 +587,7 @@ impl<D: Device> Runner<'_, D> {
             self.restore_previous()?
         };
         self.disk
-            .with_store(|store| step(store, Code::CommitStarted, ""))?;
+            .with_store(|store| Ok(store.step(Code::CommitStarted, "")?))?;
         self.disk.hide_system();
         self.disk.activate(Role::Nos);
         self.disk.commit()?;
@@ -877,7 +872,7 @@ fn commit<D: Device>(disk: &mut ApplianceDisk<D>, job: Job) -> crate::Result<Out
     };
     disk.with_store(|store| {
         store.write_job(&job)?;
-        step(store, Code::CommitStarted, "")
+        Ok(store.step(Code::CommitStarted, "")?)
     })?;
     disk.hide_system();
     disk.activate(Role::Nos);
@@ -908,28 +903,12 @@ pub(crate) fn record_done<D: Read + std::io::Write + Seek>(
     how: &str,
 ) -> crate::Result<()> {
     let done = job.done()?;
-    step(store, Code::Committed, how)?;
-    step(
-        store,
+    store.step(Code::Committed, how)?;
+    store.step(
         Code::JobDone,
         &format!("{} {}", done.kind.as_str(), done.image.as_str()),
     )?;
     Ok(store.write_job(&done)?)
-}
-
-/// Logs a step on the console and appends it to the step log.
-fn step<D: Read + std::io::Write + Seek>(
-    store: &Store<D>,
-    code: Code,
-    detail: &str,
-) -> crate::Result<()> {
-    if detail.is_empty() {
-        log::info!("[{}] {}", code.id(), code.verbose());
-    } else {
-        log::info!("[{}] {}: {detail}", code.id(), code.verbose());
-    }
-    store.log(code, (!detail.is_empty()).then_some(detail))?;
-    Ok(())
 }
 
 fn note<D: Device>(
@@ -937,7 +916,7 @@ fn note<D: Device>(
     code: Code,
     detail: Option<&str>,
 ) -> crate::Result<()> {
-    disk.with_store(|store| step(store, code, detail.unwrap_or("")))
+    disk.with_store(|store| Ok(store.step(code, detail.unwrap_or(""))?))
 }
 
 /// The step-log code of an error.

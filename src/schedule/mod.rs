@@ -134,17 +134,6 @@ pub struct Scheduled {
     pub armed: bool,
 }
 
-/// Logs a step on the console and appends it to the step log. Writes.
-pub fn step<D: Read + Write + Seek>(
-    store: &Store<D>,
-    code: Code,
-    detail: &str,
-) -> crate::Result<()> {
-    log::info!("[{}] {}: {detail}", code.id(), code.verbose());
-    store.log(code, Some(detail))?;
-    Ok(())
-}
-
 /// Schedules a job on `disk` for the appliance whose live identity is `identity`.
 /// Writes to the images partition and (unless deferred) the MBR; see the module docs
 /// for the order and for what a refusal leaves.
@@ -204,9 +193,7 @@ pub fn close_landed_commit<D: Read + Write + Seek + SyncAll>(
                     "{why}; recovery brought the previous appliance back and committed it, \
                      and a power cut took the rest (found by after-boot)"
                 ))?;
-                step(
-                    store,
-                    Code::Committed,
+                store.step(Code::Committed,
                     "found by after-boot: the job did not finish, NOS (the previous appliance) is active",
                 )?;
                 Ok(store.write_job(&failed)?)
@@ -238,7 +225,7 @@ fn prepare<D: Read + Write + Seek>(
         }
     }
     store.write_identity_text(identity.to_toml().as_bytes())?;
-    step(store, Code::IdentitySaved, identity.hostname.as_str())?;
+    store.step(Code::IdentitySaved, identity.hostname.as_str())?;
 
     let image = match (request.kind, factory) {
         (Kind::Apply, _) => {
@@ -248,8 +235,7 @@ fn prepare<D: Read + Write + Seek>(
                 .ok_or_else(|| Error::Image("apply needs an image".to_string()))?;
             let (name, how) = fetch(store, arg, request)?;
             let (size, verdict) = check_stored(store, &name, nos, float, request)?;
-            step(
-                store,
+            store.step(
                 Code::ImageFetched,
                 &format!("{name} ({how}, {}, verified, {verdict})", format_size(size)),
             )?;
@@ -267,8 +253,7 @@ fn prepare<D: Read + Write + Seek>(
         Some(t) if t > now => format!(", not before {}", rfc3339(t)),
         _ => String::new(),
     };
-    step(
-        store,
+    store.step(
         Code::JobWritten,
         &format!("{} {}{when}", job.kind, job.image),
     )?;
@@ -479,7 +464,7 @@ pub fn arm<D: Read + Write + Seek + SyncAll>(disk: &mut ApplianceDisk<D>) -> cra
     disk.activate(Role::System);
     let changes = disk.changes().join("; ");
     disk.commit()?;
-    disk.with_store(|store| step(store, Code::RecoveryArmed, &changes))
+    disk.with_store(|store| Ok(store.step(Code::RecoveryArmed, &changes)?))
 }
 
 /// Arms a pending job whose `not_before` has come; returns it when it armed one. Writes

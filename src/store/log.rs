@@ -193,6 +193,21 @@ impl<D: Read + Write + Seek> Store<D> {
         self.append_log(&Entry::new(code, OffsetDateTime::now_utc(), detail))
     }
 
+    /// Logs a step (`detail` may be empty), then shows it on the console: the
+    /// console shows a step only once the disk has it, so what an operator (or a
+    /// test that cuts the power on a console line) saw is what the next boot reads.
+    /// A step that could not be logged is shown all the same, then the error
+    /// returned. Writes.
+    pub fn step(&self, code: Code, detail: &str) -> Result<(), Error> {
+        let logged = self.log(code, (!detail.is_empty()).then_some(detail));
+        if detail.is_empty() {
+            log::info!("[{}] {}", code.id(), code.verbose());
+        } else {
+            log::info!("[{}] {}: {detail}", code.id(), code.verbose());
+        }
+        logged
+    }
+
     /// Appends an entry and flushes it, rotating past [`LOG_LIMIT`]. Writes.
     pub fn append_log(&self, entry: &Entry) -> Result<(), Error> {
         self.append_log_limited(entry, LOG_LIMIT)
