@@ -561,6 +561,50 @@ fn create_packs_nos_into_the_store_and_boots_it_again() {
     assert_in_order(&s.log_codes(), &["R035", "R036", "R050", "R051", "R060"]);
 }
 
+/// A create on an images partition that holds an old image no job needs and a file of
+/// the operator's: the old image makes room (R005) and the create is done. With the
+/// operator's file alone taking too much, the create is tried, fails at the full
+/// partition, and leaves nothing of itself: the job ends failed saying the partition is
+/// full, and A boots again. The job and the step log were still written: images never
+/// take the partition's last few MiB.
+#[test]
+fn a_create_makes_room_or_fails_leaving_no_partial_image() {
+    for (old_image, operator_file) in [(true, 20 * MIB), (false, 30 * MIB)] {
+        let s = Scenario::blank();
+        s.write_role(Role::Nos, &fat_nos(40 * MIB, "A", 36 * MIB));
+        if old_image {
+            s.add_image("old.tar", &image_of(&fat_nos(40 * MIB, "O", 20 * MIB), "O"));
+        }
+        let operator_file = vec![1; usize::try_from(operator_file).unwrap()];
+        s.with_store(|store| store.write("operator/keep.bin", &operator_file).unwrap());
+        s.set_job(Kind::Create, "A.tar");
+        s.arm();
+        let nos_before = s.read_role(Role::Nos);
+
+        let outcome = s.run().unwrap();
+
+        assert_eq!(s.boot_state(), NOS_BOOTS, "A boots again");
+        assert!(s.read_role(Role::Nos) == nos_before);
+        let job = s.job();
+        let files = s.with_store(|store| store.list("images").unwrap());
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        if old_image {
+            assert_eq!((outcome, job.state), (Outcome::Done, State::Done));
+            assert_eq!(names, ["A.tar"]);
+            assert_in_order(&s.log_codes(), &["R035", "R005", "R036", "R060"]);
+        } else {
+            assert_eq!((outcome, job.state), (Outcome::RolledBack, State::Failed));
+            let why = job.last_error.unwrap_or_default();
+            assert!(why.contains("the partition is full"), "{why}");
+            assert!(names.is_empty(), "{names:?}");
+            assert_in_order(&s.log_codes(), &["R035", "E105", "R081", "R051"]);
+        }
+        assert!(
+            s.with_store(|store| store.read("operator/keep.bin").unwrap()) == Some(operator_file)
+        );
+    }
+}
+
 #[test]
 fn create_names_the_image_from_model_and_serial() {
     let s = Scenario::blank();

@@ -665,3 +665,134 @@ fn schedule_factory_uses_the_data_partitions_image() {
     assert!(out.contains("scheduled factory F.tar"), "{out}");
     assert_eq!(a.system_state(), (false, true));
 }
+
+/// A server re-provisioned again and again from the store: every fetch and every safety
+/// backup stays on the images partition (64 MiB here, room for three 18 MiB images), so
+/// without housekeeping the third fetch filled it to the last cluster — and then not even
+/// the job could be written. Each new image makes its own room: the oldest images no
+/// job needs go (R005), the image the appliance runs now stays, and every cycle ends
+/// done with B_i on NOS and A's identity.
+#[test]
+fn months_of_re_provisioning_never_fill_the_images_partition() {
+    let server = Server::start(Kind::Http, &[]);
+    let config = server.config(None);
+    let config = config.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+    let mut runs = Runs::new();
+    for i in 1..=5 {
+        let name = format!("B{i}.tar");
+        let image = image_of(&fat_nos(40 * MIB, &format!("B{i}"), 18 * MIB), "B");
+        std::fs::write(server.file(&name), image).unwrap();
+        runs.ok(&[
+            "schedule",
+            "apply",
+            &server.url(&name),
+            "--disk",
+            a.disk_arg(),
+            "--no-reboot",
+            "--config",
+            config,
+            "--identity",
+            a.identity_arg(),
+        ]);
+        assert_eq!(runner::run(&a.disk, &machine()).unwrap(), Outcome::Done);
+        let job = a.job().unwrap();
+        assert_eq!(
+            (job.state, job.image.as_str()),
+            (State::Done, name.as_str())
+        );
+        let (files, _, _) = a.store_state();
+        assert!(files.contains(&name), "cycle {i}: {files:?}");
+        assert!(
+            !files.iter().any(|f| f.ends_with(".part")),
+            "cycle {i}: {files:?}"
+        );
+        let listed = runs.ok(&["image", "list", "--disk", a.disk_arg()]);
+        assert!(listed.contains(&name), "{listed}");
+    }
+    let (files, _, _) = a.store_state();
+    assert!(!files.contains(&"B1.tar".to_string()), "{files:?}");
+    let log = runs.ok(&["log", "--disk", a.disk_arg()]);
+    let removed: Vec<&str> = log.lines().filter(|l| l.contains("R005")).collect();
+    assert!(
+        removed
+            .iter()
+            .any(|l| l.contains("B1.tar") && l.contains("the oldest image no job needs")),
+        "{log}"
+    );
+    assert!(!log.contains("E10"), "{log}");
+    // The last apply took its safety backup too: room was made for it as well.
+    let backups = log.lines().filter(|l| l.contains("R037")).count();
+    assert_eq!(backups, 5, "{log}");
+}
+
+/// An image that cannot fit even when every image no job needs is gone is refused
+/// before a byte of it is fetched, and nothing is removed: the store's images, the job
+/// and the disk outside the images partition stay as they were. `image remove` frees
+/// room by hand, but not the image the job names while the job is open.
+#[test]
+fn an_image_the_images_partition_cannot_hold_is_refused_before_fetching() {
+    let server = Server::start(Kind::Http, &[]);
+    let config = server.config(None);
+    let config = config.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+    let mut runs = Runs::new();
+    let schedule = |runs: &mut Runs, name: &str, ok: bool| {
+        let url = server.url(name);
+        let args = [
+            "schedule",
+            "apply",
+            &url,
+            "--disk",
+            a.disk_arg(),
+            "--no-reboot",
+            "--config",
+            config,
+            "--identity",
+            a.identity_arg(),
+        ];
+        match ok {
+            true => runs.ok(&args),
+            false => runs.fails(&args),
+        }
+    };
+    for (size, name, noise) in [(40, "B1.tar", 18), (40, "B2.tar", 18), (62, "huge.tar", 56)] {
+        let image = image_of(&fat_nos(size * MIB, name, noise * MIB), "B");
+        std::fs::write(server.file(name), image).unwrap();
+    }
+    schedule(&mut runs, "B1.tar", true);
+    assert_eq!(runner::run(&a.disk, &machine()).unwrap(), Outcome::Done);
+    std::fs::copy(server.file("B2.tar"), dir.path().join("B2.tar")).unwrap();
+    runs.ok(&[
+        "image",
+        "add",
+        dir.path().join("B2.tar").to_str().unwrap(),
+        "--disk",
+        a.disk_arg(),
+    ]);
+    let before = a.store_state().0;
+    let outside = a.outside_images();
+    let job = a.job();
+
+    let err = schedule(&mut runs, "huge.tar", false);
+    assert!(err.contains("huge.tar needs"), "{err}");
+    assert!(err.contains("nothing was removed"), "{err}");
+    assert!(err.contains("kept: huge.tar, B1.tar)"), "{err}");
+    assert_eq!(a.store_state().0, before, "nothing removed, nothing left");
+    assert_eq!(a.outside_images(), outside);
+    assert_eq!(a.job(), job);
+    assert_eq!(a.system_state(), (true, false), "not armed");
+
+    // By hand: not the job's image while its job is open; any other one.
+    runs.ok(&["job", "set", "--disk", a.disk_arg(), "--state", "pending"]);
+    let err = runs.fails(&["image", "remove", "B1.tar", "--disk", a.disk_arg()]);
+    assert!(err.contains("reprov job clear"), "{err}");
+    runs.ok(&["job", "clear", "--disk", a.disk_arg()]);
+    runs.ok(&["image", "remove", "B2.tar", "--disk", a.disk_arg()]);
+    let err = runs.fails(&["image", "remove", "B2.tar", "--disk", a.disk_arg()]);
+    assert!(err.contains("not on the images partition"), "{err}");
+    runs.ok(&["image", "remove", "B1.tar", "--disk", a.disk_arg()]);
+    schedule(&mut runs, "huge.tar", true);
+}

@@ -2,7 +2,7 @@
 
 use argh::FromArgs;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use super::open_disk;
 use crate::disk::{PartType, Role};
 use crate::image::{self, ApplyOptions, Codec, CreateOptions, Kind, Manifest};
 use crate::io::{Show, WriteBehind};
-use crate::store::ImageName;
+use crate::store::{ImageName, Kind as JobKind, State};
 use crate::units::{format_size, parse_size};
 use crate::Error;
 
@@ -36,6 +36,7 @@ enum Verb {
     Info(Info),
     Add(Add),
     List(List),
+    Remove(Remove),
 }
 
 /// Pack a partition into an image file.
@@ -187,6 +188,24 @@ struct List {
     factory: bool,
 }
 
+/// Remove an image (with all its parts, and an unfinished copy of it) from an appliance
+/// disk: from images/ on the images partition, or with --factory from factory/ on the
+/// data partition. The image the disk's job needs is refused until the job is done or
+/// cleared. (Fetches make room by themselves, removing the oldest images no job needs.)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "remove")]
+struct Remove {
+    /// the image's name on the disk
+    #[argh(positional)]
+    name: String,
+    /// the appliance disk: an image file or a block device
+    #[argh(option)]
+    disk: PathBuf,
+    /// remove it from factory/ on the data partition
+    #[argh(switch)]
+    factory: bool,
+}
+
 /// Copy an image file onto an appliance disk: into images/ on the images partition, or
 /// with --factory into factory/ on the data partition (where a factory job looks).
 #[derive(FromArgs)]
@@ -216,6 +235,7 @@ impl ImageCommand {
             Verb::Info(i) => info(i),
             Verb::Add(a) => add(a),
             Verb::List(l) => list(l),
+            Verb::Remove(r) => remove(r),
         }
     }
 }
@@ -392,15 +412,11 @@ fn create_into<R: Read + Seek>(
                 crate::store::image_path(&name),
                 disk_path.display()
             );
+            // Under a temporary name until whole; as parts past FAT's 4 GiB limit.
             disk.with_store(|store| {
-                // Under a temporary name until whole; as parts past FAT's 4 GiB limit.
-                let mut file = store.create_image(&name)?;
-                let manifest = image::create(source, &mut file, options)?;
-                file.flush()
-                    .map_err(|e| Error::io("flushing", name.as_str(), e))?;
-                drop(file);
-                store.finish_image(&name)?;
-                Ok(manifest)
+                store.write_image(&name, |file| {
+                    Ok::<_, Error>(image::create(source, file, options)?)
+                })
             })?
         }
         _ => {
@@ -636,6 +652,48 @@ fn list(l: List) -> crate::Result<()> {
     for (name, size) in listed? {
         println!("{name}\t{size}\t{}", format_size(size));
     }
+    Ok(())
+}
+
+fn remove(r: Remove) -> crate::Result<()> {
+    let name = ImageName::new(&r.name)
+        .map_err(|why| Error::Usage(format!("image remove: name {:?}: {why}", r.name)))?;
+    let mut disk = open_disk(&r.disk)?;
+    let place = if r.factory {
+        let dir = crate::recovery::runner::FACTORY_DIR;
+        let store = disk.mount(Role::Data)?;
+        let removed = store.remove_image_in(dir, &name);
+        store.unmount()?;
+        removed?;
+        format!("{dir}/{name} from the data partition")
+    } else {
+        disk.with_store(|store| {
+            if let Some(job) = store.read_job()? {
+                let needs = job.image == name || job.backup_image.as_ref() == Some(&name);
+                let open = !matches!(job.state, State::Done | State::Failed)
+                    || (job.kind == JobKind::Create && job.image == name);
+                if needs && open {
+                    return Err(usage(&format!(
+                        "image remove: the job on {} ({} {}, {}) needs {name}: it is removed \
+                         once the job is over, or clear the job first (reprov job clear)",
+                        r.disk.display(),
+                        job.kind,
+                        job.image,
+                        job.state
+                    )));
+                }
+            }
+            Ok(store.remove_image(&name)?)
+        })?;
+        format!(
+            "{} from the images partition",
+            crate::store::image_path(&name)
+        )
+    };
+    disk.into_inner()
+        .sync_all()
+        .map_err(|e| Error::io("syncing", r.disk.display(), e))?;
+    log::info!("removed {place}");
     Ok(())
 }
 

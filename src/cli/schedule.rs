@@ -33,7 +33,6 @@ enum Sub {
     ArmDue(ArmDue),
 }
 
-/// Options every `schedule` verb takes.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "apply")]
 /// Apply IMAGE to NOS: a name in the images store, a local file, an ftp(s):// or http(s)://

@@ -152,6 +152,19 @@ fn map_of<R: Read + Seek>(
     })
 }
 
+/// The most an image of `source` (a partition of `len` bytes) made with the default
+/// chunk size can take: every block its file system uses (every byte, when reprov does
+/// not know the file system) stored as it is, plus a tar header, padding and a manifest
+/// line per chunk. The room a store must have before it packs a partition. Reads only.
+pub fn size_bound<R: Read + Seek>(source: &mut R, len: u64) -> u64 {
+    let filesystem = filesystem::detect(source, len).filesystem;
+    let used = match filesystem::used_blocks(source, len, filesystem) {
+        Ok(used) => used.used_bytes(),
+        Err(_) => len,
+    };
+    used.saturating_add(len / 1024).saturating_add(1 << 20)
+}
+
 /// Reads the whole of `source` (from its start to its end) and writes an image of it into
 /// `out`, from `out`'s start. Writes only to `out`; the caller syncs it.
 ///

@@ -23,7 +23,7 @@ pub use container::{
     chunk_entry, chunk_path, entry_len, manifest_header, open, open_signable, write_signature,
     Layout, MANIFEST_PATH, MAX_SIGNATURE_LEN, SIGNATURE_PATH,
 };
-pub use create::{create, CreateOptions};
+pub use create::{create, size_bound, CreateOptions};
 pub use manifest::{
     chunk_count, hex, Capture, Chunk, Codec, Filesystem, Kind, Manifest, DEFAULT_CHUNK_SIZE,
     FORMAT, HASHED_VERSION, MAX_CHUNK_SIZE, MAX_MANIFEST_LEN, MIN_CHUNK_SIZE, STORED_HASH_VERSION,

@@ -19,7 +19,7 @@ use crate::disk::{ApplianceDisk, Device, Opener, Role};
 use crate::identity::{self, Identity};
 use crate::image::{self, ApplyOptions, CreateOptions};
 use crate::io::{Show, SyncOnFlush, Window};
-use crate::store::{Code, ImageName, Job, Kind as JobKind, State as JobState, Store};
+use crate::store::{Code, ImageName, Job, Kind as JobKind, State as JobState, Store, IMAGES_DIR};
 use crate::trust;
 
 /// Where the factory image lives on the data partition (the "recovery CD" on disk).
@@ -491,8 +491,9 @@ impl<D: Device> Runner<'_, D> {
     }
 
     /// Packs the current NOS into [`BACKUP_IMAGE`] and records it in the job, when the
-    /// job allows it and the images partition has room for NOS even uncompressed. A
-    /// backup that cannot be made is noted and skipped: the factory image remains.
+    /// job allows it and the images partition has (or can make) room for every block
+    /// NOS's file system uses. A backup that cannot be made is noted and skipped: the
+    /// factory image remains.
     fn safety_backup(&mut self) -> crate::Result<()> {
         let name = ImageName::new(BACKUP_IMAGE).expect("BACKUP_IMAGE is a valid name");
         if !self.job.backup {
@@ -501,21 +502,21 @@ impl<D: Device> Runner<'_, D> {
         if self.job.image == name {
             return self.note(Code::BackupSkipped, "the job applies the backup itself");
         }
-        let (_, nos_len) = self.disk.range(Role::Nos);
+        let bound = self.nos_image_bound()?;
         // The old backup goes first: it is of an older appliance, and its room counts.
-        let free = self.disk.with_store(|store| {
+        // Then room for the most the backup can take, older images no job needs making
+        // way: the safety net is worth more than a copy of an image the store server has.
+        let image = self.job.image.to_string();
+        let no_room = self.disk.with_store(|store| {
             store.discard_image(&name)?;
-            Ok(store.free_bytes()?)
+            match store.make_room(IMAGES_DIR, bound, &[&image], BACKUP_IMAGE) {
+                Ok(()) => Ok(None),
+                Err(full @ crate::store::Error::Full { .. }) => Ok(Some(full.to_string())),
+                Err(e) => Err(e.into()),
+            }
         })?;
-        if free < nos_len {
-            return self.note(
-                Code::BackupSkipped,
-                &format!(
-                    "{} free on the images partition, NOS is {}",
-                    crate::units::format_size(free),
-                    crate::units::format_size(nos_len)
-                ),
-            );
+        if let Some(why) = no_room {
+            return self.note(Code::BackupSkipped, &why);
         }
         let description = format!("NOS before applying {}", self.job.image);
         match self.pack_nos(&name, description) {
@@ -664,6 +665,18 @@ impl<D: Device> Runner<'_, D> {
             crate::Error::Usage(format!("naming the created image {name:?}: {why}"))
         })?;
         self.note(Code::CreateStarted, name.as_str())?;
+        // Room for the most the image can take, older images no job needs making way;
+        // when even that cannot be made, packing is tried all the same (it may compress).
+        let bound = self.nos_image_bound()?;
+        self.disk.with_store(|store| {
+            match store.make_room(IMAGES_DIR, bound, &[name.as_str()], name.as_str()) {
+                Err(full @ crate::store::Error::Full { .. }) => {
+                    log::warn!("{full}; packing NOS all the same, as it may compress");
+                    Ok(())
+                }
+                made => Ok(made?),
+            }
+        })?;
         let description = format!("NOS of {}", self.device.display());
         let manifest = self.pack_nos(&name, description)?;
         self.note(
@@ -674,6 +687,14 @@ impl<D: Device> Runner<'_, D> {
                 crate::units::format_size(manifest.stored_total())
             ),
         )
+    }
+
+    /// The most an image of NOS can take (see [`image::size_bound`]). Reads NOS.
+    fn nos_image_bound(&mut self) -> crate::Result<u64> {
+        let (_, len) = self.disk.range(Role::Nos);
+        let mut nos = (self.disk.partition(Role::Nos))
+            .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
+        Ok(image::size_bound(&mut nos, len))
     }
 
     /// Packs NOS into `images/NAME` on the images partition (under a temporary name
@@ -689,19 +710,13 @@ impl<D: Device> Runner<'_, D> {
         options.description = description;
         options.show = Show::Console;
         options.partition_type = Some(self.disk.entry(Role::Nos).ptype);
-        let created = (|| {
-            let mut file = store.create_image(name)?;
+        let created = store.write_image(name, |file| {
             let mut nos = self
                 .disk
                 .partition(Role::Nos)
                 .map_err(|e| crate::Error::io("opening NOS of", self.device.display(), e))?;
-            let manifest = image::create(&mut nos, &mut file, &options)?;
-            std::io::Write::flush(&mut file)
-                .map_err(|e| crate::Error::io("flushing", name.as_str(), e))?;
-            drop(file);
-            store.finish_image(name)?;
-            Ok::<_, crate::Error>(manifest)
-        })();
+            Ok::<_, crate::Error>(image::create(&mut nos, file, &options)?)
+        });
         store.unmount()?;
         created
     }

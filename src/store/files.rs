@@ -222,7 +222,7 @@ impl<D: Read + Write + Seek> Store<D> {
                 name: name.to_string(),
             });
         }
-        let free = self.free_bytes()?;
+        let free = self.room()?;
         if size > free {
             return Err(Error::NoRoom {
                 name: name.to_string(),
@@ -299,9 +299,35 @@ impl<D: Read + Write + Seek> Store<D> {
             })
     }
 
+    /// Writes image `name` into the images directory through `write`, under a temporary
+    /// name it loses only once whole and flushed (replacing an image of that name). When
+    /// `write` fails, what it wrote is removed: an image that did not fit (or failed)
+    /// must not keep the room the next one needs. Writes.
+    pub fn write_image<T, E: From<Error>>(
+        &self,
+        name: &ImageName,
+        write: impl FnOnce(&mut super::Parts<'_, D>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut file = self.create_image(name)?;
+        let part = format!("{}{PARTIAL_SUFFIX}", image_path(name));
+        let written = write(&mut file).and_then(|value| {
+            file.flush().map_err(file_error("flushing", &part))?;
+            Ok(value)
+        });
+        drop(file);
+        if written.is_err() {
+            if let Err(cleanup) = self.remove_parts(&part) {
+                log::warn!("removing the unfinished {part}: {cleanup}");
+            }
+        }
+        let value = written?;
+        self.finish_image(name)?;
+        Ok(value)
+    }
+
     /// Creates (or replaces) image `name` in the images directory for writing, under a
     /// temporary name: [`Store::finish_image`] gives it its name when it is whole. Writes.
-    pub fn create_image(&self, name: &ImageName) -> Result<super::Parts<'_, D>, Error> {
+    pub(super) fn create_image(&self, name: &ImageName) -> Result<super::Parts<'_, D>, Error> {
         let part = format!("{}{PARTIAL_SUFFIX}", image_path(name));
         self.create_dirs_for(&part)?;
         self.create_parts(&part)
@@ -309,7 +335,7 @@ impl<D: Read + Write + Seek> Store<D> {
 
     /// Gives an image written through [`Store::create_image`] its name, replacing an
     /// image of that name. Writes.
-    pub fn finish_image(&self, name: &ImageName) -> Result<(), Error> {
+    fn finish_image(&self, name: &ImageName) -> Result<(), Error> {
         let path = image_path(name);
         self.rename_parts(&format!("{path}{PARTIAL_SUFFIX}"), &path)
     }
@@ -317,22 +343,33 @@ impl<D: Read + Write + Seek> Store<D> {
     /// Removes an image with all its parts, and what is left of an unfinished one of that
     /// name; none is not an error. Writes.
     pub fn discard_image(&self, name: &ImageName) -> Result<(), Error> {
-        let path = image_path(name);
+        self.discard_in(IMAGES_DIR, name)
+    }
+
+    /// [`Store::discard_image`] in directory `dir`, a download's sidecar included. Writes.
+    fn discard_in(&self, dir: &str, name: &ImageName) -> Result<(), Error> {
+        let path = format!("{dir}/{name}");
         self.remove_parts(&path)?;
-        self.remove_parts(&format!("{path}{PARTIAL_SUFFIX}"))
+        self.remove_parts(&format!("{path}{PARTIAL_SUFFIX}"))?;
+        self.remove(&format!("{path}{PARTIAL_SUFFIX}.toml"))
     }
 
     /// Removes an image with all its parts, and what is left of an unfinished one of that
     /// name; [`Error::ImageMissing`] when there is neither. Writes.
     pub fn remove_image(&self, name: &ImageName) -> Result<(), Error> {
-        let path = image_path(name);
+        self.remove_image_in(IMAGES_DIR, name)
+    }
+
+    /// [`Store::remove_image`] in directory `dir`. Writes.
+    pub fn remove_image_in(&self, dir: &str, name: &ImageName) -> Result<(), Error> {
+        let path = format!("{dir}/{name}");
         let partial = format!("{path}{PARTIAL_SUFFIX}");
         if self.file_len(&path)?.is_none() && self.parts(&partial)?.is_empty() {
             return Err(Error::ImageMissing {
                 name: name.to_string(),
             });
         }
-        self.discard_image(name)
+        self.discard_in(dir, name)
     }
 
     /// Free bytes on the images partition (as the FAT32 FSInfo sector counts them).

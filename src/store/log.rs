@@ -41,6 +41,7 @@ codes! {
     ImageFetched = "R002", "image-fetched", "Fetched the image onto the images partition and verified it";
     JobWritten = "R003", "job-written", "Wrote the pending job";
     RecoveryArmed = "R004", "recovery-armed", "Made the system partition visible and active: the next boot runs recovery";
+    ImageRemoved = "R005", "image-removed", "Removed an older image no job needs, to make room for a new one";
     // The recovery environment.
     RecoveryStarted = "R010", "recovery-started", "The recovery environment started";
     DiskFound = "R011", "disk-found", "Found the appliance disk";

@@ -7,6 +7,7 @@
 use std::io::{Read, Seek, Write};
 
 use crate::io::BlockCache;
+use crate::units::format_size;
 
 #[cfg(test)]
 mod cut_repair;
@@ -15,6 +16,7 @@ mod job;
 mod log;
 mod name;
 mod parts;
+mod room;
 
 pub use files::{image_path, IDENTITY_PATH, IMAGES_DIR, JOB_PATH};
 pub use job::{Job, JobError, Kind, State, MAX_UNFINISHED_STARTS};
@@ -89,9 +91,25 @@ pub enum Error {
     #[error("image {name} is already on the images partition (remove it first)")]
     ImageExists { name: String },
     #[error(
-        "image {name} is {size} bytes, more than the {free} bytes free on the images partition"
+        "image {name} is {size} bytes, more than the {free} bytes the partition has for images \
+         (its last few MiB are kept for reprov's job and step log): remove an older image \
+         first (reprov image list, reprov image remove)"
     )]
     NoRoom { name: String, size: u64, free: u64 },
+    #[error(
+        "{what} needs {} ({need} bytes), but the images partition has room for {} more, and \
+         removing every image no job needs would free only {} (kept: {kept}); nothing was \
+         removed: make the images partition bigger, or remove images by hand (reprov image \
+         remove)",
+        format_size(*need), format_size(*room), format_size(*could_free)
+    )]
+    Full {
+        what: String,
+        need: u64,
+        room: u64,
+        could_free: u64,
+        kept: String,
+    },
     #[error("reading the source of image {name}: {source}")]
     Source {
         name: String,

@@ -305,6 +305,11 @@ impl<D: Read + Write + Seek> Write for Parts<'_, D> {
         }
         let room = self.part_size - at;
         let n = usize::try_from(room).unwrap_or(usize::MAX).min(buf.len());
+        let file_len = self.lens.get(index).copied().unwrap_or(0);
+        let grows = (at + n as u64).saturating_sub(file_len);
+        if grows > 0 {
+            self.store.guard_growth(grows)?;
+        }
         let file = self.file(index)?;
         file.seek(SeekFrom::Start(at))?;
         let wrote = file.write(&buf[..n])?;

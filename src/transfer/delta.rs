@@ -372,6 +372,18 @@ impl Download for Delta<'_> {
         self.offset
     }
 
+    fn sources(&self) -> Vec<String> {
+        let mut used: Vec<String> = (self.runs.iter())
+            .filter_map(|run| match run.from {
+                From::Local { held, .. } => self.images.get(held).cloned(),
+                _ => None,
+            })
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+
     fn finish(self: Box<Self>) -> Result<Version, Failure> {
         let total = self.version.size.unwrap_or(0);
         log::info!(

@@ -44,6 +44,11 @@ pub(super) trait Download: Read {
     /// Where in the file the bytes being sent start: the resume offset, or 0 when the
     /// server sends the whole file.
     fn offset(&self) -> u64;
+    /// The files of the place this download copies from (a delta download's images), which
+    /// must stay while it runs.
+    fn sources(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Ends the transfer and returns the file's version as the server reports it now.
     fn finish(self: Box<Self>) -> Result<Version, Failure>;
 }
@@ -86,6 +91,15 @@ fn attempt_download(
         (Some(_), 0) => log::info!("fetching {url} from the start"),
         (Some(_), _) => log::info!("fetching {url}: resuming at byte {offset}"),
         (None, _) => log::info!("fetching {url}"),
+    }
+    // Room for what is to come before anything is written: a server fills the images
+    // partition over months, and a fetch that stops at a full one helps no one. (What
+    // is not resumed of an old partial file is cut off anyway: its room counts.)
+    if let Some(size) = version.size {
+        if offset == 0 {
+            place.remove(&part)?;
+        }
+        place.make_room(name, size.saturating_sub(offset), &download.sources())?;
     }
     // The sidecar first: then whatever lands in the partial file is always described.
     let sidecar = Sidecar {

@@ -55,6 +55,14 @@ pub trait Place {
     fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
     /// Removes `name`; a missing file is not an error. Writes.
     fn remove(&self, name: &str) -> Result<(), Error>;
+    /// Makes room for `bytes` more bytes of `name` before they are fetched: in the images
+    /// store, by removing the oldest images no job needs (never `name`, nor those in
+    /// `keep`); an error when the room cannot be made, before anything is removed.
+    /// Nothing to do in a plain directory, whose file system says when it is full.
+    /// Writes (may remove files).
+    fn make_room(&self, _name: &str, _bytes: u64, _keep: &[String]) -> Result<(), Error> {
+        Ok(())
+    }
     /// The whole files here that may be images whose chunks a fetch can reuse (a delta
     /// fetch: see `delta.rs`). None by default.
     fn images(&self) -> Result<Vec<String>, Error> {
@@ -204,6 +212,11 @@ impl<D: Read + Write + Seek> Place for StorePlace<'_, D> {
 
     fn remove(&self, name: &str) -> Result<(), Error> {
         Ok(self.store.remove_parts(&self.path(name))?)
+    }
+    fn make_room(&self, name: &str, bytes: u64, keep: &[String]) -> Result<(), Error> {
+        let mut kept: Vec<&str> = keep.iter().map(String::as_str).collect();
+        kept.push(name);
+        Ok(self.store.make_room(&self.dir, bytes, &kept, name)?)
     }
     /// The complete images of the directory (the current one, the safety backup …).
     fn images(&self) -> Result<Vec<String>, Error> {
