@@ -48,6 +48,7 @@ fn quick() -> Options {
         attempts: 3,
         backoff: Duration::from_millis(20),
         timeout: Duration::from_secs(10),
+        ..Options::default()
     }
 }
 

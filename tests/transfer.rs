@@ -38,6 +38,7 @@ fn quick() -> Options {
         attempts: 3,
         backoff: Duration::from_millis(20),
         timeout: Duration::from_secs(10),
+        ..Options::default()
     }
 }
 
@@ -369,6 +370,7 @@ fn a_silent_server_times_out() {
             attempts: 2,
             backoff: Duration::from_millis(10),
             timeout: Duration::from_millis(500),
+            ..Options::default()
         };
         let out = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
@@ -382,6 +384,56 @@ fn a_silent_server_times_out() {
         assert!(started.elapsed() < Duration::from_secs(10), "{message}");
         assert!(names_in(out.path()).is_empty());
     }
+}
+
+/// Servers that stall without ever going silent — each read gets a few bytes before the
+/// timeout — cannot hold a fetch for ever: under the minimum rate an attempt ends like a
+/// broken connection. HTTP trickles on its first GET only: the next attempt resumes where
+/// the trickle stood and the file is whole. FTP sends every transfer at 2 KB/s: the
+/// fetch gives up after its attempts, in bounded time, saying why.
+#[test]
+fn a_server_that_trickles_is_left_at_the_minimum_rate() {
+    let options = Options {
+        attempts: 2,
+        min_rate: transfer::MinRate {
+            bytes: 64 << 10,
+            window: Duration::from_secs(2),
+        },
+        ..quick()
+    };
+    let data = image(SIZE);
+    let http = Server::start(Kind::Http, &["--trickle-after", &CUT.to_string()]);
+    std::fs::write(http.file("B.img"), &data).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    fetch_into(out.path(), &http.source("B.img"), &options).unwrap();
+    assert_eq!(std::fs::read(out.path().join("B.img")).unwrap(), data);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let events = http.events();
+    let resumed = events
+        .iter()
+        .filter_map(|e| {
+            e.split("range=bytes=")
+                .nth(1)?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .any(|from: usize| from >= CUT);
+    assert!(resumed, "{events:?}");
+
+    let ftp = Server::start(Kind::Ftp, &["--throttle", "2000"]);
+    std::fs::write(ftp.file("B.img"), &data).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let message = fetch_into(out.path(), &ftp.source("B.img"), &options)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("too slow"), "{message}");
+    assert!(message.contains("after 2 attempts"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{message}");
+    assert_clean(&message);
 }
 
 /// A port nothing listens on.

@@ -4,7 +4,7 @@
 use super::config::{Source, StoreConfig};
 use super::place::Place;
 use super::url::{RemoteUrl, Scheme};
-use super::{ftp, http, with_retries, Error, Failure, Options, Progress};
+use super::{ftp, http, with_retries, Error, Failure, MinRate, Options, Progress, RateGuard};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
 
@@ -114,7 +114,14 @@ fn attempt_download(
         let writing = |e| local_error("writing", place.describe(&part), e);
         file.seek(SeekFrom::Start(offset)).map_err(writing)?;
         file.truncate_here().map_err(writing)?;
-        let copied = copy(&mut download, &mut *file, offset, version.size, progress);
+        let copied = copy(
+            &mut download,
+            &mut *file,
+            offset,
+            version.size,
+            options.min_rate,
+            progress,
+        );
         // Keep what arrived even when the connection broke: the next attempt resumes there.
         file.flush().map_err(writing)?;
         let done = match copied {
@@ -230,9 +237,11 @@ fn copy(
     to: &mut dyn Write,
     mut done: u64,
     total: Option<u64>,
+    min_rate: MinRate,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<u64, Broke> {
     let mut buffer = vec![0u8; 256 << 10];
+    let mut rate = RateGuard::new(min_rate);
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) => return Ok(done),
@@ -240,6 +249,7 @@ fn copy(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Broke::Reading(e)),
         };
+        rate.moved(n).map_err(Broke::Reading)?;
         to.write_all(&buffer[..n]).map_err(Broke::Writing)?;
         done = done.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
         progress(Progress { done, total });
@@ -271,6 +281,7 @@ pub fn upload(
             done: 0,
             total: size,
             progress: &mut *progress,
+            rate: RateGuard::new(options.min_rate),
         };
         match url.scheme {
             Scheme::Ftp => ftp::upload(&source, &mut counting, size, options),
@@ -290,6 +301,8 @@ struct Counting<'a> {
     done: u64,
     total: u64,
     progress: &'a mut dyn FnMut(Progress),
+    /// The server takes what is read here as fast as it receives it.
+    rate: RateGuard,
 }
 
 impl Read for Counting<'_> {
@@ -297,6 +310,7 @@ impl Read for Counting<'_> {
         let left = usize::try_from(self.total - self.done).unwrap_or(usize::MAX);
         let want = buf.len().min(left);
         let n = self.inner.read(&mut buf[..want])?;
+        self.rate.moved(n)?;
         self.done += u64::try_from(n).unwrap_or(u64::MAX);
         (self.progress)(Progress {
             done: self.done,

@@ -47,6 +47,7 @@ pub use place::{DirPlace, PartFile, Place, StorePlace};
 pub use tls::{TlsTrust, SYSTEM_ROOTS};
 pub use url::{Redacted, RemoteUrl, Scheme};
 
+use crate::units;
 use std::time::Duration;
 
 /// What went wrong while fetching or uploading.
@@ -100,6 +101,11 @@ pub struct Options {
     pub backoff: Duration,
     /// For connecting, and for each read or write on a connection.
     pub timeout: Duration,
+    /// The slowest a transfer may go: a server that keeps sending a byte now and then
+    /// never trips `timeout`, and would hold a fetch (and the agent that runs it) for
+    /// ever. Slower than this, the attempt ends as a broken connection (a download
+    /// resumes where it stood, when attempts are left).
+    pub min_rate: MinRate,
 }
 
 impl Default for Options {
@@ -108,7 +114,55 @@ impl Default for Options {
             attempts: 3,
             backoff: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
+            min_rate: MinRate {
+                bytes: 64 << 10,
+                window: Duration::from_secs(60),
+            },
         }
+    }
+}
+
+/// At least `bytes` bytes in every `window` of a transfer (as curl's `--speed-limit` and
+/// `--speed-time`).
+#[derive(Debug, Clone, Copy)]
+pub struct MinRate {
+    pub bytes: u64,
+    pub window: Duration,
+}
+
+/// Counts a transfer's bytes against its [`MinRate`].
+struct RateGuard {
+    min: MinRate,
+    since: std::time::Instant,
+    moved: u64,
+}
+
+impl RateGuard {
+    fn new(min: MinRate) -> Self {
+        RateGuard {
+            min,
+            since: std::time::Instant::now(),
+            moved: 0,
+        }
+    }
+
+    /// Counts `n` more bytes; an error when the window that just ended moved too few.
+    fn moved(&mut self, n: usize) -> std::io::Result<()> {
+        self.moved = self.moved.saturating_add(n as u64);
+        let elapsed = self.since.elapsed();
+        if elapsed < self.min.window {
+            return Ok(());
+        }
+        if self.moved < self.min.bytes {
+            return Err(std::io::Error::other(format!(
+                "too slow: {} in the last {} s, less than {} (the server stalls)",
+                units::format_size(self.moved),
+                elapsed.as_secs(),
+                units::format_size(self.min.bytes)
+            )));
+        }
+        *self = RateGuard::new(self.min);
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ connection without a reply, as a cut cable would.
 the transfer's reply (as a file replaced on the server while it was being sent).
 --passive-ports FIRST-LAST: data connections listen only on these ports (QEMU guests reach
 only forwarded ports); without it, on any port the kernel picks.
+--throttle BPS: every data connection sends at most BPS bytes a second.
 --tls-cert FILE --tls-key FILE: FTPS (explicit, AUTH TLS), and the server requires TLS on
 the control connection before the login and on every data connection (PROT P).
 """
@@ -22,7 +23,7 @@ import os
 import sys
 
 from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
+from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler, ThrottledDTPHandler
 from pyftpdlib.servers import FTPServer
 
 
@@ -36,6 +37,7 @@ def main():
     parser.add_argument("--change-on-cut", action="store_true")
     parser.add_argument("--change-after-send", action="store_true")
     parser.add_argument("--passive-ports", default=None)
+    parser.add_argument("--throttle", type=int, default=None)
     parser.add_argument("--tls-cert", default=None)
     parser.add_argument("--tls-key", default=None)
     args = parser.parse_args()
@@ -120,6 +122,11 @@ def main():
         Handler.certfile, Handler.keyfile = args.tls_cert, args.tls_key
         Handler.tls_control_required = Handler.tls_data_required = True
     Handler.use_sendfile = False  # the cut wraps the file object; sendfile would bypass it
+    if args.throttle is not None:
+        class Throttled(ThrottledDTPHandler):
+            write_limit = args.throttle
+
+        Handler.dtp_handler = Throttled
     if args.passive_ports is not None:
         first, last = (int(port) for port in args.passive_ports.split("-"))
         Handler.passive_ports = range(first, last + 1)

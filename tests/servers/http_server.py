@@ -11,6 +11,8 @@ PUT <path> <bytes> / DENIED <path>).
 --cut-after N: the first GET (or the one --cut-request K names, counted from 1) announces
 its whole length, sends N bytes of body and drops the connection.  --change-on-cut: then rewrites the file (same size, other bytes, newer
 mtime).  --ignore-range: always answer 200 with the whole file.
+--trickle-after N: the first GET sends N bytes of body, then 64 bytes every half second (a
+server that stalls without ever going silent).
 --tls-cert FILE --tls-key FILE: HTTPS.
 A GET of a directory answers an index page linking each file (as nginx autoindex does); a
 PUT creates the directories above its file (as nginx's create_full_put_path does).
@@ -23,6 +25,7 @@ import os
 import socket
 import ssl
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -36,6 +39,7 @@ def main():
     parser.add_argument("--cut-request", type=int, default=1)
     parser.add_argument("--change-on-cut", action="store_true")
     parser.add_argument("--ignore-range", action="store_true")
+    parser.add_argument("--trickle-after", type=int, default=None)
     parser.add_argument("--tls-cert", default=None)
     parser.add_argument("--tls-key", default=None)
     args = parser.parse_args()
@@ -44,7 +48,11 @@ def main():
         password = f.readline().rstrip("\n")
     expected = "Basic " + base64.b64encode(f"{args.user}:{password}".encode()).decode()
     events = open(args.events, "a", buffering=1)
-    state = {"cut_pending": args.cut_after is not None, "gets": 0}
+    state = {
+        "cut_pending": args.cut_after is not None,
+        "trickle_pending": args.trickle_after is not None,
+        "gets": 0,
+    }
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -124,6 +132,21 @@ def main():
                     events.write("CHANGED\n")
                 events.write(f"SENT {self.path} {min(len(body), args.cut_after)}\n")
                 self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if state["trickle_pending"]:
+                state["trickle_pending"] = False
+                sent = args.trickle_after
+                try:
+                    self.wfile.write(body[:sent])
+                    while sent < len(body):
+                        time.sleep(0.5)
+                        self.wfile.write(body[sent : sent + 64])
+                        self.wfile.flush()
+                        sent += 64
+                except OSError:
+                    pass  # the client gave up
+                events.write(f"TRICKLED {self.path} {min(sent, len(body))}\n")
                 self.close_connection = True
                 return
             self.wfile.write(body)
