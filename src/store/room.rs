@@ -57,8 +57,8 @@ impl<D: Read + Write + Seek> Store<D> {
         let reserve = self.reserve();
         if free.saturating_sub(grows) < reserve {
             return Err(io::Error::other(format!(
-                "the partition is full: {} free, and its last {} are kept for reprov's \
-                     job, identity and step log",
+                "the partition is full: {} free, and its last {} are kept for reprov's job, \
+                 identity and step log",
                 format_size(free),
                 format_size(reserve)
             )));
@@ -70,28 +70,29 @@ impl<D: Read + Write + Seek> Store<D> {
     /// that nothing needs: unfinished copies first, then whole images, oldest first.
     /// Never removed: the names in `keep` (with their unfinished copies), the image the
     /// job on this partition names, whatever its state (the appliance runs it now, or a
-    /// created image waits there for its upload), and its safety backup until it is over. Each removal is logged (R005) saying it was
-    /// for `what`. When even removing all of those would not make the room, nothing is
-    /// removed and [`Error::Full`] says so. Writes (only when it removes something).
+    /// created image waits there for its upload), and its safety backup until it is
+    /// over. Each removal is logged (R005) saying it was for `what`. When even removing
+    /// all the others would not make the room, nothing is removed and [`Error::Full`]
+    /// says so. Writes (only when it removes something).
     pub fn make_room(&self, dir: &str, need: u64, keep: &[&str], what: &str) -> Result<(), Error> {
         let room = self.room()?;
         if room >= need {
             return Ok(());
         }
-        let mut keep: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
+        let mut needed: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
         if let Some(job) = self.read_job()? {
-            keep.push(job.image.to_string());
+            needed.push(job.image.to_string());
             // The safety backup matters until the job is over.
             if !matches!(job.state, State::Done | State::Failed) {
-                keep.extend(job.backup_image.map(|b| b.to_string()));
+                needed.extend(job.backup_image.map(|b| b.to_string()));
             }
         }
-        let mut seen = Vec::new();
-        keep.retain(|k| {
-            let new = !seen.contains(&k.to_ascii_lowercase());
-            seen.push(k.to_ascii_lowercase());
-            new
-        });
+        let mut keep: Vec<String> = Vec::new();
+        for name in needed {
+            if !keep.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
+                keep.push(name);
+            }
+        }
         let mut removable = self.removable(dir, &keep)?;
         let could_free: u64 = removable.iter().map(|r| r.bytes).sum();
         if room.saturating_add(could_free) < need {
