@@ -80,6 +80,23 @@ impl Appliance {
         self.identity.to_str().unwrap()
     }
 
+    /// `reprov schedule apply IMAGE` on this appliance with the store config `config`,
+    /// arming without a reboot.
+    fn schedule_apply<'a>(&'a self, image: &'a str, config: &'a str) -> [&'a str; 10] {
+        [
+            "schedule",
+            "apply",
+            image,
+            "--disk",
+            self.disk_arg(),
+            "--no-reboot",
+            "--config",
+            config,
+            "--identity",
+            self.identity_arg(),
+        ]
+    }
+
     fn range(&self, role: Role) -> (u64, u64) {
         open_disk(&self.disk).unwrap().range(role)
     }
@@ -670,8 +687,8 @@ fn schedule_factory_uses_the_data_partitions_image() {
 /// backup stays on the images partition (64 MiB here, room for three 18 MiB images), so
 /// without housekeeping the third fetch filled it to the last cluster — and then not even
 /// the job could be written. Each new image makes its own room: the oldest images no
-/// job needs go (R005), the image the appliance runs now stays, and every cycle ends
-/// done with B_i on NOS and A's identity.
+/// job needs go (R005), the image the appliance runs now stays, every cycle's apply ends
+/// done, and each took its safety backup.
 #[test]
 fn months_of_re_provisioning_never_fill_the_images_partition() {
     let server = Server::start(Kind::Http, &[]);
@@ -684,18 +701,7 @@ fn months_of_re_provisioning_never_fill_the_images_partition() {
         let name = format!("B{i}.tar");
         let image = image_of(&fat_nos(40 * MIB, &format!("B{i}"), 18 * MIB), "B");
         std::fs::write(server.file(&name), image).unwrap();
-        runs.ok(&[
-            "schedule",
-            "apply",
-            &server.url(&name),
-            "--disk",
-            a.disk_arg(),
-            "--no-reboot",
-            "--config",
-            config,
-            "--identity",
-            a.identity_arg(),
-        ]);
+        runs.ok(&a.schedule_apply(&server.url(&name), config));
         assert_eq!(runner::run(&a.disk, &machine()).unwrap(), Outcome::Done);
         let job = a.job().unwrap();
         assert_eq!(
@@ -741,21 +747,9 @@ fn an_image_the_images_partition_cannot_hold_is_refused_before_fetching() {
     let mut runs = Runs::new();
     let schedule = |runs: &mut Runs, name: &str, ok: bool| {
         let url = server.url(name);
-        let args = [
-            "schedule",
-            "apply",
-            &url,
-            "--disk",
-            a.disk_arg(),
-            "--no-reboot",
-            "--config",
-            config,
-            "--identity",
-            a.identity_arg(),
-        ];
         match ok {
-            true => runs.ok(&args),
-            false => runs.fails(&args),
+            true => runs.ok(&a.schedule_apply(&url, config)),
+            false => runs.fails(&a.schedule_apply(&url, config)),
         }
     };
     for (size, name, noise) in [(40, "B1.tar", 18), (40, "B2.tar", 18), (62, "huge.tar", 56)] {
