@@ -1,7 +1,7 @@
 //! Property tests of every parser of untrusted input: the manifest and the image's tar
-//! walk, the job, the identity, store.toml, fleet desired states, the MBR and the
-//! appliance layout, the step log, FAT and ext4 metadata (used-block capture, the images
-//! store), and the recovery console's typed input. Each takes valid samples and mutates
+//! walk, the job, the identity, the new OS's network interfaces file, store.toml, fleet
+//! desired states, the MBR and the appliance layout, the step log, FAT and ext4 metadata
+//! (used-block capture, the images store), and the recovery console's typed input. Each takes valid samples and mutates
 //! them (flipped, inserted and deleted bytes, truncation) as well as plain random bytes.
 //! The property: no panic, an answer in bounded time and memory (a walk that loops fails
 //! the per-case time limit).
@@ -179,6 +179,31 @@ fn identity() {
     assert!(reprov::identity::parse(sample).is_ok());
     fuzz("identity", sample.as_bytes(), None, |input| {
         let _ = reprov::identity::parse_bytes(input);
+    });
+}
+
+/// The new OS's `/etc/network/interfaces` comes with an image nobody here made: the
+/// identity restore edits it whatever it holds, leaves the saved interfaces in it once,
+/// and a second restore (a resumed job) changes nothing more.
+#[test]
+fn new_os_network_interfaces() {
+    let identity = reprov::identity::parse(
+        "hostname = \"web-07\"\ndns = [\"10.0.2.3\"]\n\n[[interface]]\n\
+         mac = \"52:54:00:12:34:56\"\naddresses = [\"10.0.2.77/24\"]\ngateway4 = \"10.0.2.2\"\n",
+    )
+    .unwrap();
+    let sample = "source /etc/network/interfaces.d/*\n\nauto lo eth0\niface lo inet loopback\n\
+                  allow-hotplug ens3\niface ens3 inet dhcp\n\thostname x\nmapping eth1\n  script m\n\
+                  iface br0 inet static\n    bridge_ports ens3\n    address 192.0.2.9/24\n";
+    fuzz("network interfaces", sample.as_bytes(), None, |input| {
+        let edited = reprov::identity::ifupdown::edit_interfaces(&text(input), &identity);
+        let ours = edited.matches("\n# BEGIN reprov").count()
+            + usize::from(edited.starts_with("# BEGIN reprov"));
+        assert_eq!(ours, 1, "{edited}");
+        assert_eq!(
+            reprov::identity::ifupdown::edit_interfaces(&edited, &identity),
+            edited
+        );
     });
 }
 

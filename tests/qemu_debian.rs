@@ -1,8 +1,9 @@
 //! Real Debian appliances in QEMU (tests/common/debian.rs has their table):
-//! - the web server A, running, schedules the DNS server B from its store (typed on its
-//!   serial console, as an operator would); recovery backs A up, writes B, grows B's
-//!   ext4 to fill NOS, restores A's identity; B comes up with A's host name and static
-//!   address, answers DNS where A answered HTTP, and reports `done` to the fleet store;
+//! - the web server A (systemd-networkd), running, schedules the DNS server B (ifupdown)
+//!   from its store (typed on its serial console, as an operator would); recovery backs A
+//!   up, writes B, grows B's ext4 to fill NOS, restores A's identity; B comes up with A's
+//!   host name and static address through its own network stack, answers DNS where A
+//!   answered HTTP, and reports `done` to the fleet store;
 //! - B applied onto a NOS too small for it, whose MBR type says FAT: NOS grows into the
 //!   float and takes B's type, the identity goes into the grown ext4 in the same boot,
 //!   and the file system fills the grown partition.
@@ -72,7 +73,7 @@ fn arm_apply_b(disk: &Path, dir: &Path, hostname: &str) {
         &identity,
         format!(
             "hostname = \"{hostname}\"\ndns = [\"{A_DNS}\"]\n\n[[interface]]\nmac = \"{GUEST_MAC}\"\n\
-             addresses = [\"{A_ADDRESS}\"]\ngateway4 = \"{A_GATEWAY}\"\n"
+             name = \"ens3\"\naddresses = [\"{A_ADDRESS}\"]\ngateway4 = \"{A_GATEWAY}\"\n"
         ),
     )
     .unwrap();
@@ -143,18 +144,26 @@ fn debian_web_server_a_becomes_dns_server_b_with_its_identity() {
         route.contains(&format!("default via {A_GATEWAY}")),
         "{route}"
     );
-    let link = vm.shell_ok(
-        &format!("networkctl status --no-pager $(ip -o link | grep -i {GUEST_MAC} | cut -d: -f2)"),
-        SHELL,
-    );
+    // B brings its network up with ifupdown, as debian-installer set it up: its own DHCP
+    // stanza gave way to the saved interface (by the name A had for the NIC, as captured
+    // by `schedule`); networkd never ran.
+    let interfaces = vm.shell_ok("cat /etc/network/interfaces", SHELL);
     for want in [
-        A_ADDRESS.split('/').next().unwrap(),
-        A_GATEWAY,
-        A_DNS,
-        "00-reprov-",
+        "allow-hotplug ens3\niface ens3 inet static".to_string(),
+        format!("address {A_ADDRESS}"),
+        format!("gateway {A_GATEWAY}"),
+        format!("dns-nameservers {A_DNS}"),
+        "# reprov: iface ens3 inet dhcp".to_string(),
+        "iface lo inet loopback".to_string(),
     ] {
-        assert!(link.contains(want), "networkctl lacks {want}: {link}");
+        assert!(interfaces.contains(&want), "lacks {want}: {interfaces}");
     }
+    let resolver = vm.shell_ok("resolvectl dns", SHELL);
+    assert!(resolver.contains(A_DNS), "{resolver}");
+    let state = vm.shell_ok("ifquery --state", SHELL);
+    assert!(state.contains("ens3=ens3"), "{state}");
+    let (networkd, _) = vm.shell("systemctl is-active systemd-networkd.service", SHELL);
+    assert_eq!(networkd.trim(), "inactive", "B's network is ifupdown's");
     let hosts = vm.shell_ok("cat /etc/hosts", SHELL);
     assert!(
         hosts.contains("10.0.2.50\tdb.appliance.internal db"),

@@ -98,11 +98,10 @@ pub fn run(cmd: IdentityCmd) -> crate::Result<()> {
         }
         Sub::Render(args) => {
             let identity = read_identity(&args.file)?;
-            let files = identity::render(&identity);
             std::fs::create_dir_all(&args.root)
                 .map_err(|e| Error::io("creating", args.root.display(), e))?;
-            identity::restore(&identity, &mut DirSink::new(&args.root))?;
-            for (path, _) in &files {
+            let written = identity::restore(&identity, &mut DirSink::new(&args.root))?;
+            for path in &written {
                 println!(
                     "{}",
                     identity::restore::dir_target(&args.root, path).display()

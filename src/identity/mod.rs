@@ -26,6 +26,7 @@
 //! identity of the running system.
 
 pub mod capture;
+pub mod ifupdown;
 pub mod render;
 pub mod restore;
 

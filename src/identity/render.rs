@@ -21,12 +21,10 @@ pub fn render(identity: &Identity) -> Vec<(String, String)> {
         (HOSTS_PATH.to_string(), hosts_file(identity)),
     ];
     for iface in &identity.interfaces {
-        let dns: &[IpAddr] = if carries_dns(identity, iface) {
-            &identity.dns
-        } else {
-            &[]
-        };
-        files.push((networkd_path(iface), networkd_file(iface, dns)));
+        files.push((
+            networkd_path(iface),
+            networkd_file(iface, dns_for(identity, iface)),
+        ));
     }
     files.push((format!("{NOCLOUD_DIR}/meta-data"), meta_data(identity)));
     // NoCloud reads a seed directory only when user-data is there too.
@@ -146,11 +144,15 @@ pub fn edit_hosts(
     out
 }
 
-/// DNS servers go on the interfaces that have a default gateway (the way out to them);
-/// when none has one, on every interface.
-fn carries_dns(identity: &Identity, iface: &Interface) -> bool {
+/// The DNS servers `iface` carries: they go on the interfaces that have a default
+/// gateway (the way out to them); when none has one, on every interface.
+pub(super) fn dns_for<'a>(identity: &'a Identity, iface: &Interface) -> &'a [IpAddr] {
     let has_gateway = |i: &Interface| i.gateway4.is_some() || i.gateway6.is_some();
-    has_gateway(iface) || !identity.interfaces.iter().any(has_gateway)
+    if has_gateway(iface) || !identity.interfaces.iter().any(has_gateway) {
+        &identity.dns
+    } else {
+        &[]
+    }
 }
 
 /// A systemd-networkd file for one interface. `Type=ether` keeps VLANs, which share
@@ -227,7 +229,7 @@ pub fn network_config(identity: &Identity) -> String {
                 let _ = writeln!(out, "      - to: \"{to}\"\n        via: \"{via}\"");
             }
         }
-        if carries_dns(identity, iface) && !identity.dns.is_empty() {
+        if !dns_for(identity, iface).is_empty() {
             out.push_str("    nameservers:\n      addresses:\n");
             for server in &identity.dns {
                 let _ = writeln!(out, "        - \"{server}\"");

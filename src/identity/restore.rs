@@ -19,9 +19,11 @@ const MAX_EDITED_BYTES: u64 = 1 << 20;
 
 /// Writes the identity into the new OS behind `sink`: every file [`super::render`]
 /// makes, except that `/etc/hosts` is the new OS's own, edited
-/// ([`super::render::edit_hosts`]), so the lines its image brought stay. Writes. Stops
+/// ([`super::render::edit_hosts`]), so the lines its image brought stay; and a new OS
+/// with an `/etc/network/interfaces` (ifupdown) has it edited too
+/// ([`super::ifupdown::edit_interfaces`]). Returns the paths written. Writes. Stops
 /// at the first failure, naming the file.
-pub fn restore(identity: &super::Identity, sink: &mut dyn FileSink) -> Result<(), Error> {
+pub fn restore(identity: &super::Identity, sink: &mut dyn FileSink) -> Result<Vec<String>, Error> {
     let read = |sink: &mut dyn FileSink, path: &str| -> Result<Option<String>, Error> {
         let bytes = sink
             .read_file(relative_path(path)?, MAX_EDITED_BYTES)
@@ -40,7 +42,18 @@ pub fn restore(identity: &super::Identity, sink: &mut dyn FileSink) -> Result<()
                 super::render::edit_hosts(hosts.as_deref(), old_hostname.as_deref(), identity);
         }
     }
-    restore_into(&files, sink)
+    // A new OS that brings its network up with ifupdown never reads networkd's files:
+    // its own interfaces file gets the saved interfaces instead of its own.
+    let interfaces = super::ifupdown::INTERFACES_PATH;
+    if let Some(existing) = read(sink, interfaces)?.filter(|_| !identity.interfaces.is_empty()) {
+        let edited = super::ifupdown::edit_interfaces(&existing, identity);
+        files.push((interfaces.to_string(), edited));
+        if let Some(dropin) = super::ifupdown::resolved_dropin(identity) {
+            files.push((super::ifupdown::RESOLVED_PATH.to_string(), dropin));
+        }
+    }
+    restore_into(&files, sink)?;
+    Ok(files.into_iter().map(|(path, _)| path).collect())
 }
 
 /// Writes rendered files (absolute paths, as [`super::render`] returns them) into a
@@ -136,6 +149,12 @@ impl DirSink {
 
     /// Creates (mode 0755) or checks each directory between the root and `path`.
     fn make_parents(&self, path: &str) -> std::io::Result<PathBuf> {
+        Ok(self.parents(path, true)?.expect("made when missing"))
+    }
+
+    /// Checks each directory between the root and `path`; a missing one is made when
+    /// `create`, else the answer is `None`.
+    fn parents(&self, path: &str, create: bool) -> std::io::Result<Option<PathBuf>> {
         use std::os::unix::fs::DirBuilderExt;
         let mut dir = self.root.clone();
         let parents = path.rsplit_once('/').map_or("", |(p, _)| p);
@@ -149,13 +168,14 @@ impl DirSink {
                         dir.display()
                     )))
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                     std::fs::DirBuilder::new().mode(0o755).create(&dir)?;
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
-        Ok(dir)
+        Ok(Some(dir))
     }
 }
 
@@ -183,9 +203,10 @@ impl FileSink for DirSink {
     /// Reads a regular file; a symbolic link (into the recovery system) is refused.
     fn read_file(&mut self, path: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
         // The parents must be real directories (the restore writes there next).
-        let target = self
-            .make_parents(path)?
-            .join(path.rsplit('/').next().unwrap_or(path));
+        let Some(dir) = self.parents(path, false)? else {
+            return Ok(None);
+        };
+        let target = dir.join(path.rsplit('/').next().unwrap_or(path));
         match std::fs::symlink_metadata(&target) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -290,6 +311,48 @@ gateway4 = "192.0.2.1"
             .filter(|n| n.to_string_lossy().contains("reprov-new"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// A new OS with an ifupdown interfaces file gets the saved interfaces there (and the
+    /// DNS servers for resolved); one without gets neither file.
+    #[test]
+    fn an_ifupdown_os_gets_the_interfaces_in_its_own_file() {
+        let identity = parse(IDENTITY).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc/network")).unwrap();
+        let image = "auto lo\niface lo inet loopback\n\nallow-hotplug ens3\niface ens3 inet dhcp\n";
+        std::fs::write(root.path().join("etc/network/interfaces"), image).unwrap();
+        restore(&identity, &mut DirSink::new(root.path())).unwrap();
+        let read = |path: &str| std::fs::read_to_string(root.path().join(path)).unwrap();
+        let interfaces = read("etc/network/interfaces");
+        assert!(
+            interfaces.contains("# reprov: iface ens3 inet dhcp\n"),
+            "{interfaces}"
+        );
+        assert!(
+            interfaces.contains("    address 192.0.2.10/24\n"),
+            "{interfaces}"
+        );
+        assert!(
+            interfaces.contains("    dns-nameservers 192.0.2.53\n"),
+            "{interfaces}"
+        );
+        assert!(read("etc/systemd/resolved.conf.d/reprov.conf").contains("DNS=192.0.2.53\n"));
+        // A resumed job restores again: the same files.
+        restore(&identity, &mut DirSink::new(root.path())).unwrap();
+        assert_eq!(read("etc/network/interfaces"), interfaces);
+
+        let networkd_os = tempfile::tempdir().unwrap();
+        restore(&identity, &mut DirSink::new(networkd_os.path())).unwrap();
+        assert!(!networkd_os.path().join("etc/network").exists());
+        assert!(!networkd_os
+            .path()
+            .join("etc/systemd/resolved.conf.d")
+            .exists());
+        assert!(networkd_os
+            .path()
+            .join("etc/systemd/network/00-reprov-525400123456.network")
+            .exists());
     }
 
     #[test]

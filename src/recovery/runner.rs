@@ -479,8 +479,13 @@ impl<D: Device> Runner<'_, D> {
                 }
             }
             if let Some(identity) = identity {
-                identity::restore(identity, &mut identity::DirSink::new(at))?;
-                self.note(Code::IdentityRestored, identity.hostname.as_str())?;
+                let written = identity::restore(identity, &mut identity::DirSink::new(at))?;
+                let ifupdown = identity::ifupdown::INTERFACES_PATH;
+                let detail = match written.iter().any(|path| path == ifupdown) {
+                    true => format!("{} (and into ifupdown's {ifupdown})", identity.hostname),
+                    false => identity.hostname.to_string(),
+                };
+                self.note(Code::IdentityRestored, &detail)?;
             }
             Ok::<_, crate::Error>(())
         })();

@@ -1,11 +1,11 @@
 //! Real Debian appliances for the QEMU tests (qemu/debian-rootfs, qemu/debian-nos):
-//! bookworm with systemd, systemd-networkd, the static reprov and its agent units, an
-//! ext4 NOS booting through extlinux from its own partition boot sector.
+//! bookworm with systemd, the static reprov and its agent units, an ext4 NOS booting
+//! through extlinux from its own partition boot sector.
 //!
 //! | appliance | application | NOS | network (its own) | host name |
 //! |---|---|---|---|---|
-//! | A | nginx: a page naming the web appliance | 1024 MiB ext4 | static 10.0.2.77/24, gw 10.0.2.2, DNS 10.0.2.3 | `web-07` |
-//! | B | dnsmasq: `whoami.appliance.internal` TXT | 768 MiB ext4 | DHCP | `appliance-dns` |
+//! | A | nginx: a page naming the web appliance | 1024 MiB ext4 | systemd-networkd: static 10.0.2.77/24, gw 10.0.2.2, DNS 10.0.2.3 | `web-07` |
+//! | B | dnsmasq: `whoami.appliance.internal` TXT | 768 MiB ext4 | ifupdown (`/etc/network/interfaces` as debian-installer writes it): DHCP | `appliance-dns` |
 //!
 //! Both carry `/etc/reprov/store.toml` naming the store at [`STORE_URL`] (a guest port
 //! the test forwards to its HTTP server) with the test user and password, fleet group
