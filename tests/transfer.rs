@@ -436,6 +436,41 @@ fn a_server_that_trickles_is_left_at_the_minimum_rate() {
     assert_clean(&message);
 }
 
+/// An HTTP server that answers its status line, then dribbles header bytes for ever:
+/// the answer's head must come whole within the timeout, so each attempt ends.
+#[test]
+fn an_http_server_that_dribbles_its_headers_times_out() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ");
+                while stream.write_all(b"a").is_ok() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/images/B.img");
+    let options = Options {
+        attempts: 2,
+        backoff: Duration::from_millis(10),
+        timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let message = fetch_into(out.path(), &Source::anonymous(&url).unwrap(), &options)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("after 2 attempts"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{message}");
+    assert!(names_in(out.path()).is_empty());
+}
+
 /// A port nothing listens on.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -15,7 +15,11 @@ fn agent(source: &Source, options: &Options) -> Result<ureq::Agent, Failure> {
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
+        .timeout_resolve(Some(options.timeout))
         .timeout_connect(Some(options.timeout))
+        // A server that sends its answer's head a byte at a time never trips the
+        // per-read timeout; the head as a whole must come within one timeout too.
+        .timeout_recv_response(Some(options.timeout))
         .timeout_per_read(Some(options.timeout))
         .timeout_per_write(Some(options.timeout));
     if source.url.tls {
