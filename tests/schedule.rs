@@ -790,3 +790,38 @@ fn an_image_the_images_partition_cannot_hold_is_refused_before_fetching() {
     runs.ok(&["image", "remove", "B1.tar", "--disk", a.disk_arg()]);
     schedule(&mut runs, "huge.tar", true);
 }
+
+/// An images partition filled to its last cluster (as an older reprov left it after a
+/// fetch that did not fit, or a tool that knows nothing of the reserve): `schedule` first
+/// gets back the room its own files need — the oldest image no job needs goes — and then
+/// saves the identity, fetches (making room again) and arms.
+#[test]
+fn a_full_images_partition_gets_its_room_back() {
+    let server = Server::start(Kind::Http, &[]);
+    let config = server.config(None);
+    let config = config.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Appliance::new(dir.path(), "appliance-a", "SN-A", "10.0.2.15/24");
+    {
+        let mut disk = open_disk(&a.disk).unwrap();
+        let store = disk.store().unwrap();
+        store.write("images/x", b"x").unwrap();
+        let free = store.free_bytes().unwrap();
+        store
+            .write("images/old.tar", &vec![7; usize::try_from(free).unwrap()])
+            .unwrap();
+        store.remove("images/x").unwrap();
+        assert!(store.free_bytes().unwrap() < 64 << 10, "full");
+        store.unmount().unwrap();
+    }
+    let image = image_of(&fat_nos(40 * MIB, "B", 18 * MIB), "B");
+    std::fs::write(server.file("B.tar"), image).unwrap();
+    let mut runs = Runs::new();
+    runs.ok(&a.schedule_apply(&server.url("B.tar"), config));
+    let (files, identity, codes) = a.store_state();
+    assert_eq!(files, ["B.tar"]);
+    assert!(identity.is_some());
+    assert_in_order(&codes, &["R005", "R001", "R002", "R003", "R004"]);
+    let log = runs.ok(&["log", "--disk", a.disk_arg()]);
+    assert!(log.contains("old.tar"), "{log}");
+}

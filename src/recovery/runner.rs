@@ -153,6 +153,12 @@ pub fn run_on<D: Device>(
         JobState::Pending | JobState::Running => {
             let job = job.start()?;
             disk.with_store(|store| {
+                // A partition left full (by an older reprov, or by hand) first gets back
+                // the room the job and the step log need; older images make way.
+                let reserve = store.make_room(IMAGES_DIR, 0, &[], "the job and step log");
+                if let Err(e) = reserve {
+                    log::warn!("{e}");
+                }
                 store.write_job(&job)?;
                 Ok(store.step(
                     Code::JobRead,

@@ -24,7 +24,7 @@ use crate::disk::{ApplianceDisk, Role};
 use crate::identity::{self, Identity};
 use crate::image::{self, Manifest};
 use crate::io::{Show, SyncAll};
-use crate::store::{Code, ImageName, Job, Kind, State, Store};
+use crate::store::{Code, ImageName, Job, Kind, State, Store, IMAGES_DIR};
 use crate::transfer::{self, Source, StoreConfig, StorePlace};
 use crate::trust::{self, Keys, Verdict};
 use crate::units::format_size;
@@ -224,6 +224,9 @@ fn prepare<D: Read + Write + Seek>(
             .into());
         }
     }
+    // A partition left full (by an older reprov, or by hand) first gets back the room
+    // reprov's own files need, or this says why it cannot.
+    store.make_room(IMAGES_DIR, 0, &[], "the job, identity and step log")?;
     store.write_identity_text(identity.to_toml().as_bytes())?;
     store.step(Code::IdentitySaved, identity.hostname.as_str())?;
 
@@ -324,7 +327,7 @@ fn fetch<D: Read + Write + Seek>(
         .ok_or_else(|| Error::Image(format!("{} names no file", source.url)))?
         .to_string();
     let name = ImageName::new(&file_name).map_err(|why| bad_name(&file_name, why))?;
-    let place = StorePlace::new(store, crate::store::IMAGES_DIR);
+    let place = StorePlace::new(store, IMAGES_DIR);
     let mut tenth = None;
     let mut progress = |p: transfer::Progress| {
         if let Some(total) = p.total.filter(|t| *t > 0) {

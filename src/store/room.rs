@@ -75,8 +75,13 @@ impl<D: Read + Write + Seek> Store<D> {
     /// all the others would not make the room, nothing is removed and [`Error::Full`]
     /// says so. Writes (only when it removes something).
     pub fn make_room(&self, dir: &str, need: u64, keep: &[&str], what: &str) -> Result<(), Error> {
-        let room = self.room()?;
-        if room >= need {
+        // Room is what is free past the reserve. A partition that an older reprov (or
+        // another tool) filled to the last cluster has less than the reserve free: then
+        // `need` 0 makes room for reprov's own files again.
+        let reserve = self.reserve();
+        let enough = |free: u64| free >= reserve.saturating_add(need);
+        let free = self.free_bytes()?;
+        if enough(free) {
             return Ok(());
         }
         let mut needed: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
@@ -95,18 +100,18 @@ impl<D: Read + Write + Seek> Store<D> {
         }
         let mut removable = self.removable(dir, &keep)?;
         let could_free: u64 = removable.iter().map(|r| r.bytes).sum();
-        if room.saturating_add(could_free) < need {
+        if !enough(free.saturating_add(could_free)) {
             return Err(Error::Full {
                 what: what.to_string(),
                 need,
-                room,
+                room: free.saturating_sub(reserve),
                 could_free,
                 kept: keep.join(", "),
             });
         }
         removable.sort_by_key(|r| (!r.leftover, r.modified));
         for old in removable {
-            if self.room()? >= need {
+            if enough(self.free_bytes()?) {
                 break;
             }
             let path = format!("{dir}/{}", old.name);
