@@ -648,15 +648,10 @@ fn list(l: List) -> crate::Result<()> {
         crate::store::IMAGES_DIR
     };
     let listed = store.list_images_in(dir);
-    let room = store.room();
     store.unmount()?;
     for (name, size) in listed? {
         println!("{name}\t{size}\t{}", format_size(size));
     }
-    log::info!(
-        "room for {} more (the last few MiB are kept for reprov's own files)",
-        format_size(room?)
-    );
     Ok(())
 }
 
